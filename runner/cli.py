@@ -1,0 +1,351 @@
+"""The ``raybatch`` command: flags, exit codes and wiring; the logic lives elsewhere.
+
+Exit codes: 0 every job done, 1 some jobs failed or were not started, 2 manifest or usage
+error, 3 fatal (bad key, disk, state), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from . import __version__, report
+from .errors import ManifestError, RaybatchError
+from .fal import FalClient, FalConfig
+from .manifest import Plan, manifest_schema, plan
+from .progress import Progress
+from .scheduler import RunOptions, RunSummary, Scheduler
+from .state import DirectoryLock, StateStore, Transitions, write_results
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+#: The key ``--local`` uses when FAL_KEY is unset: the emulator accepts any key.
+LOCAL_KEY = "local-emulator-key"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors raise instead of printing a traceback-free exit itself."""
+
+    def error(self, message: str) -> Any:  # noqa: D102 - argparse API
+        raise ManifestError(f"usage: {message} (see raybatch {self.prog.split()[-1]} --help)")
+
+
+def _selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                   help="keep jobs whose clip id or prompt name matches (glob; repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="drop jobs whose clip id or prompt name matches (glob; repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = _Parser(prog="raybatch", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"raybatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def manifest_cmd(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("manifest", type=Path, help="the YAML manifest")
+        p.add_argument("--output-dir", type=Path, help="default: the manifest's output_dir,"
+                       " else outputs/<name>/")
+        _selection(p)
+        return p
+
+    p = manifest_cmd("plan", "validate a manifest and show what would run and what it costs")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--probe-remote", action="store_true", help="also check remote media URLs")
+
+    p = manifest_cmd("run", "run every job not yet done (resumes where a previous run stopped)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--local", action="store_true",
+                       help="start the built-in fal emulator for this run (fully offline)")
+    where.add_argument("--fal-url", metavar="URL",
+                       help="send queue, storage and file traffic to this origin (an emulator)")
+    p.add_argument("--concurrency", type=int, metavar="N",
+                   help="remote requests running at once (your fal account's limit)")
+    p.add_argument("--max-cost", type=float, metavar="USD",
+                   help="refuse to start above this estimate; stop submitting when reached")
+    p.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
+    p.add_argument("--on-ambiguous", choices=("resubmit", "fail"), default="resubmit",
+                   help="a submit whose answer was lost: submit again (default) or fail it")
+    p.add_argument("--resubmit-expired", action="store_true",
+                   help="render again (and pay again) a job whose result expired before fetch")
+    p.add_argument("--watch", choices=("stream", "poll"), default="stream",
+                   help="how to follow jobs at fal (default: the SSE status stream)")
+    p.add_argument("--grace", type=float, default=120.0, metavar="SECONDS",
+                   help="after Ctrl-C, how long in-flight jobs may still finish")
+    p.add_argument("-v", "--verbose", action="store_true", help="one line per job transition")
+
+    p = manifest_cmd("status", "show how far a run got (safe while it runs)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = manifest_cmd("cancel", "cancel this manifest's requests in flight at fal")
+    p.add_argument("--fal-url", metavar="URL", help="fal origin (an emulator)")
+
+    manifest_cmd("report", "write <output_dir>/index.html to review results beside sources")
+
+    sub.add_parser("schema", help="print the manifest's JSON Schema")
+
+    from .emulator import server as emulator_server
+
+    p = sub.add_parser("emulator", help="serve the built-in fal emulator on loopback")
+    emulator_server.add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        return _dispatch(args)
+    except RaybatchError as exc:
+        print(f"raybatch: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("raybatch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "schema":
+        print(json.dumps(manifest_schema(), indent=2))
+        return EXIT_OK
+    if args.command == "emulator":
+        from .emulator import server as emulator_server
+
+        return emulator_server.run(args)
+    the_plan = plan(
+        args.manifest,
+        output_dir=args.output_dir,
+        only=args.only,
+        exclude=args.exclude,
+        probe_remote=getattr(args, "probe_remote", False),
+    )
+    command = {
+        "plan": _plan,
+        "run": _run,
+        "status": _status,
+        "cancel": _cancel,
+        "report": _report,
+    }[args.command]
+    return command(args, the_plan)
+
+
+# -- plan / status / report ----------------------------------------------------------------
+
+
+def _open_existing(the_plan: Plan) -> StateStore | None:
+    path = the_plan.output_dir / "state.db"
+    return StateStore.open(path, create=False) if path.exists() else None
+
+
+def _plan(args: argparse.Namespace, the_plan: Plan) -> int:
+    store = _open_existing(the_plan)
+    try:
+        summary = report.plan_summary(the_plan, store)
+    finally:
+        if store is not None:
+            store.close()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(report.format_plan(summary))
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace, the_plan: Plan) -> int:
+    store = _open_existing(the_plan)
+    try:
+        summary = report.status_summary(the_plan, store)
+    finally:
+        if store is not None:
+            store.close()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(report.format_status(summary))
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace, the_plan: Plan) -> int:
+    store = _open_existing(the_plan)
+    try:
+        page = report.write_review_page(the_plan, store)
+    finally:
+        if store is not None:
+            store.close()
+    print(f"wrote {page}")
+    return EXIT_OK
+
+
+# -- run -----------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace, the_plan: Plan) -> int:
+    concurrency = args.concurrency or the_plan.manifest.concurrency
+    if concurrency < 1:
+        raise ManifestError("usage: --concurrency must be at least 1")
+    max_cost = args.max_cost if args.max_cost is not None else the_plan.manifest.max_cost
+    output_dir = the_plan.output_dir
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with DirectoryLock(output_dir):
+        store = StateStore.open(output_dir / "state.db")
+        try:
+            store.add_jobs(the_plan.jobs)
+            if args.retry_failed:
+                _reset_failed(store, the_plan)
+            remaining = report.remaining_cost(the_plan, store)
+            if max_cost is not None and remaining > max_cost + 1e-9:
+                raise ManifestError(
+                    f"the remaining jobs are estimated at ${remaining:.2f}, above --max-cost"
+                    f" ${max_cost:.2f}; nothing was submitted (raise the cap or use --only)"
+                )
+            options = RunOptions(
+                concurrency=concurrency,
+                max_cost=max_cost,
+                on_ambiguous=args.on_ambiguous,
+                resubmit_expired=args.resubmit_expired,
+                watch=args.watch,
+                grace=args.grace,
+            )
+            with _fal_origin(args) as config:
+                summary = _execute(the_plan, store, config, options, verbose=args.verbose)
+            write_results(store, output_dir / "results.jsonl", [s.key for s in the_plan.jobs])
+        finally:
+            store.close()
+    try:
+        report.write_review_page(the_plan, None)
+    except Exception as exc:  # noqa: BLE001 - the review page is a convenience, never a failure
+        print(f"raybatch: could not refresh the review page: {exc}", file=sys.stderr)
+    return _exit_code(summary)
+
+
+def _reset_failed(store: StateStore, the_plan: Plan) -> None:
+    states = store.states()
+    again = [s.key for s in the_plan.jobs if states.get(s.key) in ("failed", "cancelled")]
+    if again:
+        store.execute_batch([Transitions.reset(key) for key in again])
+
+
+@contextmanager
+def _fal_origin(args: argparse.Namespace) -> Iterator[FalConfig]:
+    """The fal configuration for this run, starting the emulator for ``--local``."""
+    if not args.local:
+        yield FalConfig.from_env(args.fal_url)
+        return
+    from .emulator import launch
+
+    with launch.local_emulator() as url:
+        key = os.environ.get("FAL_KEY") or LOCAL_KEY
+        yield FalConfig.single_origin(url, key)
+
+
+def _execute(
+    the_plan: Plan, store: StateStore, config: FalConfig, options: RunOptions, *, verbose: bool
+) -> RunSummary:
+    progress = Progress(the_plan, store, verbose=verbose)
+
+    async def main() -> RunSummary:
+        async with FalClient(config) as client:
+            scheduler = Scheduler(
+                the_plan.jobs, store, client, the_plan.output_dir, options, progress
+            )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_signals, scheduler, tg.cancel_scope)
+                summary = await scheduler.run()
+                tg.cancel_scope.cancel()
+            return summary
+
+    with progress:
+        summary = anyio.run(main)
+        progress.finish(summary)
+    return summary
+
+
+async def _signals(scheduler: Scheduler, scope: anyio.CancelScope) -> None:
+    """First SIGINT/SIGTERM drains; the second leaves in-flight requests to a later run."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        count = 0
+        async for _ in received:
+            count += 1
+            if count == 1:
+                scheduler.drain()
+            else:
+                scheduler.abort()
+
+
+def _exit_code(summary: RunSummary) -> int:
+    if summary.fatal is not None:
+        print(f"raybatch: {summary.fatal}", file=sys.stderr)
+        return summary.fatal.exit_code
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    if summary.failed or summary.not_started or summary.cancelled:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+# -- cancel --------------------------------------------------------------------------------
+
+
+def _cancel(args: argparse.Namespace, the_plan: Plan) -> int:
+    store = _open_existing(the_plan)
+    if store is None:
+        print("nothing to cancel: no state file yet")
+        return EXIT_OK
+    try:
+        with DirectoryLock(the_plan.output_dir):
+            outcome = anyio.run(_cancel_all, store, the_plan, FalConfig.from_env(args.fal_url))
+    finally:
+        store.close()
+    for line in outcome:
+        print(line)
+    return EXIT_OK
+
+
+async def _cancel_all(store: StateStore, the_plan: Plan, config: FalConfig) -> list[str]:
+    keys = {s.key for s in the_plan.jobs}
+    rows = [r for r in store.rows() if r.key in keys and r.state in ("queued", "running",
+                                                                       "submitting", "pending")]
+    lines: list[str] = []
+    ops = []
+    async with FalClient(config) as client:
+        for row in rows:
+            note = "cancelled before submission"
+            if row.request_id:
+                cancel_url = row.cancel_url or client.request_urls(row.endpoint,
+                                                                   row.request_id)[2]
+                answer = await client.cancel(cancel_url)
+                note = {
+                    "requested": "cancellation requested at fal (a running job may still finish"
+                    " and bill)",
+                    "already_completed": "already completed at fal; result kept",
+                    "not_found": "unknown to fal",
+                }[answer]
+                if answer == "already_completed":
+                    lines.append(f"{row.key[:12]} {row.clip}/{row.prompt}: {note}")
+                    continue
+            ops.append(Transitions.cancelled(row.key, note))
+            lines.append(f"{row.key[:12]} {row.clip}/{row.prompt}: {note}")
+    if ops:
+        store.execute_batch(ops)
+    lines.append(f"{len(ops)} job(s) marked cancelled; `raybatch run --retry-failed` runs them"
+                 " again")
+    return lines
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,630 @@
+"""The pipeline: upload → submit → watch → fetch → download, for every job, resumably.
+
+Shape (anyio structured concurrency, after aiometer's "wait for capacity, then spawn"):
+
+* one task group; a feeder spawns a task per job only once a *slot* is free, so at most
+  ``concurrency + queue_buffer`` requests exist at fal and only as many job tasks exist
+  here — a 100k-job batch never has 100k coroutines;
+* a slot is held from submit until the result is fetched; uploads and downloads have
+  their own limiters, so a job waiting for bytes never keeps a remote slot idle;
+* status comes from fal's SSE stream (one request per job, no polling delay); if the
+  stream breaks, that job falls back to adaptive polling under a global rate limit;
+* every transition is committed through the single :class:`~runner.state.StateWriter`
+  before the pipeline acts on it.
+
+Retries are decided here and only here, by error class (see ``errors.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, Protocol, TypeVar
+
+import anyio
+import httpx
+
+from . import download as dl
+from .errors import (
+    FatalError,
+    PermanentError,
+    RateLimited,
+    RaybatchError,
+    RemoteJobError,
+    RequestLost,
+    ResultExpired,
+    RetryableError,
+    SubmitUnconfirmed,
+)
+from .fal import FalClient, Status, Submission, classify_completed
+from .job import JobSpec, LocalFile, resolve_arguments
+from .state import ErrorInfo, JobRow, OutputFile, StateStore, StateWriter, Transitions
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Knobs of one run; the defaults suit a real fal account."""
+
+    concurrency: int = 8
+    #: Requests kept waiting at fal beyond ``concurrency``, so a freed slot starts at once.
+    queue_buffer: int | None = None
+    uploads: int = 4
+    downloads: int = 4
+    status_per_second: float = 20.0
+    max_attempts: int = 3
+    stage_attempts: int = 8
+    on_ambiguous: Literal["resubmit", "fail"] = "resubmit"
+    resubmit_expired: bool = False
+    watch: Literal["stream", "poll"] = "stream"
+    max_cost: float | None = None
+    grace: float = 120.0
+    poll_initial: float = 1.0
+    poll_max: float = 15.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+    @property
+    def slots(self) -> int:
+        """Requests allowed to exist at fal at once."""
+        buffer = self.queue_buffer
+        if buffer is None:
+            buffer = max(2, math.ceil(self.concurrency * 0.1))
+        return self.concurrency + buffer
+
+
+class RunObserver(Protocol):
+    """What the engine tells whoever draws progress (the engine draws nothing itself)."""
+
+    def on_state(self, spec: JobSpec, state: str, detail: str | None) -> None:
+        """A job moved to ``state`` (uploading, submitting, queued, running, downloading,
+        done, failed, pending, cancelled)."""
+
+    def on_bytes(self, direction: Literal["up", "down"], count: int) -> None:
+        """``count`` more bytes moved."""
+
+    def on_note(self, message: str) -> None:
+        """Something the user should read (a policy applied, a budget reached)."""
+
+
+class NullObserver:
+    """An observer that ignores everything."""
+
+    def on_state(self, spec: JobSpec, state: str, detail: str | None) -> None:
+        """Ignore."""
+
+    def on_bytes(self, direction: Literal["up", "down"], count: int) -> None:
+        """Ignore."""
+
+    def on_note(self, message: str) -> None:
+        """Ignore."""
+
+
+@dataclass
+class RunSummary:
+    """How a run ended."""
+
+    done: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    not_started: int = 0
+    ambiguous: int = 0
+    resubmitted: int = 0
+    interrupted: bool = False
+    budget_stopped: bool = False
+    fatal: RaybatchError | None = None
+    spent: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class _Stop(Exception):
+    """Internal: this job must not be submitted now (draining, budget, fatal error)."""
+
+
+class _Resubmit(Exception):
+    """Internal: drop the current request and submit the job again."""
+
+    def __init__(self, cause: RaybatchError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _RateGate:
+    """A minimal GCRA pacer: at most ``rate`` passes per second, no bursts."""
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        at = max(now, self._next)
+        self._next = at + self._interval
+        if at > now:
+            await anyio.sleep(at - now)
+
+
+class _Once:
+    """Run an async producer once per key; concurrent callers share its outcome."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, str] = {}
+        self._running: dict[str, anyio.Event] = {}
+
+    async def get(self, key: str, produce: Callable[[], Awaitable[str]]) -> str:
+        while key not in self._values:
+            event = self._running.get(key)
+            if event is not None:
+                await event.wait()
+                continue
+            event = self._running[key] = anyio.Event()
+            try:
+                self._values[key] = await produce()
+            finally:
+                del self._running[key]
+                event.set()
+        return self._values[key]
+
+
+def find_files(value: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """Every fal ``File`` object in a result, with its field path (e.g. ``images.0``)."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(value, dict):
+        if isinstance(value.get("url"), str) and (
+            "content_type" in value or "file_name" in value or "file_size" in value
+        ):
+            return [(path, value)]
+        for name, item in value.items():
+            found += find_files(item, f"{path}.{name}" if path else str(name))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found += find_files(item, f"{path}.{i}" if path else str(i))
+    return found
+
+
+def output_paths(
+    output: PurePosixPath, files: Sequence[tuple[str, dict[str, Any]]]
+) -> list[PurePosixPath]:
+    """Where each result file goes: the first under the job's output path, the others
+    beside it as ``<stem>.<field><ext>`` with the extension taken from fal's file name."""
+    paths = [output]
+    for field_path, file in files[1:]:
+        ext = dl.safe_extension(file.get("file_name"), file.get("content_type"))
+        paths.append(output.with_name(f"{output.stem}.{field_path.replace('.', '-')}{ext}"))
+    return paths
+
+
+class Scheduler:
+    """Runs a set of jobs to completion against fal, recording everything in the state."""
+
+    def __init__(
+        self,
+        jobs: Sequence[JobSpec],
+        store: StateStore,
+        client: FalClient,
+        output_dir: Path,
+        options: RunOptions | None = None,
+        observer: RunObserver | None = None,
+        *,
+        downloader: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.jobs = list(jobs)
+        self.store = store
+        self.client = client
+        self.output_dir = output_dir
+        self.options = options or RunOptions()
+        self.observer: RunObserver = observer or NullObserver()
+        self._downloader = downloader
+        self.summary = RunSummary()
+        self._writer = StateWriter(store)
+        self._slots = anyio.Semaphore(self.options.slots)
+        self._upload_limit = anyio.CapacityLimiter(self.options.uploads)
+        self._download_limit = anyio.CapacityLimiter(self.options.downloads)
+        self._status_gate = _RateGate(self.options.status_per_second)
+        self._uploads = _Once()
+        self._submit_paused_until = 0.0
+        self._stop_submitting: str | None = None
+        self._spent = 0.0
+        self._cancel_scope: anyio.CancelScope | None = None
+
+    # -- control ---------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """First signal: submit nothing new; let in-flight jobs finish within the grace.
+
+        Must be called from the event loop's thread (the signal task is).
+        """
+        self.summary.interrupted = True
+        self._stop(
+            f"interrupted: submitting nothing new; waiting up to {self.options.grace:g}s for"
+            " in-flight jobs (press Ctrl-C again to leave them running at fal)"
+        )
+        if self._jobs_scope is not None:
+            self._jobs_scope.deadline = min(
+                self._jobs_scope.deadline, anyio.current_time() + self.options.grace
+            )
+
+    def abort(self) -> None:
+        """Second signal: stop at once; in-flight requests stay re-attachable."""
+        self.summary.interrupted = True
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    def _stop(self, reason: str) -> None:
+        if self._stop_submitting is None:
+            self._stop_submitting = reason
+            self.observer.on_note(reason)
+
+    # -- the run ---------------------------------------------------------------------------
+
+    async def run(self) -> RunSummary:
+        """Run every job not yet finished; returns how it went (never raises for a job)."""
+        rows = {r.key: r for r in self.store.rows()}
+        own_client = self._downloader is None
+        downloader = self._downloader or httpx.AsyncClient(
+            timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=False
+        )
+        try:
+            async with anyio.create_task_group() as root:
+                self._cancel_scope = root.cancel_scope
+                await root.start(self._writer.run)
+                try:
+                    with anyio.CancelScope() as jobs_scope:
+                        self._jobs_scope = jobs_scope
+                        async with anyio.create_task_group() as jobs_group:
+                            await self._feed(jobs_group, rows, downloader)
+                finally:
+                    self._writer.close()
+        finally:
+            if own_client:
+                await downloader.aclose()
+        self._finish_summary()
+        return self.summary
+
+    _jobs_scope: anyio.CancelScope | None = None
+
+    async def _feed(
+        self, group: anyio.abc.TaskGroup, rows: Mapping[str, JobRow], downloader: httpx.AsyncClient
+    ) -> None:
+        # Jobs already holding a request (or a fetched result) go first: they cost nothing
+        # more, and re-attaching early keeps their results from expiring at fal.
+        attached = [s for s in self.jobs if rows[s.key].state in ("queued", "running", "completed")]
+        fresh = [s for s in self.jobs if rows[s.key].state == "pending"]
+        ambiguous = [s for s in self.jobs if rows[s.key].state == "submitting"]
+        if ambiguous:
+            resubmit = self.options.on_ambiguous == "resubmit"
+            await self._writer.apply(
+                *(Transitions.ambiguous(s.key, resubmit=resubmit) for s in ambiguous)
+            )
+            self.summary.ambiguous += len(ambiguous)
+            self.observer.on_note(
+                f"{len(ambiguous)} submit(s) were interrupted before fal's answer was recorded;"
+                f" policy --on-ambiguous {self.options.on_ambiguous}"
+            )
+            if resubmit:
+                fresh = ambiguous + fresh
+            else:
+                for spec in ambiguous:
+                    self.observer.on_state(spec, "failed", "ambiguous submit")
+        for spec in attached:
+            row = rows[spec.key]
+            holds_slot = row.state != "completed"
+            if holds_slot:
+                await self._slots.acquire()
+            group.start_soon(self._job, spec, _Progress.of(row), holds_slot, downloader)
+        for spec in fresh:
+            await self._slots.acquire()
+            if self._stop_submitting is not None:
+                self._slots.release()
+                break
+            group.start_soon(self._job, spec, _Progress.of(rows[spec.key]), True, downloader)
+
+    # -- one job ---------------------------------------------------------------------------
+
+    async def _job(
+        self, spec: JobSpec, job: _Progress, holds_slot: bool, downloader: httpx.AsyncClient
+    ) -> None:
+        slot = _Slot(self._slots, holds_slot)
+        try:
+            await self._job_inner(spec, job, slot, downloader)
+        except _Stop:
+            self.observer.on_state(spec, "pending", self._stop_submitting)
+        except FatalError as exc:
+            self.summary.fatal = self.summary.fatal or exc
+            self._stop(f"stopping: {exc}")
+            if self._cancel_scope is not None:
+                self._cancel_scope.cancel()
+        finally:
+            slot.release()
+
+    async def _job_inner(
+        self, spec: JobSpec, job: _Progress, slot: _Slot, downloader: httpx.AsyncClient
+    ) -> None:
+        while True:
+            try:
+                if job.result is None:
+                    submission = await self._ensure_submitted(spec, job, slot)
+                    status = await self._watch(spec, job, submission)
+                    error = classify_completed(status)
+                    if error is not None:
+                        raise _Resubmit(error) if isinstance(error, RemoteJobError) else error
+                    job.result, units = await self._fetch(spec, submission)
+                    await self._writer.apply(Transitions.completed(spec.key, job.result, units))
+                slot.release()
+                await self._download_all(spec, job.result, downloader)
+                return
+            except _Resubmit as again:
+                await self._writer.apply(
+                    Transitions.retry(spec.key, ErrorInfo.of(again.cause), resubmit=True)
+                )
+                job.request = None
+                job.last_error = f"{type(again.cause).__name__}: {again.cause}"
+                self.summary.resubmitted += 1
+                self.observer.on_state(spec, "pending", f"resubmitting after {again.cause}")
+            except PermanentError as exc:
+                await self._writer.apply(Transitions.failed(spec.key, ErrorInfo.of(exc)))
+                self.observer.on_state(spec, "failed", str(exc))
+                return
+
+    # -- stages ----------------------------------------------------------------------------
+
+    async def _ensure_submitted(self, spec: JobSpec, job: _Progress, slot: _Slot) -> Submission:
+        if job.request is not None:
+            return job.request
+        if job.attempts >= self.options.max_attempts:
+            last = f"; last error {job.last_error}" if job.last_error else ""
+            raise PermanentError(f"gave up after {job.attempts} submission(s){last}")
+        await slot.ensure()
+        uploaded = {}
+        for sha, local in spec.files.items():
+            self._check_can_submit()
+            self.observer.on_state(spec, "uploading", local.path.name)
+            uploaded[sha] = await self._uploads.get(sha, lambda f=local: self._upload(f))
+        job.attempts += 1
+        job.request = await self._submit(spec, resolve_arguments(spec, uploaded), job.attempts)
+        job.state = "queued"
+        return job.request
+
+    def _check_can_submit(self) -> None:
+        if self._stop_submitting is not None:
+            raise _Stop(self._stop_submitting)
+
+    async def _upload(self, local: LocalFile) -> str:
+        async with self._upload_limit:
+            url = await self._retrying(lambda: self.client.upload(local.path, local.content_type))
+        self.observer.on_bytes("up", local.size)
+        return url
+
+    def _check_budget(self, cost: float) -> None:
+        limit = self.options.max_cost
+        if limit is not None and self._spent + cost > limit + 1e-9:
+            self.summary.budget_stopped = True
+            self._stop(
+                f"budget reached: ${self._spent:.2f} spent in this run and the next job"
+                f" (${cost:.2f}) would pass --max-cost ${limit:.2f}; submitting nothing more"
+            )
+            raise _Stop(self._stop_submitting)
+
+    async def _submit(self, spec: JobSpec, arguments: dict[str, Any], attempt: int) -> Submission:
+        cost = spec.estimated_cost or 0.0
+        for n in range(1, self.options.stage_attempts + 1):
+            self._check_can_submit()
+            self._check_budget(cost)
+            pause = self._submit_paused_until - time.monotonic()
+            if pause > 0:
+                await anyio.sleep(pause)
+                continue
+            self.observer.on_state(spec, "submitting", None)
+            # From the intent to the recorded request id the outcome is unknowable after a
+            # crash; shield it so a cancel (second Ctrl-C) never widens that window.
+            with anyio.CancelScope(shield=True):
+                await self._writer.apply(Transitions.intent(spec.key, attempt))
+                try:
+                    sub = await self.client.submit(spec.endpoint, arguments)
+                except SubmitUnconfirmed as exc:
+                    resubmit = self.options.on_ambiguous == "resubmit"
+                    await self._writer.apply(Transitions.ambiguous(spec.key, resubmit=resubmit))
+                    self.summary.ambiguous += 1
+                    self.observer.on_note(
+                        f"{spec.key[:12]}: submit unconfirmed ({exc});"
+                        f" policy --on-ambiguous {self.options.on_ambiguous}"
+                    )
+                    if not resubmit:
+                        raise PermanentError(
+                            "the submit may have reached fal but its answer was lost;"
+                            " not resubmitted (--on-ambiguous fail)"
+                        ) from None
+                    delay = self._backoff(n)
+                except RetryableError as exc:
+                    # A definite refusal: nothing was created at fal, so the job is plainly
+                    # pending again (a crash now must not count it as ambiguous).
+                    await self._writer.apply(Transitions.unsent(spec.key))
+                    if n == self.options.stage_attempts:
+                        raise PermanentError(f"submit kept failing: {exc}") from exc
+                    delay = self._backoff(n)
+                    if isinstance(exc, RateLimited):
+                        delay = exc.retry_after if exc.retry_after is not None else delay
+                        self._submit_paused_until = time.monotonic() + delay
+                        continue
+                else:
+                    await self._writer.apply(
+                        Transitions.submitted(
+                            spec.key,
+                            attempt,
+                            sub.request_id,
+                            sub.status_url,
+                            sub.response_url,
+                            sub.cancel_url,
+                        )
+                    )
+                    self._spent += cost
+                    self.summary.spent = self._spent
+                    self.observer.on_state(spec, "queued", sub.request_id)
+                    return sub
+            await anyio.sleep(delay)
+        raise PermanentError("submit kept failing")
+
+    async def _watch(self, spec: JobSpec, job: _Progress, sub: Submission) -> Status:
+        try:
+            if self.options.watch == "stream":
+                try:
+                    async for status in self.client.stream_status(sub.status_url):
+                        await self._note_status(spec, job, status)
+                        if status.state == "COMPLETED":
+                            return status
+                except RetryableError:
+                    pass  # The stream broke; polling picks up from where it left off.
+            return await self._poll(spec, job, sub)
+        except RequestLost as exc:
+            # fal does not know the request (or, with --local, the emulator was restarted).
+            raise _Resubmit(exc) from exc
+
+    async def _poll(self, spec: JobSpec, job: _Progress, sub: Submission) -> Status:
+        delay = self.options.poll_initial
+        while True:
+            await self._status_gate.wait()
+            status = await self._retrying(lambda: self.client.status(sub.status_url))
+            await self._note_status(spec, job, status)
+            if status.state == "COMPLETED":
+                return status
+            await anyio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(self.options.poll_max, delay * 1.5)
+
+    async def _note_status(self, spec: JobSpec, job: _Progress, status: Status) -> None:
+        if status.state == "IN_PROGRESS" and job.state != "running":
+            await self._writer.apply(Transitions.running(spec.key))
+            job.state = "running"
+            self.observer.on_state(spec, "running", None)
+        elif status.state == "IN_QUEUE" and job.state == "running":
+            await self._writer.apply(Transitions.queued_again(spec.key))
+            job.state = "queued"
+            self.observer.on_state(spec, "queued", "back in fal's queue")
+
+    async def _fetch(self, spec: JobSpec, sub: Submission) -> tuple[dict[str, Any], float | None]:
+        try:
+            result = await self._retrying(lambda: self.client.result(sub.response_url))
+        except (RequestLost, ResultExpired) as exc:
+            if self.options.resubmit_expired:
+                self.observer.on_note(f"{spec.key[:12]}: result expired; resubmitting (paid again)")
+                raise _Resubmit(ResultExpired(str(exc), request_id=sub.request_id)) from exc
+            raise ResultExpired(
+                f"the result of request {sub.request_id} expired before it was fetched;"
+                " rerun with --resubmit-expired to render it again (billed again)",
+                request_id=sub.request_id,
+            ) from exc
+        except RemoteJobError as exc:
+            raise _Resubmit(exc) from exc
+        return result.data, result.billable_units
+
+    async def _download_all(
+        self, spec: JobSpec, result: dict[str, Any], downloader: httpx.AsyncClient
+    ) -> None:
+        files = find_files(result)
+        if not files:
+            raise PermanentError("the result holds no output file")
+        outputs: list[OutputFile] = []
+        self.observer.on_state(spec, "downloading", None)
+        async with self._download_limit:
+            for (field_path, file), rel in zip(
+                files, output_paths(spec.output, files), strict=True
+            ):
+                got = await self._retrying(
+                    lambda f=file, r=rel: dl.download(
+                        downloader,
+                        f["url"],
+                        self.output_dir / r,
+                        root=self.output_dir,
+                        expected_size=f.get("file_size"),
+                        on_bytes=lambda n: self.observer.on_bytes("down", n),
+                    )
+                )
+                outputs.append(OutputFile(str(rel), got.sha256, got.size, file["url"], field_path))
+        await self._writer.apply(Transitions.done(spec.key, outputs))
+        self.observer.on_state(spec, "done", None)
+
+    # -- retry helpers -----------------------------------------------------------------------
+
+    def _backoff(self, n: int) -> float:
+        """Exponential backoff with full jitter (attempt ``n`` counts from 1)."""
+        cap = min(self.options.backoff_max, self.options.backoff_initial * 2 ** (n - 1))
+        return random.uniform(cap / 2, cap)
+
+    async def _retrying(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Call until it succeeds, retrying retryable errors up to ``stage_attempts`` times.
+
+        Remote job errors are not retried here: they need a new submission.
+        """
+        for n in range(1, self.options.stage_attempts + 1):
+            try:
+                return await call()
+            except RemoteJobError:
+                raise
+            except RateLimited as exc:
+                if n == self.options.stage_attempts:
+                    raise
+                await anyio.sleep(exc.retry_after or self._backoff(n))
+            except RetryableError:
+                if n == self.options.stage_attempts:
+                    raise
+                await anyio.sleep(self._backoff(n))
+        raise AssertionError("unreachable")
+
+    def _finish_summary(self) -> None:
+        states = self.store.states()
+        keys = [s.key for s in self.jobs]
+        for key in keys:
+            state = states.get(key)
+            if state == "done":
+                self.summary.done += 1
+            elif state == "failed":
+                self.summary.failed += 1
+            elif state == "cancelled":
+                self.summary.cancelled += 1
+            else:
+                self.summary.not_started += 1
+        self.summary.spent = self._spent
+
+
+@dataclass
+class _Progress:
+    """What one job task knows of its job between transitions (the state file is the truth;
+    this copy spares a read per step)."""
+
+    state: str
+    attempts: int
+    request: Submission | None
+    result: dict[str, Any] | None
+    last_error: str | None = None
+
+    @classmethod
+    def of(cls, row: JobRow) -> _Progress:
+        request = None
+        if row.request_id and row.status_url and row.response_url:
+            request = Submission(
+                row.request_id, row.status_url, row.response_url, row.cancel_url or "", None
+            )
+        result = row.result if row.state == "completed" else None
+        return cls(row.state, row.attempts, request, result, row.error)
+
+
+class _Slot:
+    """A job's hold on one remote slot, released exactly once."""
+
+    def __init__(self, semaphore: anyio.Semaphore, held: bool) -> None:
+        self._semaphore = semaphore
+        self._held = held
+
+    async def ensure(self) -> None:
+        if not self._held:
+            await self._semaphore.acquire()
+            self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._semaphore.release()

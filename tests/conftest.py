@@ -1,0 +1,115 @@
+"""Shared fixtures: a real emulator process on loopback, and the real CLI in a subprocess.
+
+The runner is always driven as a user drives it (``python -m runner ...`` in a child
+process) so that exit codes, stderr, signals and SIGKILL are the real thing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFESTS = ROOT / "manifests"
+TEST_KEY = "test-key-0123456789"
+
+
+@dataclass
+class Emulator:
+    """A running emulator process: its URL, and a reader for its stats."""
+
+    url: str
+    process: subprocess.Popen[str]
+
+    def stats(self) -> dict[str, Any]:
+        """GET /_emulator/stats."""
+        with urllib.request.urlopen(self.url + "/_emulator/stats", timeout=10) as answer:
+            data: dict[str, Any] = json.load(answer)
+        return data
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST JSON to an /_emulator/ route."""
+        request = urllib.request.Request(
+            self.url + path, data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            data: dict[str, Any] = json.load(answer)
+        return data
+
+
+def start_emulator(*args: str) -> Emulator:
+    """Start ``python -m runner.emulator`` on a free loopback port and wait for its URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner.emulator", "--host", "127.0.0.1", "--port", "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    assert line.startswith("listening on http://127.0.0.1:"), line
+    return Emulator(line.removeprefix("listening on "), process)
+
+
+def stop_emulator(emulator: Emulator) -> None:
+    """Stop an emulator process."""
+    emulator.process.send_signal(signal.SIGTERM)
+    try:
+        emulator.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        emulator.process.kill()
+        emulator.process.wait()
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    """A fresh emulator with short jobs, outliving any runner the test starts."""
+    emu = start_emulator("--job-seconds", "0.3:0.8", "--seed", "1")
+    try:
+        yield emu
+    finally:
+        stop_emulator(emu)
+
+
+def run_cli(
+    *args: str | Path, cwd: Path | None = None, key: str | None = TEST_KEY, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m runner`` like a user would; returns the finished process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAL_")}
+    if key is not None:
+        env["FAL_KEY"] = key
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *map(str, args)],
+        cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def spawn_cli(*args: str | Path, cwd: Path, key: str = TEST_KEY) -> subprocess.Popen[str]:
+    """Start ``python -m runner`` in the background (for signal and kill tests)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAL_")}
+    env["FAL_KEY"] = key
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *map(str, args)], cwd=cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Path:
+    """A private copy of the demo manifest and its media; returns the manifest path."""
+    shutil.copytree(MANIFESTS / "media", tmp_path / "media",
+                    ignore=shutil.ignore_patterns("*.py"))
+    target = tmp_path / "demo.yaml"
+    shutil.copy(MANIFESTS / "demo.yaml", target)
+    return target
