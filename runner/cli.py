@@ -40,10 +40,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _selection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--only", action="append", default=[], metavar="PATTERN",
-                   help="keep jobs whose clip id or prompt name matches (glob; repeatable)")
-    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                   help="drop jobs whose clip id or prompt name matches (glob; repeatable)")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="keep jobs whose clip id or prompt name matches (glob; repeatable)",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="drop jobs whose clip id or prompt name matches (glob; repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,8 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     def manifest_cmd(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("manifest", type=Path, help="the YAML manifest")
-        p.add_argument("--output-dir", type=Path, help="default: the manifest's output_dir,"
-                       " else outputs/<name>/")
+        p.add_argument(
+            "--output-dir",
+            type=Path,
+            help="default: the manifest's output_dir, else outputs/<name>/",
+        )
         _selection(p)
         return p
 
@@ -66,23 +79,53 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = manifest_cmd("run", "run every job not yet done (resumes where a previous run stopped)")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--local", action="store_true",
-                       help="start the built-in fal emulator for this run (fully offline)")
-    where.add_argument("--fal-url", metavar="URL",
-                       help="send queue, storage and file traffic to this origin (an emulator)")
-    p.add_argument("--concurrency", type=int, metavar="N",
-                   help="remote requests running at once (your fal account's limit)")
-    p.add_argument("--max-cost", type=float, metavar="USD",
-                   help="refuse to start above this estimate; stop submitting when reached")
+    where.add_argument(
+        "--local",
+        action="store_true",
+        help="start the built-in fal emulator for this run (fully offline)",
+    )
+    where.add_argument(
+        "--fal-url",
+        metavar="URL",
+        help="send queue, storage and file traffic to this origin (an emulator)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="remote requests running at once (your fal account's limit)",
+    )
+    p.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="refuse to start above this estimate; stop submitting when reached",
+    )
     p.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
-    p.add_argument("--on-ambiguous", choices=("resubmit", "fail"), default="resubmit",
-                   help="a submit whose answer was lost: submit again (default) or fail it")
-    p.add_argument("--resubmit-expired", action="store_true",
-                   help="render again (and pay again) a job whose result expired before fetch")
-    p.add_argument("--watch", choices=("stream", "poll"), default="stream",
-                   help="how to follow jobs at fal (default: the SSE status stream)")
-    p.add_argument("--grace", type=float, default=120.0, metavar="SECONDS",
-                   help="after Ctrl-C, how long in-flight jobs may still finish")
+    p.add_argument(
+        "--on-ambiguous",
+        choices=("resubmit", "fail"),
+        default="resubmit",
+        help="a submit whose answer was lost: submit again (default) or fail it",
+    )
+    p.add_argument(
+        "--resubmit-expired",
+        action="store_true",
+        help="render again (and pay again) a job whose result expired before fetch",
+    )
+    p.add_argument(
+        "--watch",
+        choices=("stream", "poll"),
+        default="stream",
+        help="how to follow jobs at fal (default: the SSE status stream)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="after Ctrl-C, how long in-flight jobs may still finish",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="one line per job transition")
 
     p = manifest_cmd("status", "show how far a run got (safe while it runs)")
@@ -314,16 +357,18 @@ def _cancel(args: argparse.Namespace, the_plan: Plan) -> int:
 
 async def _cancel_all(store: StateStore, the_plan: Plan, config: FalConfig) -> list[str]:
     keys = {s.key for s in the_plan.jobs}
-    rows = [r for r in store.rows() if r.key in keys and r.state in ("queued", "running",
-                                                                       "submitting", "pending")]
+    rows = [
+        r
+        for r in store.rows()
+        if r.key in keys and r.state in ("queued", "running", "submitting", "pending")
+    ]
     lines: list[str] = []
     ops = []
     async with FalClient(config) as client:
         for row in rows:
             note = "cancelled before submission"
             if row.request_id:
-                cancel_url = row.cancel_url or client.request_urls(row.endpoint,
-                                                                   row.request_id)[2]
+                cancel_url = row.cancel_url or client.request_urls(row.endpoint, row.request_id)[2]
                 answer = await client.cancel(cancel_url)
                 note = {
                     "requested": "cancellation requested at fal (a running job may still finish"
@@ -338,8 +383,9 @@ async def _cancel_all(store: StateStore, the_plan: Plan, config: FalConfig) -> l
             lines.append(f"{row.key[:12]} {row.clip}/{row.prompt}: {note}")
     if ops:
         store.execute_batch(ops)
-    lines.append(f"{len(ops)} job(s) marked cancelled; `raybatch run --retry-failed` runs them"
-                 " again")
+    lines.append(
+        f"{len(ops)} job(s) marked cancelled; `raybatch run --retry-failed` runs them again"
+    )
     return lines
 
 

@@ -61,12 +61,23 @@ class Progress:
         self._write_log(f"run started: {len(self._plan.jobs)} job(s), {self._counts['done']} done")
         if self._tty:
             self._bar = tqdm(
-                total=len(self._plan.jobs), initial=self._counts["done"], desc="jobs",
-                unit="job", file=self._stream, dynamic_ncols=True, position=0,
+                total=len(self._plan.jobs),
+                initial=self._counts["done"],
+                desc="jobs",
+                unit="job",
+                file=self._stream,
+                dynamic_ncols=True,
+                position=0,
             )
             self._bytes_bar = tqdm(
-                desc="bytes", unit="B", unit_scale=True, unit_divisor=1024, file=self._stream,
-                dynamic_ncols=True, position=1, bar_format="{desc}: {n_fmt} {rate_fmt} {postfix}",
+                desc="bytes",
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                file=self._stream,
+                dynamic_ncols=True,
+                position=1,
+                bar_format="{desc}: {n_fmt} {rate_fmt} {postfix}",
             )
         self._refresh()
         return self
@@ -154,8 +165,11 @@ class Progress:
         now = time.monotonic()
         if now - self._last_plain >= PLAIN_INTERVAL:
             self._last_plain = now
-            print(f"[{time.strftime('%H:%M:%S')}] {self._status_text()}", file=self._stream,
-                  flush=True)
+            print(
+                f"[{time.strftime('%H:%M:%S')}] {self._status_text()}",
+                file=self._stream,
+                flush=True,
+            )
 
     def finish(self, summary: RunSummary) -> None:
         """Print the closing lines of a run."""
@@ -177,8 +191,13 @@ class Progress:
 
 def _bucket(state: str) -> str:
     """Collapse transient states into the counters the display shows."""
-    return {"uploading": "pending", "submitting": "pending", "downloading": "running",
-            "completed": "running", "cancelled": "failed"}.get(state, state)
+    return {
+        "uploading": "pending",
+        "submitting": "pending",
+        "downloading": "running",
+        "completed": "running",
+        "cancelled": "failed",
+    }.get(state, state)
 
 
 def _size(n: int) -> str:

@@ -15,8 +15,7 @@ from .manifest import Plan
 from .state import IN_FLIGHT, JobRow, StateStore
 
 #: Display order of job states.
-STATES = ("pending", "submitting", "queued", "running", "completed", "done", "failed",
-          "cancelled")
+STATES = ("pending", "submitting", "queued", "running", "completed", "done", "failed", "cancelled")
 #: States whose cost is already committed at fal (paid or being paid).
 PAID = frozenset({"submitting", "queued", "running", "completed", "done"})
 
@@ -45,8 +44,17 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
         state = states.get(spec.key, "new")
         entry = per.setdefault(
             spec.endpoint,
-            {"jobs": 0, "estimated_cost": 0.0, "unpriced": 0, "done": 0, "in_flight": 0,
-             "failed": 0, "to_run": 0, "paid": 0.0, "remaining_cost": 0.0},
+            {
+                "jobs": 0,
+                "estimated_cost": 0.0,
+                "unpriced": 0,
+                "done": 0,
+                "in_flight": 0,
+                "failed": 0,
+                "to_run": 0,
+                "paid": 0.0,
+                "remaining_cost": 0.0,
+            },
         )
         cost = spec.estimated_cost
         entry["jobs"] += 1
@@ -64,12 +72,31 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
             entry["paid"] += cost or 0.0
         else:
             entry["remaining_cost"] += cost or 0.0
-        jobs.append({"key": spec.key, "endpoint": spec.endpoint, "clip": spec.clip,
-                     "prompt": spec.prompt, "output": str(spec.output), "state": state,
-                     "estimated_cost": cost})
-    totals = {k: sum(e[k] for e in per.values()) for k in
-              ("jobs", "estimated_cost", "unpriced", "done", "in_flight", "failed", "to_run",
-               "paid", "remaining_cost")}
+        jobs.append(
+            {
+                "key": spec.key,
+                "endpoint": spec.endpoint,
+                "clip": spec.clip,
+                "prompt": spec.prompt,
+                "output": str(spec.output),
+                "state": state,
+                "estimated_cost": cost,
+            }
+        )
+    totals = {
+        k: sum(e[k] for e in per.values())
+        for k in (
+            "jobs",
+            "estimated_cost",
+            "unpriced",
+            "done",
+            "in_flight",
+            "failed",
+            "to_run",
+            "paid",
+            "remaining_cost",
+        )
+    }
     return {
         "manifest": str(plan.manifest_path),
         "name": plan.manifest.name,
@@ -96,8 +123,10 @@ def _rounded(entry: dict[str, Any]) -> dict[str, Any]:
 def format_plan(summary: dict[str, Any]) -> str:
     """``plan`` as text: a table per endpoint, the total, and the limits applied."""
     lines = [f"{summary['name']}: {summary['total']['jobs']} job(s) → {summary['output_dir']}"]
-    header = f"  {'endpoint':<42} {'jobs':>6} {'done':>6} {'flight':>6} {'failed':>6}" \
-             f" {'to run':>6} {'est. $':>10} {'paid $':>9} {'left $':>9}"
+    header = (
+        f"  {'endpoint':<42} {'jobs':>6} {'done':>6} {'flight':>6} {'failed':>6}"
+        f" {'to run':>6} {'est. $':>10} {'paid $':>9} {'left $':>9}"
+    )
     lines.append(header)
     rows = list(summary["endpoints"].items()) + [("total", summary["total"])]
     for name, e in rows:
@@ -107,8 +136,10 @@ def format_plan(summary: dict[str, Any]) -> str:
             f" {e['to_run']:>6} {cost:>10} {e['paid']:>9.2f} {e['remaining_cost']:>9.2f}"
         )
     if summary["total"]["unpriced"]:
-        lines.append(f"  ({summary['total']['unpriced']} job(s) on endpoints without a price:"
-                     " not counted; add `prices:` to the manifest to count them)")
+        lines.append(
+            f"  ({summary['total']['unpriced']} job(s) on endpoints without a price:"
+            " not counted; add `prices:` to the manifest to count them)"
+        )
     if summary["limits"]:
         lines.append("limits applied:")
         for limit in summary["limits"]:
@@ -136,8 +167,9 @@ def status_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
         units += row.billable_units or 0.0
         if row.state in ("failed", "cancelled"):
             reason = f"{row.error_class or row.state}: {row.error or ''}".strip()
-            group = failures.setdefault(reason, {"reason": reason, "kind": row.error_kind,
-                                                 "count": 0, "jobs": []})
+            group = failures.setdefault(
+                reason, {"reason": reason, "kind": row.error_kind, "count": 0, "jobs": []}
+            )
             group["count"] += 1
             group["jobs"].append({"key": row.key, "clip": row.clip, "prompt": row.prompt})
     total = Counter[str]()
@@ -169,11 +201,15 @@ def format_status(summary: dict[str, Any]) -> str:
     lines.append(f"  {'endpoint':<42} " + " ".join(f"{s:>9}" for s in STATES))
     for name, counts in [*summary["by_endpoint"].items(), ("total", summary["total"])]:
         lines.append(f"  {name:<42} " + " ".join(f"{counts.get(s, 0):>9}" for s in STATES))
-    lines.append(f"  spend (estimated, submitted jobs): ${summary['estimated_spend']:.2f};"
-                 f" billable units reported by fal: {summary['billable_units']:g}")
+    lines.append(
+        f"  spend (estimated, submitted jobs): ${summary['estimated_spend']:.2f};"
+        f" billable units reported by fal: {summary['billable_units']:g}"
+    )
     if summary["ambiguous_submits"]:
-        lines.append(f"  ambiguous submits (answer lost; may have been billed twice):"
-                     f" {summary['ambiguous_submits']}")
+        lines.append(
+            f"  ambiguous submits (answer lost; may have been billed twice):"
+            f" {summary['ambiguous_submits']}"
+        )
     for group in summary["failures"]:
         clips = ", ".join(f"{j['clip']}/{j['prompt']}" for j in group["jobs"][:8])
         more = f" and {group['count'] - 8} more" if group["count"] > 8 else ""

@@ -29,6 +29,7 @@ import anyio
 import httpx
 
 from . import download as dl
+from .paths import safe_extension
 from .errors import (
     FatalError,
     PermanentError,
@@ -194,7 +195,7 @@ def output_paths(
     beside it as ``<stem>.<field><ext>`` with the extension taken from fal's file name."""
     paths = [output]
     for field_path, file in files[1:]:
-        ext = dl.safe_extension(file.get("file_name"), file.get("content_type"))
+        ext = safe_extension(file.get("file_name"), file.get("content_type"))
         paths.append(output.with_name(f"{output.stem}.{field_path.replace('.', '-')}{ext}"))
     return paths
 

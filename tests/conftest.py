@@ -69,6 +69,8 @@ def stop_emulator(emulator: Emulator) -> None:
     except subprocess.TimeoutExpired:
         emulator.process.kill()
         emulator.process.wait()
+    if emulator.process.stdout is not None:
+        emulator.process.stdout.close()
 
 
 @pytest.fixture

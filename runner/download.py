@@ -1,0 +1,424 @@
+"""Verified, atomic, resumable downloads of output files (promise P7).
+
+Ordering (style-reliability §B.2): bytes stream into ``<name>.part`` beside the final
+name and are hashed on the way. Then size and sha256 are checked, the part is fsynced,
+renamed over the final name with ``os.replace``, and the directory is fsynced. A file is
+never visible under its final name half written, and the caller records ``done`` only
+after :func:`download` returns.
+
+Resume: ``<name>.part.json`` remembers the URL the part came from and its strong ETag.
+A later call for the *same* URL asks for the rest with ``Range`` (plus ``If-Range`` when
+an ETag is known): a 206 appends after re-hashing the part, a 200 restarts from zero. A
+part from another URL (say, a resubmitted job's new output) is never continued.
+
+Safety: the URL and every redirect (at most 5, followed here, never by httpx) must be
+http(s). ``dest`` must lie under ``root``. Directories are walked from an open ``root``
+with ``O_NOFOLLOW`` and every file is opened relative to its directory's fd, so a
+symlink planted below ``root`` is refused and cannot be swapped in between check and use.
+
+Errors: every HTTP error is ``DownloadError`` (retryable), 403 and 404 included: a CDN
+can answer them briefly while an object propagates, and a permanent one ends when the
+scheduler's attempt limit runs out. Transport errors, short bodies and checksum or
+size mismatches are ``DownloadError`` too; a mismatched part is deleted, a merely short
+one is kept for resume. ``OSError`` while writing (ENOSPC, EIO, EROFS, EDQUOT, ...) is
+``DiskError`` (fatal): the part stays, the final name is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import stat
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+
+from .errors import DiskError, DownloadError, UnsafeOutput
+from .paths import output_name_for, relative_to_root, safe_extension, safe_output_path
+
+__all__ = (
+    "Downloaded",
+    "download",
+    "output_name_for",
+    "safe_extension",
+    "safe_output_path",
+)
+
+#: Bytes per disk write: large enough that a thread hop per write costs nothing.
+CHUNK_SIZE = 1024 * 1024
+#: Buffers the network may run ahead of the disk.
+_BUFFERS_AHEAD = 4
+MAX_REDIRECTS = 5
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_SYMLINK_ERRNOS = {errno.ELOOP, errno.ENOTDIR, errno.EMLINK}  # EMLINK: FreeBSD's ELOOP
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """A verified file under its final name."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+async def download(
+    client: httpx.AsyncClient,
+    url: str,
+    dest: Path,
+    *,
+    root: Path,
+    expected_size: int | None = None,
+    expected_sha256: str | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Downloaded:
+    """Fetch ``url`` to ``dest`` (under ``root``), verified and atomically renamed.
+
+    ``on_bytes`` is called with the size of each chunk as it arrives (not for bytes a
+    resumed part already held). See the module docstring for errors and resume.
+    """
+    relative = relative_to_root(root, dest)
+    _check_scheme(url)
+    target = await anyio.to_thread.run_sync(_Target.open, root, relative)
+    with contextlib.closing(target):
+        offset, etag = await target.run(target.resume_point, url)
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            if etag:
+                headers["If-Range"] = etag
+        async with _get(client, url, headers) as response:
+            start, total = await _extent(response, offset, target)
+            if expected_size is not None and total is not None and total != expected_size:
+                await target.run(target.discard)
+                raise DownloadError(f"the server offers {total} bytes, expected {expected_size}")
+            part = await target.run(target.open_part, start, url, _strong_etag(response))
+            with contextlib.closing(part):
+                await _stream_into(response, target, part, total, on_bytes)
+                return await target.run(
+                    _verify_and_commit, target, part, total, expected_size, expected_sha256
+                )
+
+
+async def _stream_into(
+    response: httpx.Response,
+    target: _Target,
+    part: _Part,
+    total: int | None,
+    on_bytes: Callable[[int], None] | None,
+) -> None:
+    """Append the body to the part; on a broken stream keep every byte that came.
+
+    The network read and the disk write + hash overlap: a writer task takes ~1 MiB
+    buffers through a small bounded stream, so memory stays at a few MiB whatever the
+    file size. Each side records its own failure instead of raising inside the task
+    group, which would wrap it in an ExceptionGroup.
+    """
+    send, receive = anyio.create_memory_object_stream[bytearray](_BUFFERS_AHEAD)
+    write_failed: list[Exception] = []
+    read_failed: list[httpx.RequestError] = []
+
+    async def write_all() -> None:
+        with receive:
+            try:
+                async for data in receive:
+                    await target.run(part.write, data)
+                    if on_bytes is not None:
+                        on_bytes(len(data))
+            except Exception as exc:  # closing ``receive`` stops the reader at its next send
+                write_failed.append(exc)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(write_all)
+        with send:
+            pending = bytearray()
+            try:
+                try:
+                    async for chunk in response.aiter_bytes():
+                        pending += chunk
+                        if len(pending) >= CHUNK_SIZE:
+                            await send.send(pending)
+                            pending = bytearray()
+                except httpx.RequestError as exc:
+                    read_failed.append(exc)
+                if pending:
+                    await send.send(pending)
+            except anyio.BrokenResourceError:
+                pass  # the writer stopped; its failure is raised below
+    if write_failed:
+        raise write_failed[0]
+    if read_failed:
+        got = f"got {part.size} of {total}" if total else f"got {part.size}"
+        reason = _reason(read_failed[0])
+        raise DownloadError(f"download truncated: {got} bytes ({reason})") from read_failed[0]
+
+
+def _verify_and_commit(
+    target: _Target,
+    part: _Part,
+    total: int | None,
+    expected_size: int | None,
+    expected_sha256: str | None,
+) -> Downloaded:
+    """Check the finished part, then make it the final file (runs in a worker thread)."""
+    if total is not None and part.size < total:
+        raise DownloadError(f"download truncated: got {part.size} of {total} bytes")
+    digest = part.hasher.hexdigest()
+    problem = None
+    if total is not None and part.size > total:
+        problem = f"the server sent {part.size} bytes after announcing {total}"
+    elif expected_size is not None and part.size != expected_size:
+        problem = f"got {part.size} bytes, expected {expected_size}"
+    elif expected_sha256 is not None and digest != expected_sha256.lower():
+        problem = f"sha256 mismatch: got {digest}, expected {expected_sha256.lower()}"
+    if problem:
+        target.discard()  # a part with wrong bytes must not be resumed
+        raise DownloadError(f"download of {target.path} is corrupt: {problem}")
+    os.fsync(part.fd)
+    target.commit()
+    return Downloaded(target.path, part.size, digest)
+
+
+class _Part:
+    """The open ``.part`` file: its fd, running hash and size."""
+
+    def __init__(self, fd: int, hasher: hashlib._Hash, size: int) -> None:
+        self.fd, self.hasher, self.size = fd, hasher, size
+
+    def write(self, data: bytes | bytearray) -> None:
+        """Append and hash (in a worker thread; hashlib releases the GIL on big buffers)."""
+        _write_all(self.fd, data)
+        self.hasher.update(data)
+        self.size += len(data)
+
+    def close(self) -> None:
+        """Close the fd (idempotent)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class _Target:
+    """The destination's directory, held open by fd, and the names inside it.
+
+    Methods are blocking; call them through :meth:`run`.
+    """
+
+    def __init__(self, dir_fd: int, name: str, path: Path) -> None:
+        self.dir_fd, self.name, self.path = dir_fd, name, path
+        self.part, self.meta = f"{name}.part", f"{name}.part.json"
+
+    @classmethod
+    def open(cls, root: Path, relative: PurePosixPath) -> _Target:
+        """Open (creating) each directory of ``relative`` below ``root``, refusing symlinks."""
+        try:
+            os.makedirs(root, exist_ok=True)
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _disk_error(root, exc) from exc
+        try:
+            for name in relative.parts[:-1]:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                below = _open_nofollow(name, os.O_RDONLY | os.O_DIRECTORY, fd, root / relative)
+                os.close(fd)
+                fd = below
+            try:
+                mode = os.stat(relative.name, dir_fd=fd, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                mode = stat.S_IFREG
+            if not stat.S_ISREG(mode):
+                raise UnsafeOutput(f"{root / relative} exists and is not a regular file")
+        except OSError as exc:
+            os.close(fd)
+            raise _disk_error(root / relative, exc) from exc
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd, relative.name, root / relative)
+
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run a blocking step in a worker thread; an OSError there becomes ``DiskError``."""
+        try:
+            return await anyio.to_thread.run_sync(fn, *args)
+        except OSError as exc:
+            raise _disk_error(self.path.with_name(self.part), exc) from exc
+
+    def resume_point(self, url: str) -> tuple[int, str | None]:
+        """(bytes already in the part, its ETag) if the part came from ``url``, else (0, None)."""
+        try:
+            fd = _open_nofollow(self.meta, os.O_RDONLY, self.dir_fd, self.path)
+        except FileNotFoundError:
+            return 0, None
+        try:
+            meta = json.loads(os.read(fd, 65536) or b"null")
+        except ValueError:
+            return 0, None
+        finally:
+            os.close(fd)
+        if not isinstance(meta, dict) or meta.get("url") != url:
+            return 0, None
+        try:
+            info = os.stat(self.part, dir_fd=self.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return 0, None
+        etag = meta.get("etag")
+        return info.st_size, etag if isinstance(etag, str) else None
+
+    def open_part(self, start: int, url: str, etag: str | None) -> _Part:
+        """Open the part to write from ``start``: truncated and re-labelled at 0, else re-hashed."""
+        fd = _open_nofollow(self.part, os.O_RDWR | os.O_CREAT, self.dir_fd, self.path)
+        try:
+            hasher = hashlib.sha256()
+            if start == 0:
+                os.ftruncate(fd, 0)
+                self._write_meta({"url": url, "etag": etag})
+            else:
+                done = 0
+                while done < start:
+                    chunk = os.pread(fd, min(CHUNK_SIZE, start - done), done)
+                    if not chunk:
+                        self.discard()
+                        raise DownloadError(f"{self.part} shrank while resuming; starting over")
+                    hasher.update(chunk)
+                    done += len(chunk)
+                os.ftruncate(fd, start)
+            os.lseek(fd, start, os.SEEK_SET)
+            return _Part(fd, hasher, start)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        # Not fsynced: it is a hint. A stale or torn label only costs a restart from zero,
+        # because If-Range makes the server send the whole file when the ETag differs.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        fd = _open_nofollow(self.meta, flags, self.dir_fd, self.path)
+        try:
+            _write_all(fd, json.dumps(meta).encode())
+        finally:
+            os.close(fd)
+
+    def discard(self) -> None:
+        """Delete the part and its label."""
+        for name in (self.part, self.meta):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=self.dir_fd)
+
+    def commit(self) -> None:
+        """Rename the (fsynced) part over the final name and make the rename durable."""
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISREG(
+                os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False).st_mode
+            ):
+                raise UnsafeOutput(f"{self.path} exists and is not a regular file")
+        os.replace(self.part, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.meta, dir_fd=self.dir_fd)
+        os.fsync(self.dir_fd)
+
+    def close(self) -> None:
+        """Close the directory fd."""
+        os.close(self.dir_fd)
+
+
+@contextlib.asynccontextmanager
+async def _get(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str]
+) -> AsyncIterator[httpx.Response]:
+    """GET with redirects followed by hand, each target checked before it is contacted."""
+    for _ in range(MAX_REDIRECTS + 1):
+        request = client.build_request("GET", url, headers=headers)
+        try:
+            response = await client.send(request, stream=True, follow_redirects=False)
+        except httpx.RequestError as exc:
+            raise DownloadError(f"download request failed ({_reason(exc)})") from exc
+        if not response.is_redirect:
+            try:
+                yield response
+            finally:
+                await response.aclose()
+            return
+        await response.aclose()
+        try:
+            url = str(response.url.join(response.headers["location"]))
+        except httpx.InvalidURL as exc:
+            raise UnsafeOutput("a download redirect named an invalid URL") from exc
+        _check_scheme(url, redirect=True)
+    raise DownloadError(f"download followed more than {MAX_REDIRECTS} redirects")
+
+
+async def _extent(response: httpx.Response, offset: int, target: _Target) -> tuple[int, int | None]:
+    """(first byte of the body, total size if known), from a 200 or 206 answer."""
+    code = response.status_code
+    length = response.headers.get("content-length")
+    encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
+    if code == 200:
+        return 0, int(length) if length and length.isdigit() and not encoded else None
+    if code == 206:
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
+        if match and int(match.group(1)) == offset:
+            total = match.group(3)
+            return offset, int(total) if total.isdigit() else int(match.group(2)) + 1
+        await target.run(target.discard)
+        raise DownloadError("the server resumed at the wrong offset; starting over next time")
+    if code == 416:
+        await target.run(target.discard)  # the part no longer fits the file: start over
+    raise DownloadError(f"download answered HTTP {code} from {response.url.host}")
+
+
+def _check_scheme(url: str, *, redirect: bool = False) -> None:
+    try:
+        scheme = httpx.URL(url).scheme
+    except httpx.InvalidURL as exc:
+        raise UnsafeOutput("output URL is not a valid URL") from exc
+    if scheme not in ("http", "https"):
+        what = "a redirect to" if redirect else "an output URL with scheme"
+        raise UnsafeOutput(f"refusing {what} {scheme}:// (only http and https are followed)")
+
+
+def _strong_etag(response: httpx.Response) -> str | None:
+    # RFC 9110 §13.1.5: If-Range may only carry a strong validator.
+    etag = response.headers.get("etag")
+    return etag if etag and not etag.startswith("W/") else None
+
+
+def _open_nofollow(name: str, flags: int, dir_fd: int, shown: Path, mode: int = 0o644) -> int:
+    """``os.open`` relative to ``dir_fd`` that refuses a symlink (or a non-regular file)."""
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in _SYMLINK_ERRNOS:
+            raise UnsafeOutput(
+                f"refusing to write through a symlink at {name!r} under {shown}"
+            ) from exc
+        raise
+    kind = os.fstat(fd).st_mode
+    if not (stat.S_ISDIR(kind) if flags & os.O_DIRECTORY else stat.S_ISREG(kind)):
+        os.close(fd)
+        raise UnsafeOutput(f"{name!r} under {shown} is not a regular file or directory")
+    return fd
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _disk_error(path: Path, exc: OSError) -> DiskError:
+    code = errno.errorcode.get(exc.errno or 0, "OSError")
+    return DiskError(f"cannot write {path}: {exc.strerror or exc} ({code})")
+
+
+def _reason(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__

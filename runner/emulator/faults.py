@@ -1,0 +1,255 @@
+"""Fault injection: a small spec language, scripted or seeded-random, and canned answers.
+
+Grammar (whitespace is ignored, clauses are separated by ``;``)::
+
+    spec   := clause (";" clause)*
+    clause := "seed=" INT                         seed of the random faults (default: emulator seed)
+            | op "#" N ["-" M] "=" fault          scripted: the Nth (to Mth) call of op
+            | ["rate:"] op "=" fault ["@" RATE]   random: each call of op, with probability RATE
+                                                  (default 1, i.e. every call)
+    op     := submit | status | stream | result | cancel | upload | token | cdn
+
+Calls are counted per op from 1, from the moment the rule is installed (so a rule added
+at run time through ``POST /_emulator/faults`` means "the Nth call from now"). Scripted
+rules are checked before random ones; the first match wins.
+
+======================  ======  =====================================================
+fault                   ops     effect
+======================  ======  =====================================================
+``NNN`` (400-599)       any     that status, JSON ``{"detail": ...}``, with x-fal-request-id
+``502-nginx`` (503,504) any     ingress error: nginx HTML page, no x-fal-request-id
+``429-retry-after:S``   any     429 with ``Retry-After: S``
+``504-timeout``         any     504 request_timeout with ``X-Fal-Request-Timeout-Type: user``
+``auth``                any     401, as if the key were revoked
+``reset-before``        any     hang up before doing anything
+``drop-after``          any     do the work (a submit IS recorded), then hang up
+``slow:S``              any     wait S wall seconds, then answer normally
+``regress``             status  an IN_PROGRESS request goes back IN_QUEUE (once per request)
+``error:TYPE``          submit  the job completes with that documented ``error_type``
+``validation``          submit  the job completes with a 422 validation error
+``moderation``          submit  the job completes with a 422 content_policy_violation
+``expire``              result  the result is gone (404 NOT_FOUND), as if past its TTL
+``truncate``            cdn     Content-Length N, half the bytes, then hang up
+``corrupt``             cdn     bytes flipped, same length
+======================  ======  =====================================================
+
+Example: ``seed=7; submit#3=503; submit#5=drop-after; status=429@0.05; cdn#2=truncate``.
+A fault that cannot apply to the call that drew it (``regress`` on a request that is not
+running) does nothing and is not counted.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from .protocol import (
+    REQUEST_ERRORS,
+    REQUEST_ID_HEADER,
+    TIMEOUT_TYPE_HEADER,
+    DropConnection,
+    request_error_parts,
+    unauthorized,
+)
+
+OPS = ("submit", "status", "stream", "result", "cancel", "upload", "token", "cdn")
+
+# Faults that only make sense for one operation; every other kind applies to all.
+_ONLY_FOR = {
+    "regress": "status",
+    "error": "submit",
+    "validation": "submit",
+    "moderation": "submit",
+    "expire": "result",
+    "truncate": "cdn",
+    "corrupt": "cdn",
+}
+_PLAIN = {"auth", "reset-before", "drop-after", "504-timeout", *_ONLY_FOR} - {"error"}
+_SCRIPTED = re.compile(r"^(\w+)#(\d+)(?:-(\d+))?$")
+_NGINX = re.compile(r"^(50[234])-nginx$")
+
+_NGINX_PAGE = (
+    "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n"
+    "<center><h1>{code} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault as written in a spec; ``text`` is also its key in the stats."""
+
+    text: str
+    kind: str
+    code: int = 0
+    arg: str = ""
+
+    @property
+    def seconds(self) -> float:
+        """The ``S`` of ``slow:S`` or ``429-retry-after:S``."""
+        return float(self.arg)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """When a fault fires: on calls ``first..last`` of ``op``, or at random with ``rate``."""
+
+    op: str
+    fault: Fault
+    first: int = 0
+    last: int = 0
+    rate: float = 1.0
+
+    @property
+    def scripted(self) -> bool:
+        """Whether the rule names call numbers rather than a rate."""
+        return self.first > 0
+
+
+def parse_fault(text: str) -> Fault:
+    """Parse one fault token, e.g. ``503-nginx`` or ``error:runner_disconnected``."""
+    name, _, arg = text.partition(":")
+    if name.isdigit() and 400 <= int(name) <= 599 and not arg:
+        return Fault(text, "status", int(name))
+    if (nginx := _NGINX.match(name)) and not arg:
+        return Fault(text, "nginx", int(nginx.group(1)))
+    if name in ("429-retry-after", "slow"):
+        if float(arg) < 0:  # float() also rejects a missing or malformed S
+            raise ValueError(f"fault {text!r}: seconds must be >= 0")
+        return Fault(text, name, 429 if name != "slow" else 0, arg)
+    if name == "error":
+        if arg not in REQUEST_ERRORS:
+            raise ValueError(f"fault {text!r}: error_type must be one of {sorted(REQUEST_ERRORS)}")
+        return Fault(text, name, arg=arg)
+    if name in _PLAIN and not arg:
+        return Fault(text, name)
+    raise ValueError(f"unknown fault {text!r}")
+
+
+def parse_spec(spec: str) -> tuple[int | None, list[Rule]]:
+    """Parse a whole spec into its seed (None if not given) and its rules, in order."""
+    seed: int | None = None
+    rules: list[Rule] = []
+    for clause in (c.replace(" ", "") for c in spec.split(";")):
+        if not clause:
+            continue
+        target, sep, fault_text = clause.partition("=")
+        if not sep or not fault_text:
+            raise ValueError(f"fault clause {clause!r}: expected OP=FAULT")
+        if target == "seed":
+            seed = int(fault_text)
+            continue
+        first = last = 0
+        rate = 1.0
+        if scripted := _SCRIPTED.match(target):
+            op, first = scripted.group(1), int(scripted.group(2))
+            last = int(scripted.group(3) or first)
+            if not 1 <= first <= last:
+                raise ValueError(f"fault clause {clause!r}: calls count from 1")
+        else:
+            op = target.removeprefix("rate:")
+            fault_text, _, rate_text = fault_text.partition("@")
+            rate = float(rate_text or 1)
+            if not 0 <= rate <= 1:
+                raise ValueError(f"fault clause {clause!r}: rate must be within 0..1")
+        fault = parse_fault(fault_text)
+        if op not in OPS:
+            raise ValueError(f"fault clause {clause!r}: op must be one of {', '.join(OPS)}")
+        if _ONLY_FOR.get(fault.kind, op) != op:
+            raise ValueError(
+                f"fault clause {clause!r}: {fault.kind} applies to {_ONLY_FOR[fault.kind]}"
+            )
+        rules.append(Rule(op, fault, first, last, rate))
+    return seed, rules
+
+
+class FaultPlan:
+    """The faults in force, the per-op call counters and the counts of faults fired."""
+
+    def __init__(self, spec: str = "", *, seed: int = 0) -> None:
+        self._default_seed = seed
+        self._calls: Counter[str] = Counter()
+        self._fired: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.spec = ""
+        self._rules: list[tuple[Rule, int]] = []
+        self._rng = random.Random(seed)
+        self.configure(spec)
+
+    def configure(self, spec: str, *, extend: bool = False) -> None:
+        """Replace the rules with ``spec``'s, or add them after the current ones."""
+        seed, rules = parse_spec(spec)
+        installed = [(rule, self._calls[rule.op]) for rule in rules]
+        self._rules = [*self._rules, *installed] if extend else installed
+        self.spec = "; ".join(s for s in (self.spec if extend else "", spec.strip()) if s)
+        if seed is not None or not extend:
+            self._rng = random.Random(self._default_seed if seed is None else seed)
+
+    def reset(self) -> None:
+        """Forget call and fire counts; scripted rules count from the start again."""
+        self._calls.clear()
+        self._fired.clear()
+        self._rules = [(rule, 0) for rule, _ in self._rules]
+
+    def draw(self, op: str) -> Fault | None:
+        """Count one call of ``op`` and return the fault it should suffer, if any."""
+        self._calls[op] += 1
+        for want_scripted in (True, False):
+            for rule, base in self._rules:
+                if rule.op != op or rule.scripted != want_scripted:
+                    continue
+                call = self._calls[op] - base
+                if rule.first <= call <= rule.last if rule.scripted else self._hit(rule.rate):
+                    return rule.fault
+        return None
+
+    def _hit(self, rate: float) -> bool:
+        return rate >= 1 or self._rng.random() < rate
+
+    def record(self, op: str, fault: Fault) -> None:
+        """Count a fault that actually took effect."""
+        self._fired[op][fault.text] += 1
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Faults fired, by op and fault."""
+        return {op: dict(kinds) for op, kinds in self._fired.items()}
+
+    def describe(self) -> dict[str, Any]:
+        """The spec in force, the calls seen per op and the faults fired."""
+        return {"spec": self.spec, "calls": dict(self._calls), "fired": self.counts()}
+
+
+def canned_response(fault: Fault) -> Response | None:
+    """The answer that replaces the real one, or None when the route must act on the fault."""
+    if fault.kind == "reset-before":
+        return DropConnection()
+    if fault.kind == "auth":
+        return unauthorized()
+    if fault.kind == "504-timeout":
+        status, body, headers = request_error_parts("request_timeout")
+        headers |= {REQUEST_ID_HEADER: str(uuid.uuid4()), TIMEOUT_TYPE_HEADER: "user"}
+        return JSONResponse(body, status_code=status, headers=headers)
+    if fault.kind == "nginx":
+        reason = HTTPStatus(fault.code).phrase
+        page = _NGINX_PAGE.format(code=fault.code, reason=reason)
+        return HTMLResponse(page, status_code=fault.code)
+    if fault.kind in ("status", "429-retry-after"):
+        headers = {REQUEST_ID_HEADER: str(uuid.uuid4())}
+        if fault.kind == "429-retry-after":
+            headers["Retry-After"] = fault.arg
+        body = {"detail": _phrase(fault.code)}
+        return JSONResponse(body, status_code=fault.code, headers=headers)
+    return None
+
+
+def _phrase(code: int) -> str:
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return f"Error {code}"

@@ -1,0 +1,1 @@
+"""Tests of the fal emulator (runner.emulator) over real loopback HTTP."""

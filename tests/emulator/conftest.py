@@ -1,0 +1,155 @@
+"""Fixtures for the emulator's protocol tests: servers on loopback, clients, waiting.
+
+STUB RENDERER: these tests pin the emulator's protocol layer, not its media, so the
+``make_emulator`` fixture swaps ``runner.emulator.render`` for the tiny stub below
+(in ``sys.modules``, undone after each test). ``render.py`` is written and tested
+separately; ``test_real_renderer_synthetic`` runs the real one when it exists.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from runner.emulator import EmulatorConfig, EmulatorServer
+
+KEY = "test-key-not-a-secret"
+
+
+@dataclass(frozen=True)
+class StubFile:
+    """Same shape as ``render.RenderedFile``."""
+
+    data: bytes
+    content_type: str
+    file_name: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def stub_render(
+    endpoint: str,
+    arguments: dict[str, Any],
+    fetch: Callable[[str], bytes],
+    *,
+    seed: int,
+    synthetic: bool = False,
+) -> dict[str, Any]:
+    """Echo the fetched inputs into one file, so tests can see what the model read."""
+    if arguments.get("prompt") == "CRASH":
+        raise RuntimeError("stub renderer asked to crash")
+    inputs = b"".join(fetch(v) for k, v in sorted(arguments.items()) if k.endswith("_url") and v)
+    if "uni-1" in endpoint:
+        image = StubFile(b"IMG" + inputs, "image/png", "image.png", {"width": 8, "height": 8})
+        return {"images": [image], "seed": seed}
+    return {"video": StubFile(b"VID" + inputs, "video/mp4", "output.mp4"), "seed": seed}
+
+
+def _stub_module() -> types.ModuleType:
+    module = types.ModuleType("runner.emulator.render")
+    module.RenderedFile = StubFile  # type: ignore[attr-defined]
+    module.render = stub_render  # type: ignore[attr-defined]
+    return module
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests here run on asyncio, like uvicorn."""
+    return "asyncio"
+
+
+@pytest.fixture
+def make_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., EmulatorServer]]:
+    """Start emulators (fast jobs, stub renderer) that stop when the test ends."""
+    monkeypatch.setitem(sys.modules, "runner.emulator.render", _stub_module())
+    servers: list[EmulatorServer] = []
+
+    def make(**overrides: Any) -> EmulatorServer:
+        settings: dict[str, Any] = {"job_seconds": (0.2, 0.5), "synthetic": True, **overrides}
+        server = EmulatorServer(EmulatorConfig(**settings))
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+class Api:
+    """An httpx client with a key, pointed at one emulator, plus the moves every test makes."""
+
+    T2V = "luma/agent/ray/v3.2/text-to-video"
+    V2V = "luma/agent/ray/v3.2/video-to-video"
+    T2I = "luma/agent/uni-1/v1/text-to-image"
+
+    def __init__(self, emulator: EmulatorServer) -> None:
+        self.emulator = emulator
+        self.url = emulator.url
+        self.client = httpx.Client(
+            base_url=emulator.url, headers={"Authorization": f"Key {KEY}"}, timeout=10
+        )
+        #: No key: for the CDN, file downloads and the emulator's own routes.
+        self.plain = httpx.Client(base_url=emulator.url, timeout=10)
+
+    def submit(self, arguments: Any = None, endpoint: str = T2V, **kwargs: Any) -> dict[str, Any]:
+        """Submit and return the (checked) submit body."""
+        body = {"prompt": "a calm sea"} if arguments is None else arguments
+        response = self.client.post(f"/{endpoint}", json=body, **kwargs)
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def status(self, handle: dict[str, Any], **params: Any) -> dict[str, Any]:
+        """The status body (any 2xx)."""
+        response = self.client.get(handle["status_url"], params=params)
+        assert response.status_code in (200, 202), response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def wait(
+        self, handle: dict[str, Any], state: str = "COMPLETED", timeout: float = 20.0
+    ) -> dict[str, Any]:
+        """Poll until the request reports ``state``; fails the test after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while (body := self.status(handle, logs=1))["status"] != state:
+            assert time.monotonic() < deadline, f"still {body['status']}, wanted {state}"
+            time.sleep(0.02)
+        return body
+
+    def run(self, arguments: Any = None, endpoint: str = T2V) -> httpx.Response:
+        """Submit, wait for completion and fetch the result."""
+        handle = self.submit(arguments, endpoint)
+        self.wait(handle)
+        return self.client.get(handle["response_url"])
+
+    def stats(self) -> dict[str, Any]:
+        """The emulator's counters."""
+        return self.emulator.stats()
+
+
+@pytest.fixture
+def make_api(make_emulator: Callable[..., EmulatorServer]) -> Iterator[Callable[..., Api]]:
+    """Start an emulator with config overrides and return an :class:`Api` for it."""
+    apis: list[Api] = []
+
+    def make(**overrides: Any) -> Api:
+        apis.append(Api(make_emulator(**overrides)))
+        return apis[-1]
+
+    yield make
+    for api in apis:
+        api.client.close()
+        api.plain.close()
+
+
+@pytest.fixture
+def api(make_api: Callable[..., Api]) -> Api:
+    """An :class:`Api` on an emulator with the default test settings."""
+    return make_api()
