@@ -35,7 +35,7 @@ LOCAL_KEY = "local-emulator-key"
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors raise instead of printing a traceback-free exit itself."""
 
-    def error(self, message: str) -> Any:  # noqa: D102 - argparse API
+    def error(self, message: str) -> Any:
         raise ManifestError(f"usage: {message} (see raybatch {self.prog.split()[-1]} --help)")
 
 
@@ -206,9 +206,11 @@ def _plan(args: argparse.Namespace, the_plan: Plan) -> int:
 
 
 def _status(args: argparse.Namespace, the_plan: Plan) -> int:
-    store = _open_existing(the_plan)
+    store = report.open_state(the_plan)
     try:
-        summary = report.status_summary(the_plan, store)
+        summary = report.status_summary(
+            the_plan, store, only=args.only, exclude=args.exclude, output_dir=args.output_dir
+        )
     finally:
         if store is not None:
             store.close()
@@ -220,12 +222,7 @@ def _status(args: argparse.Namespace, the_plan: Plan) -> int:
 
 
 def _report(args: argparse.Namespace, the_plan: Plan) -> int:
-    store = _open_existing(the_plan)
-    try:
-        page = report.write_review_page(the_plan, store)
-    finally:
-        if store is not None:
-            store.close()
+    page = report.write_review_page(the_plan)
     print(f"wrote {page}")
     return EXIT_OK
 
@@ -267,7 +264,7 @@ def _run(args: argparse.Namespace, the_plan: Plan) -> int:
             store.close()
     try:
         report.write_review_page(the_plan, None)
-    except Exception as exc:  # noqa: BLE001 - the review page is a convenience, never a failure
+    except Exception as exc:
         print(f"raybatch: could not refresh the review page: {exc}", file=sys.stderr)
     return _exit_code(summary)
 

@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 
+from . import crashpoints
 from .errors import DiskError, DownloadError, UnsafeOutput
 from .paths import output_name_for, relative_to_root, safe_extension, safe_output_path
 
@@ -199,6 +200,7 @@ class _Part:
         _write_all(self.fd, data)
         self.hasher.update(data)
         self.size += len(data)
+        crashpoints.reached("mid_download")
 
     def close(self) -> None:
         """Close the fd (idempotent)."""

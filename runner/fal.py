@@ -18,10 +18,11 @@ any other transport error or timeout                     submit: SubmitUnconfirm
 504 with ``X-Fal-Request-Timeout-Type: user``            RemoteJobFailed
 404 ``{"status": "NOT_FOUND"}``                          result: ResultExpired; status:
                                                          RequestLost; cancel: "not_found"
-moderation named in ``detail`` or ``error_type``         ContentModerated (4xx; any result)
+moderation named in a 4xx's ``detail``/``error_type``    ContentModerated
 400 / 422 with a ``detail`` list                         InputRejected ("field: msg; ...")
 result error with ``error_type`` (body or header)        RETRYABLE_ERROR_TYPES:
-                                                         RemoteJobError; bad_request,
+                                                         RemoteJobError; moderation:
+                                                         ContentModerated; bad_request,
                                                          client_cancelled, unknown 4xx:
                                                          RemoteJobFailed; unknown 5xx:
                                                          RemoteJobError
@@ -609,9 +610,9 @@ def _classify(response: httpx.Response, op: Op) -> RaybatchError:
         )
     if code == 404 and fields.get("status") == "NOT_FOUND":
         if op == "result":
-            return ResultExpired(f"fal no longer holds the result of request {request_id}", **kw)
+            return ResultExpired("fal no longer holds this request's result (404 NOT_FOUND)", **kw)
         return RequestLost("fal does not know this request (404 NOT_FOUND)", **kw)
-    if (400 <= code < 500 or op == "result") and _mentions_moderation(detail, error_type):
+    if 400 <= code < 500 and _mentions_moderation(detail, error_type):
         return ContentModerated(f"fal's moderation refused the input{said}", **kw)
     if code in (400, 422) and isinstance(detail, list):
         return InputRejected(f"fal rejected the input{said}", **kw)

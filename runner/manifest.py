@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import glob
 import math
 import os
 import re
@@ -78,7 +79,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 MAX_MANIFEST_BYTES = 64 * 2**20
 MAX_DEPTH = 64
 MAX_VALUES = 5_000_000  # YAML aliases can nest a billion values into a few lines
-MAX_JOBS = 1_000_000  # about 1.5 KB of memory each once planned
+MAX_JOBS = 250_000  # 2.5x the 100k design point; a planned job holds about 1 KB
 MAX_SHOWN_PROBLEMS = 20
 
 NONE = "none"  # what {clip} and {prompt} render as for a job without one
@@ -86,10 +87,14 @@ TEMPLATE_VARIABLES = ("clip", "image", "prompt", "endpoint", "key", "index", "ex
 DEFAULT_OUTPUT_ROOT = "outputs"
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-# Stand-ins for the fields placed per job, so one validation serves every prompt and source.
-_STAND_IN = {"prompt": "x", "video_url": "@local:" + "0" * 64, "image_url": "@local:" + "0" * 64}
+# Stand-ins for the fields placed per job (the prompt, the clip or image), so that one
+# validation serves every prompt and source of a combination; no rule reads those fields.
+_STAND_IN_PROMPT = "x"
+_STAND_IN_FILE = "@local:" + "0" * 64
 _ARTICLE = {"video": "a video", "image": "an image", "unknown": "not a video or image"}
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_SEPARATORS = re.compile(r"[/\\]")
+_DRIVE = re.compile(r"[A-Za-z]:")
 
 
 # --------------------------------------------------------------------------- YAML
@@ -147,15 +152,30 @@ class _Loader(_BaseLoader):
             return text
         if node.tag.endswith(":int"):
             return self.construct_yaml_int(node)
-        return self.construct_yaml_float(node)
+        number = self.construct_yaml_float(node)
+        if not math.isfinite(number):
+            raise _YamlProblem((), f"{text!r} is not a finite number", node.start_mark.line + 1)
+        return number
 
     def _text(self, node: yaml.ScalarNode) -> str:
         return str(self.construct_scalar(node))
+
+    def _refuse(self, node: yaml.Node) -> None:
+        raise _YamlProblem((), f"{node.tag} values are not supported", node.start_mark.line + 1)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """A mapping whose keys are strings: JSON, and so fal, knows no other keys."""
+        mapping = super().construct_mapping(node, deep=deep)
+        if all(isinstance(key, str) for key in mapping):
+            return mapping
+        return {key if isinstance(key, str) else str(key): value for key, value in mapping.items()}
 
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader._number_or_text)
 _Loader.add_constructor("tag:yaml.org,2002:float", _Loader._number_or_text)
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader._text)
+for _tag in ("binary", "set", "omap", "pairs"):
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _Loader._refuse)
 
 
 class _YamlProblem(Exception):
@@ -255,7 +275,7 @@ Matrix = dict[str, Values]
 
 def _sources_schema(schema: JsonDict) -> None:
     # The shorthand is turned into an entry before validation; editors should accept it too.
-    shorthand: JsonDict = {"type": "string", "description": "a local path, a glob, or an http(s) URL"}
+    shorthand: JsonDict = {"type": "string", "description": "a path, a glob, or an http(s) URL"}
     schema["items"] = {"anyOf": [shorthand, schema["items"]]}
 
 
@@ -392,9 +412,6 @@ class _Problems:
         else:
             self._found[key] = [problem, 0]
 
-    def __bool__(self) -> bool:
-        return bool(self._found)
-
     def raise_if_any(self) -> None:
         """Raise one ManifestError listing everything found (the first few in full)."""
         if not self._found:
@@ -472,7 +489,7 @@ def plan(
             output_dir = path.parent / manifest.output_dir
         else:
             output_dir = Path(DEFAULT_OUTPUT_ROOT) / manifest.name
-    kept = [job for job in jobs if _selected(job, only, exclude)]
+    kept = [job for job in jobs if _selected(job, only, exclude)] if only or exclude else jobs
     resolved = Path(os.path.normpath(output_dir.absolute()))
     return Plan(manifest, path, resolved, kept, list(planner.applied.values()))
 
@@ -533,17 +550,28 @@ class _Group:
     template: _Template
 
     @property
+    def source_field(self) -> str | None:
+        """The input field the group's clip or image goes into (None: no source)."""
+        return None if self.source is None else self.spec.source_field_for(self.source.kind)
+
+    @property
     def size(self) -> int:
         return len(self.prompts) * math.prod(len(values) for values in self.matrix)
 
 
 class _Combo(NamedTuple):
-    """One matrix combination of a group: validated input (None if invalid), cost, files."""
+    """One matrix combination of a group: validated input (None if invalid), cost, files,
+    and the template variables all its jobs share."""
 
     base: dict[str, Any] | None
     cost: float | None
     files: Mapping[str, LocalFile]
     labels: Mapping[str, Any]
+    variables: dict[str, Any]
+
+
+# A job while it is being planned: (index, clip/image id, prompt name, matrix values).
+_JobId = tuple[int, str | None, str | None, Mapping[str, Any]]
 
 
 class _Vars(dict[str, Any]):
@@ -575,8 +603,6 @@ class _Planner:
         self._files: dict[str, LocalFile | None] = {}
         self._media: dict[tuple[Path | str, str, MediaField], MediaInfo | None] = {}
         self._layers: dict[tuple[Loc, str], _Layer] = {}
-        self._taken: set[tuple[Loc, str]] = set()  # shared-layer keys some endpoint took
-        self._specs: set[str] = set()
         # What a template may name: a job's own variables and any input field anywhere.
         variables = set(TEMPLATE_VARIABLES).union(manifest.defaults, manifest.matrix)
         for spec in ENDPOINTS.values():
@@ -621,15 +647,18 @@ class _Planner:
             return [_Source(entry.id or stem, kind, loc, entry, file.placeholder, entry.path, file)]
         if entry.id is not None:
             self.problems.add((*loc, "id"), "a glob's ids come from its file names; remove id:")
-        matches = sorted(p for p in self.base_dir.glob(entry.path) if p.is_file())
+        # os.path.join lets an absolute pattern stand; Path.glob refuses those.
+        pattern = os.path.join(self.base_dir, entry.path)
+        matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
         if not matches:
             self.problems.add((*loc, "path"), f"{entry.path} matches no file")
         sources = []
         for match in matches:
-            shown = match.relative_to(self.base_dir).as_posix()
+            absolute = os.path.isabs(entry.path)
+            shown = match if absolute else Path(os.path.relpath(match, self.base_dir)).as_posix()
             file = self._local(shown, (*loc, "path"))
             if file is not None:
-                sid = _safe_id(match.stem)
+                sid = _safe_id(Path(match).stem)
                 sources.append(_Source(sid, kind, loc, entry, file.placeholder, shown, file))
         return sources
 
@@ -663,13 +692,9 @@ class _Planner:
             if spec is None or not self._accepts(spec, source, source.loc):
                 continue
             layers = [self._shared(defaults, spec), self._own(_input_layer(source), spec)]
-            matrix = [
-                [self._shared(value, spec) for value in values]
-                for name, values in top_matrix.items()
-                if spec.takes(name)
-            ]
-            self._taken.update((("matrix",), name) for name in top_matrix if spec.takes(name))
-            template = self._template(top_template, source, list(top_matrix))
+            taken = [name for name in top_matrix if spec.takes(name)]
+            matrix = [[self._shared(value, spec) for value in top_matrix[name]] for name in taken]
+            template = self._template(top_template, source, taken)
             prompts: list[str | None] = list(manifest.prompts)
             groups.append(_Group(source.loc, spec, source, layers, matrix, prompts, template))
         for index, entry in enumerate(manifest.jobs):
@@ -729,7 +754,6 @@ class _Planner:
                 "no endpoint: set endpoint: at the top of the manifest or on this entry",
             )
             return None
-        self._specs.add(endpoint)
         return spec_for(endpoint)
 
     def _accepts(self, spec: EndpointSpec, source: _Source, loc: Loc) -> bool:
@@ -761,15 +785,12 @@ class _Planner:
             self.problems.add(loc, problem)
         return _Template(text, loc, problem is None)
 
-
-
     # ----------------------------------------------------------------- layers
 
     def _shared(self, layer: _Layer, spec: EndpointSpec) -> _Layer:
         """A layer every job shares (``defaults``, top ``matrix``): fields the endpoint lacks
         are left out for it, and only a field no endpoint takes is an error."""
         taken = {name: value for name, value in layer.values.items() if spec.takes(name)}
-        self._taken.update((layer.loc[:1], name) for name in taken)
         return self._own(_Layer(taken, layer.loc, matrix=layer.matrix), spec, key=layer.loc)
 
     def _own(self, layer: _Layer, spec: EndpointSpec, *, key: Loc | None = None) -> _Layer:
@@ -899,11 +920,17 @@ class _Planner:
         return jobs
 
     def _check_shared_keys(self) -> None:
-        fields = {name for endpoint in self._specs for name in spec_for(endpoint).fields or ()}
-        shared = (("defaults",), self.manifest.defaults), (("matrix",), self.manifest.matrix)
-        for loc, layer in shared:
+        """A defaults: or matrix: key must fit some endpoint the manifest names."""
+        manifest = self.manifest
+        named = {manifest.endpoint, *(e.endpoint for e in (*manifest.clips, *manifest.images))}
+        named.update(entry.endpoint for entry in manifest.jobs)
+        specs = [spec_for(endpoint) for endpoint in named if endpoint is not None]
+        if not specs or not all(spec.known for spec in specs):
+            return  # a pass-through endpoint takes anything
+        fields = {name for spec in specs for name in spec.fields or ()}
+        for loc, layer in (("defaults",), manifest.defaults), (("matrix",), manifest.matrix):
             for name in layer:
-                if (loc, name) not in self._taken:
+                if name not in fields:
                     self.problems.add(
                         (*loc, name),
                         f"no endpoint in this manifest takes {name!r}{did_you_mean(name, fields)}",
@@ -919,8 +946,8 @@ class _Expansion:
         self.index = 0
         self._validated: dict[tuple[object, ...], dict[str, Any] | None] = {}
         self._prompts: dict[tuple[str, str], bool] = {}
-        self._outputs: dict[str, tuple[int, str]] = {}
-        self._keys: dict[str, tuple[int, str]] = {}
+        self._outputs: dict[str, _JobId] = {}
+        self._keys: dict[str, _JobId] = {}
 
     def run(self, groups: list[_Group]) -> list[JobSpec]:
         jobs: list[JobSpec] = []
@@ -932,7 +959,7 @@ class _Expansion:
         spec, source = group.spec, group.source
         info = self._source_media(group)
         prompts = self.planner.manifest.prompts
-        source_field = spec.source_field_for(source.kind) if source is not None else None
+        source_field = group.source_field
         placed = tuple(
             f for f in (source_field, "prompt" if group.prompts != [None] else None) if f
         )
@@ -942,23 +969,31 @@ class _Expansion:
         for prompt in group.prompts:
             text = prompts[prompt] if prompt is not None else None
             prompt_ok = prompt is None or text is None or self._prompt_ok(spec, prompt, text)
-            for base, cost, files, labels in combos:
+            for combo in combos:
                 index = self.index
                 self.index += 1
-                if base is None or not prompt_ok:
+                if combo.base is None or not prompt_ok:
                     continue
-                arguments = dict(base)
+                arguments = dict(combo.base)
                 if text is not None:
                     arguments["prompt"] = text
                 if source_field is not None and source is not None:
                     arguments[source_field] = source.reference
                 key = job_key(spec.id, arguments)
-                output = self._output(group, arguments, key, index, source_id, prompt, labels)
-                if output is None:
-                    continue
-                yield JobSpec(
-                    key, spec.id, arguments, output, files, source_id, prompt, labels, cost
-                )
+                job = (index, source_id, prompt, combo.labels)
+                output = self._output(group, combo, key, job)
+                if output is not None:
+                    yield JobSpec(
+                        key,
+                        spec.id,
+                        arguments,
+                        output,
+                        combo.files,
+                        source_id,
+                        prompt,
+                        combo.labels,
+                        combo.cost,
+                    )
 
     def _combo(
         self,
@@ -977,7 +1012,17 @@ class _Expansion:
         if group.source is not None and group.source.file is not None:
             files[group.source.file.sha256] = group.source.file
         labels = {str(layer.loc[-2]): next(iter(layer.values.values())) for layer in combo}
-        return _Combo(base, cost, MappingProxyType(files), MappingProxyType(labels))
+        source = group.source
+        variables = dict(base or {})
+        if source is not None and group.source_field is not None:
+            variables[group.source_field] = source.reference
+        variables.update(
+            clip=source.id if source is not None else NONE,
+            image=source.id if source is not None else NONE,
+            endpoint=group.spec.name,
+            ext=group.spec.output_ext(variables),
+        )
+        return _Combo(base, cost, MappingProxyType(files), MappingProxyType(labels), variables)
 
     def _source_media(self, group: _Group) -> MediaInfo | None:
         source = group.source
@@ -998,7 +1043,7 @@ class _Expansion:
         for layer in layers:
             merged.update(layer.values)
         for name in placed:
-            merged[name] = _STAND_IN[name]
+            merged[name] = _STAND_IN_PROMPT if name == "prompt" else _STAND_IN_FILE
         arguments, issues = group.spec.validate(merged)
         for issue in issues:
             self._report(group, layers, issue)
@@ -1028,29 +1073,15 @@ class _Expansion:
             self._prompts[key] = not issues
         return self._prompts[key]
 
-    def _output(
-        self,
-        group: _Group,
-        arguments: dict[str, Any],
-        key: str,
-        index: int,
-        source_id: str | None,
-        prompt: str | None,
-        labels: Mapping[str, Any],
-    ) -> PurePosixPath | None:
+    def _output(self, group: _Group, combo: _Combo, key: str, job: _JobId) -> PurePosixPath | None:
+        """The job's output path, or None (and a problem) when it may not be written."""
         template = group.template
         if not template.usable:
             return None
-        values = _Vars(arguments)
-        values.update(
-            clip=source_id or NONE,
-            image=source_id or NONE,
-            prompt=prompt or NONE,
-            endpoint=group.spec.name,
-            key=key[:12],
-            index=index,
-            ext=group.spec.output_ext(arguments),
-        )
+        values = _Vars(combo.variables)
+        values["prompt"] = job[2] or NONE
+        values["key"] = key[:12]
+        values["index"] = job[0]
         try:
             rendered = template.text.format_map(values)
         except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
@@ -1066,27 +1097,28 @@ class _Expansion:
                 alike=template,
             )
             return None
-        output = PurePosixPath(rendered.replace("\\", "/"))
-        described = _describe_job(source_id, prompt, labels)
-        first_index, first = self._outputs.setdefault(str(output).casefold(), (index, described))
-        if first_index != index:
+        # One spelling per file: "a//b", "./a/b" and "a\\b" are all a/b, and case-insensitive
+        # file systems (macOS, Windows) would put A.mp4 and a.mp4 in one file.
+        path = "/".join(part for part in rendered.replace("\\", "/").split("/") if part != ".")
+        first = self._outputs.setdefault(path.casefold(), job)
+        if first is not job:
             self.problems.add(
                 template.loc,
-                f"{first} and {described} both render to {str(output)!r} with template"
-                f" {template.text!r}; add a variable that tells them apart",
+                f"{_describe(first)} and {_describe(job)} both render to {path!r} with"
+                f" template {template.text!r}; add a variable that tells them apart",
                 alike=("output", template),
             )
             return None
-        first_index, first = self._keys.setdefault(key, (index, described))
-        if first_index != index:
+        first = self._keys.setdefault(key, job)
+        if first is not job:
             self.problems.add(
                 group.loc,
-                f"{first} and {described} are the same job (same endpoint, input and file"
-                " bytes); remove one",
+                f"{_describe(first)} and {_describe(job)} are the same job (same endpoint,"
+                " input and file bytes); remove one",
                 alike=("key", group.loc),
             )
             return None
-        return output
+        return PurePosixPath(path)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -1116,7 +1148,8 @@ def _safe_id(text: str) -> str:
     return _UNSAFE_ID_CHARS.sub("_", text).strip("_") or "file"
 
 
-def _describe_job(source_id: str | None, prompt: str | None, labels: Mapping[str, Any]) -> str:
+def _describe(job: _JobId) -> str:
+    _index, source_id, prompt, labels = job
     matrix = ", ".join(f"{name}={value}" for name, value in labels.items())
     return f"{source_id or NONE} × {prompt or NONE}" + (f" ({matrix})" if matrix else "")
 
@@ -1141,9 +1174,9 @@ def _path_problem(rendered: str, *, template: bool = False) -> str | None:
     """Why an output path may not be written inside output_dir, or None."""
     if "\0" in rendered:
         return "contains a NUL character"
-    if rendered.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", rendered):
+    if rendered.startswith(("/", "\\")) or _DRIVE.match(rendered):
         return "is absolute; outputs are written inside output_dir"
-    parts = re.split(r"[/\\]", rendered)
+    parts = _SEPARATORS.split(rendered)
     if ".." in parts:
         return "climbs out of output_dir with '..'"
     if not template and (not parts[-1].strip() or parts[-1] == "."):

@@ -146,7 +146,7 @@ def probe(path: Path) -> MediaInfo:
         cached = _probe_uncached(identity[0], identity[1])
         _probe_cache[identity] = cached
     if isinstance(cached, MediaError):
-        raise cached
+        raise MediaError(cached.path, cached.reason)
     return cached
 
 

@@ -2,207 +2,348 @@
 and ``run.log`` in the output directory.
 
 The engine only calls the observer methods; this module decides how to show them.
-Nothing here ever sees the API key: the engine passes job labels, states, request ids
-and error messages, which the client built without it.
+
+* On a terminal: a bar of finished jobs (done, failed, in flight at fal, queued at fal,
+  waiting here, spend, ETA) and a line of bytes up and down with their rates.
+* Anywhere else (a CI log, ``nohup``, a pipe): one plain status line every
+  :data:`PLAIN_INTERVAL` seconds and a final one, never carriage returns.
+* With ``-v``: one concise line per job transition. Failures and notes always show.
+* ``run.log`` (mode 0600): every transition with a timestamp, the job and its request id.
+
+Nothing here is given the API key: the engine passes job labels, states, request ids and
+error messages, which the client built without it. As a second line of defence every line
+is scrubbed of the key's value anyway, so a mistake elsewhere cannot leak it into a log.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import IO, Any, Literal
 
 from tqdm import tqdm
 
 from .job import JobSpec
 from .manifest import Plan
+from .report import human_size
 from .scheduler import RunSummary
 from .state import StateStore
 
-#: How often non-terminal output prints a status line.
+#: How often non-terminal output prints a status line, in seconds.
 PLAIN_INTERVAL = 10.0
+#: How often the bars redraw when nothing happens (elapsed time and ETA move on).
+TTY_INTERVAL = 1.0
+#: Environment variables holding credentials that must never reach a log line.
+SECRET_VARIABLES = ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET")
+
+#: Display counter of each job state. ``in flight`` is rendering at fal or downloading;
+#: ``queued`` is waiting in fal's queue; ``waiting`` has not been submitted (or is being so).
+BUCKETS = {
+    "new": "waiting",
+    "pending": "waiting",
+    "uploading": "waiting",
+    "submitting": "waiting",
+    "queued": "queued",
+    "running": "in flight",
+    "completed": "in flight",
+    "downloading": "in flight",
+    "done": "done",
+    "failed": "failed",
+    "cancelled": "failed",
+}
+#: States in which the submit has been paid for.
+_PAID = frozenset({"queued", "running", "completed", "downloading", "done"})
+
+
+def bucket(state: str) -> str:
+    """The display counter a job in ``state`` belongs to."""
+    return BUCKETS.get(state, "waiting")
+
+
+def job_label(spec: JobSpec) -> str:
+    """A short human name for a job: ``clip/prompt`` plus its matrix values, if any."""
+    label = f"{spec.clip or '-'}/{spec.prompt or '-'}"
+    if spec.labels:
+        label += "[" + ",".join(f"{k}={v}" for k, v in spec.labels.items()) + "]"
+    return label
 
 
 class Progress:
-    """A :class:`~runner.scheduler.RunObserver` drawing bars and writing ``run.log``."""
+    """A :class:`~runner.scheduler.RunObserver` drawing bars and writing ``run.log``.
+
+    Thread-safe: the engine calls it from the event loop, a ticker thread redraws it.
+    ``clock`` and ``ticker`` exist for tests, which drive time by hand and call
+    :meth:`tick` themselves.
+    """
 
     def __init__(
         self,
         plan: Plan,
-        store: StateStore,
+        store: StateStore | None,
         *,
         verbose: bool = False,
         stream: IO[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        ticker: bool = True,
     ) -> None:
         self._stream = stream or sys.stderr
-        self._tty = self._stream.isatty()
+        self._tty = _isatty(self._stream)
         self._verbose = verbose
         self._plan = plan
+        self._clock = clock
+        self._ticker = ticker
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         keys = {s.key for s in plan.jobs}
-        states = {k: v for k, v in store.states().items() if k in keys}
-        self._state: dict[str, str] = {s.key: states.get(s.key, "pending") for s in plan.jobs}
-        self._counts = Counter(self._state.values())
+        rows = {r.key: r for r in store.rows() if r.key in keys} if store is not None else {}
+        self._state = {s.key: rows[s.key].state if s.key in rows else "new" for s in plan.jobs}
+        self._request = {k: r.request_id for k, r in rows.items() if r.request_id}
+        self._counts = Counter(bucket(s) for s in self._state.values())
         self._cost = {s.key: s.estimated_cost or 0.0 for s in plan.jobs}
+        self._labels = {s.key: job_label(s) for s in plan.jobs}
+        self._paid_before = sum(self._cost[k] for k, s in self._state.items() if s in _PAID)
         self._spent = 0.0
         self._bytes = {"up": 0, "down": 0}
-        self._started = time.monotonic()
-        self._done_at_start = self._counts["done"]
-        self._last_plain = 0.0
-        self._bar: Any = None
+        self._started = clock()
+        self._finished_at_start = self._counts["done"] + self._counts["failed"]
+        self._last_plain = self._started
+        self._secrets = [v for v in map(os.environ.get, SECRET_VARIABLES) if v and len(v) >= 6]
+        self._jobs_bar: Any = None
         self._bytes_bar: Any = None
         self._log: IO[str] | None = None
 
+    # -- lifecycle -------------------------------------------------------------------------
+
     def __enter__(self) -> Progress:
-        path = self._plan.output_dir / "run.log"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._plan.output_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(
+            self._plan.output_dir / "run.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        )
+        # O_CREAT's mode only applies to a new file; an old log may have been made wider.
+        os.fchmod(fd, 0o600)
         self._log = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
-        self._write_log(f"run started: {len(self._plan.jobs)} job(s), {self._counts['done']} done")
+        c = self._counts
+        opening = (
+            f"run started: {len(self._plan.jobs)} job(s) from {self._plan.manifest_path}:"
+            f" {c['done']} done, {c['queued'] + c['in flight']} at fal,"
+            f" {c['waiting']} to submit, {c['failed']} failed"
+        )
+        self._write_log(opening)
         if self._tty:
-            self._bar = tqdm(
+            self._jobs_bar = tqdm(
                 total=len(self._plan.jobs),
-                initial=self._counts["done"],
+                initial=self._finished(),
                 desc="jobs",
                 unit="job",
                 file=self._stream,
                 dynamic_ncols=True,
                 position=0,
+                leave=True,
+                bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}",
             )
             self._bytes_bar = tqdm(
                 desc="bytes",
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
                 file=self._stream,
                 dynamic_ncols=True,
                 position=1,
-                bar_format="{desc}: {n_fmt} {rate_fmt} {postfix}",
+                leave=True,
+                bar_format="{desc}",
             )
-        self._refresh()
+            self._draw()
+        else:
+            self._print(opening)
+        if self._ticker:
+            self._thread = threading.Thread(target=self._tick_loop, name="progress", daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for bar in (self._bar, self._bytes_bar):
-            if bar is not None:
-                bar.close()
-        if self._log is not None:
-            self._log.close()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            for bar in (self._jobs_bar, self._bytes_bar):
+                if bar is not None:
+                    bar.close()
+            self._jobs_bar = self._bytes_bar = None
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def _tick_loop(self) -> None:
+        interval = TTY_INTERVAL if self._tty else min(PLAIN_INTERVAL, 1.0)
+        while not self._stop.wait(interval):
+            self.tick()
+
+    def tick(self) -> None:
+        """Redraw the bars, or print the periodic plain line when one is due."""
+        with self._lock:
+            if self._tty:
+                self._draw()
+                return
+            now = self._clock()
+            if now - self._last_plain >= PLAIN_INTERVAL:
+                self._last_plain = now
+                self._print(self.status_line())
 
     # -- observer --------------------------------------------------------------------------
 
     def on_state(self, spec: JobSpec, state: str, detail: str | None) -> None:
-        """Count the transition, log it, and redraw."""
-        previous = self._state.get(spec.key, "pending")
-        shown = _bucket(state)
-        if shown != _bucket(previous):
-            self._counts[_bucket(previous)] -= 1
-            self._counts[shown] += 1
-        self._state[spec.key] = state
-        if state == "queued" and previous in ("pending", "submitting", "uploading"):
-            self._spent += self._cost.get(spec.key, 0.0)
-        if state == "done" and self._bar is not None:
-            self._bar.update(1)
-        line = f"{spec.key[:12]} {spec.clip or '-'}/{spec.prompt or '-'} {state}"
-        if detail:
-            line += f": {detail}"
-        self._write_log(line)
-        if self._verbose or state == "failed":
-            self._print(line)
-        self._refresh()
+        """Count the transition, log it, and show it (always for failures, else with -v)."""
+        with self._lock:
+            previous = self._state.get(spec.key, "new")
+            self._counts[bucket(previous)] -= 1
+            self._counts[bucket(state)] += 1
+            self._state[spec.key] = state
+            request = None
+            if state == "queued" and bucket(previous) == "waiting":
+                # A new request at fal: ``detail`` is its id, and the submit is paid for.
+                self._spent += self._cost.get(spec.key, 0.0)
+                if detail:
+                    self._request[spec.key] = detail
+                request, detail = detail, None
+            elif state == "pending":
+                self._request.pop(spec.key, None)
+            else:
+                request = self._request.get(spec.key)
+            label = self._labels.get(spec.key) or job_label(spec)
+            line = f"{label} {state}" + (f": {detail}" if detail else "")
+            self._write_log(
+                f"job={spec.key[:12]} {line}" + (f" request={request}" if request else "")
+            )
+            if self._verbose or state in ("failed", "cancelled"):
+                shown = line + (f" (request {request})" if request and state == "queued" else "")
+                self._print(f"{time.strftime('%H:%M:%S')} {shown}")
+            if self._tty:
+                self._draw()
 
     def on_bytes(self, direction: Literal["up", "down"], count: int) -> None:
-        """Add to the byte counters."""
-        self._bytes[direction] += count
-        if self._bytes_bar is not None:
-            self._bytes_bar.update(count)
+        """Add to the byte counters (drawn with the next redraw)."""
+        with self._lock:
+            self._bytes[direction] += count
 
     def on_note(self, message: str) -> None:
         """Show and log a message meant for the user."""
-        self._write_log(message)
-        self._print(message)
+        with self._lock:
+            self._write_log(message)
+            self._print(message)
 
-    # -- drawing ---------------------------------------------------------------------------
+    def finish(self, summary: RunSummary) -> None:
+        """Print the last status line and the closing line of a run."""
+        with self._lock:
+            if self._tty:
+                self._draw()
+            else:
+                self._print(self.status_line())
+            parts = [f"{summary.done} done", f"{summary.failed} failed"]
+            if summary.not_started:
+                parts.append(f"{summary.not_started} not started")
+            if summary.ambiguous:
+                parts.append(f"{summary.ambiguous} ambiguous submit(s)")
+            if summary.resubmitted:
+                parts.append(f"{summary.resubmitted} resubmitted")
+            line = (
+                f"finished in {_duration(self._clock() - self._started)}: {', '.join(parts)};"
+                f" spent about ${summary.spent:.2f} in this run"
+            )
+            if summary.interrupted:
+                line += " (interrupted: run the same command again to resume)"
+            self._write_log(line)
+            self._print(line)
+
+    # -- what is shown ---------------------------------------------------------------------
+
+    def _finished(self) -> int:
+        return self._counts["done"] + self._counts["failed"]
+
+    def eta(self) -> float | None:
+        """Seconds left at the throughput observed in this run, or None before any finish."""
+        finished = self._finished() - self._finished_at_start
+        left = len(self._plan.jobs) - self._finished()
+        elapsed = self._clock() - self._started
+        if left <= 0:
+            return 0.0
+        if finished <= 0 or elapsed <= 0:
+            return None
+        return left * elapsed / finished
+
+    def counts_text(self) -> str:
+        """The job counters, in the order a person reads them."""
+        c = self._counts
+        return (
+            f"done {c['done']} · failed {c['failed']} · in flight {c['in flight']}"
+            f" · queued at fal {c['queued']} · waiting {c['waiting']}"
+        )
+
+    def spend_text(self) -> str:
+        """Estimated spend of this run (and of earlier runs of these jobs, if any)."""
+        text = f"spent ${self._spent:.2f}"
+        if self._paid_before:
+            text += f" (+${self._paid_before:.2f} before)"
+        return text
+
+    def status_line(self) -> str:
+        """The plain status line: time, jobs, bytes, spend and ETA."""
+        eta = self.eta()
+        return (
+            f"[{time.strftime('%H:%M:%S')}] {self._finished()}/{len(self._plan.jobs)} jobs:"
+            f" {self.counts_text()} | up {human_size(self._bytes['up'])}"
+            f" down {human_size(self._bytes['down'])} | {self.spend_text()}"
+            f" | elapsed {_duration(self._clock() - self._started)}"
+            f" eta {'?' if eta is None else _duration(eta)}"
+        )
+
+    def _draw(self) -> None:
+        bar, bytes_bar = self._jobs_bar, self._bytes_bar
+        if bar is None or bytes_bar is None:
+            return
+        eta = self.eta()
+        bar.n = self._finished()
+        bar.set_postfix_str(
+            f"{self.counts_text()} · {self.spend_text()}"
+            f" · eta {'?' if eta is None else _duration(eta)}",
+            refresh=False,
+        )
+        bar.refresh()
+        elapsed = max(self._clock() - self._started, 1e-9)
+        up, down = self._bytes["up"], self._bytes["down"]
+        bytes_bar.set_description_str(
+            f"bytes up {human_size(up)} ({human_size(up / elapsed)}/s)"
+            f" · down {human_size(down)} ({human_size(down / elapsed)}/s)",
+            refresh=True,
+        )
 
     def _print(self, line: str) -> None:
-        if self._bar is not None:
-            self._bar.write(line, file=self._stream)
+        line = self._scrub(line)
+        if self._jobs_bar is not None:
+            self._jobs_bar.write(line, file=self._stream)
         else:
             print(line, file=self._stream, flush=True)
 
     def _write_log(self, line: str) -> None:
         if self._log is not None:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            self._log.write(f"{stamp} {line}\n")
+            self._log.write(f"{stamp} {self._scrub(line)}\n")
 
-    def _eta(self) -> str:
-        finished = self._counts["done"] + self._counts["failed"] - self._done_at_start
-        left = sum(v for k, v in self._counts.items() if k not in ("done", "failed"))
-        elapsed = time.monotonic() - self._started
-        if finished <= 0 or left <= 0:
-            return "?"
-        seconds = elapsed / finished * left
-        return time.strftime("%H:%M:%S", time.gmtime(seconds))
-
-    def _status_text(self) -> str:
-        c = self._counts
-        return (
-            f"done {c['done']} failed {c['failed']} running {c['running']}"
-            f" queued@fal {c['queued']} waiting {c['pending']} spent ${self._spent:.2f}"
-            f" eta {self._eta()}"
-        )
-
-    def _refresh(self) -> None:
-        if self._bar is not None:
-            self._bar.set_postfix_str(self._status_text(), refresh=False)
-            self._bar.refresh()
-            if self._bytes_bar is not None:
-                self._bytes_bar.set_postfix_str(
-                    f"up {_size(self._bytes['up'])} down {_size(self._bytes['down'])}",
-                    refresh=True,
-                )
-            return
-        now = time.monotonic()
-        if now - self._last_plain >= PLAIN_INTERVAL:
-            self._last_plain = now
-            print(
-                f"[{time.strftime('%H:%M:%S')}] {self._status_text()}",
-                file=self._stream,
-                flush=True,
-            )
-
-    def finish(self, summary: RunSummary) -> None:
-        """Print the closing lines of a run."""
-        self._last_plain = 0.0
-        self._refresh()
-        parts = [f"{summary.done} done", f"{summary.failed} failed"]
-        if summary.not_started:
-            parts.append(f"{summary.not_started} not started")
-        if summary.ambiguous:
-            parts.append(f"{summary.ambiguous} ambiguous submit(s)")
-        if summary.resubmitted:
-            parts.append(f"{summary.resubmitted} resubmitted")
-        line = f"finished: {', '.join(parts)}; spent about ${summary.spent:.2f} in this run"
-        if summary.interrupted:
-            line += " (interrupted: run the same command again to resume)"
-        self._write_log(line)
-        self._print(line)
+    def _scrub(self, line: str) -> str:
+        for secret in self._secrets:
+            line = line.replace(secret, "***")
+        return line
 
 
-def _bucket(state: str) -> str:
-    """Collapse transient states into the counters the display shows."""
-    return {
-        "uploading": "pending",
-        "submitting": "pending",
-        "downloading": "running",
-        "completed": "running",
-        "cancelled": "failed",
-    }.get(state, state)
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"

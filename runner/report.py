@@ -6,18 +6,26 @@ going: SQLite's WAL gives this reader a consistent snapshot beside the single wr
 
 from __future__ import annotations
 
+import re
 import shlex
+import sqlite3
+import time
+import urllib.parse
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import StateError
 from .manifest import Plan
-from .state import IN_FLIGHT, JobRow, StateStore
+from .state import IN_FLIGHT, SCHEMA_VERSION, JobRow, StateStore
 
 #: Display order of job states.
 STATES = ("pending", "submitting", "queued", "running", "completed", "done", "failed", "cancelled")
 #: States whose cost is already committed at fal (paid or being paid).
 PAID = frozenset({"submitting", "queued", "running", "completed", "done"})
+#: How many affected jobs ``status`` lists per failure reason (``--json`` has them all).
+FAILURES_LISTED = 8
 
 
 def _rows(plan: Plan, store: StateStore | None) -> dict[str, JobRow]:
@@ -147,62 +155,172 @@ def format_plan(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def status_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
-    """What ``status`` shows: counts per endpoint and state, failures by reason, spend."""
+def open_state(plan: Plan) -> StateStore | None:
+    """The plan's state file opened read-only, or None when nothing has run there yet.
+
+    ``status`` and ``report`` read while a run may be writing. A read-write connection would
+    checkpoint the WAL into ``state.db`` when it happens to close last (after a crashed run,
+    say), so these readers use SQLite's ``mode=ro``: they can never change the file.
+    """
+    path = plan.output_dir / "state.db"
+    if not path.exists():
+        return None
+    uri = "file:" + urllib.parse.quote(str(path.absolute())) + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot read the state file {path}: {exc}") from exc
+    conn.row_factory = sqlite3.Row
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "jobs" not in tables or "meta" not in tables:
+            # A run killed between creating the file and its schema: nothing ran yet.
+            conn.close()
+            return None
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StateError(f"cannot read the state file {path}: {exc}") from exc
+    if version is not None and int(version[0]) > SCHEMA_VERSION:
+        conn.close()
+        raise StateError(
+            f"{path} was written by a newer raybatch (schema {version[0]}); upgrade raybatch"
+        )
+    return StateStore(path, conn)
+
+
+def status_summary(
+    plan: Plan,
+    store: StateStore | None,
+    *,
+    only: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    output_dir: Path | None = None,
+) -> dict[str, Any]:
+    """What ``status`` shows: counts per endpoint and state, failures by reason, spend.
+
+    ``only``, ``exclude`` and ``output_dir`` are the options ``status`` was given; the retry
+    command repeats them so that it retries exactly the jobs shown.
+    """
     rows = _rows(plan, store)
     table: dict[str, Counter[str]] = defaultdict(Counter)
-    failures: dict[str, dict[str, Any]] = {}
-    spend = 0.0
-    units = 0.0
+    failures: dict[tuple[str, str], dict[str, Any]] = {}
+    spend = remaining = units = 0.0
     ambiguous = 0
+    last_update: float | None = None
     for spec in plan.jobs:
         row = rows.get(spec.key)
         state = row.state if row else "pending"
         table[spec.endpoint][state] += 1
+        if state in PAID:
+            spend += spec.estimated_cost or 0.0
+        elif state == "pending":
+            remaining += spec.estimated_cost or 0.0
         if row is None:
             continue
+        last_update = max(last_update or row.updated_at, row.updated_at)
         ambiguous += row.ambiguous
-        if row.state in PAID:
-            spend += row.estimated_cost or 0.0
         units += row.billable_units or 0.0
         if row.state in ("failed", "cancelled"):
-            reason = f"{row.error_class or row.state}: {row.error or ''}".strip()
-            group = failures.setdefault(
-                reason, {"reason": reason, "kind": row.error_kind, "count": 0, "jobs": []}
-            )
-            group["count"] += 1
-            group["jobs"].append({"key": row.key, "clip": row.clip, "prompt": row.prompt})
+            _add_failure(failures, row)
     total = Counter[str]()
     for counts in table.values():
         total.update(counts)
     retry = None
     if failures:
-        retry = "raybatch run " + shlex.quote(str(plan.manifest_path)) + " --retry-failed"
+        words = ["raybatch", "run", str(plan.manifest_path), "--retry-failed"]
+        if output_dir is not None:
+            words += ["--output-dir", str(output_dir)]
+        words += [w for pattern in only for w in ("--only", pattern)]
+        words += [w for pattern in exclude for w in ("--exclude", pattern)]
+        retry = shlex.join(words)
     return {
         "name": plan.manifest.name,
         "output_dir": str(plan.output_dir),
         "jobs": len(plan.jobs),
         "by_endpoint": {k: {s: v[s] for s in STATES if v[s]} for k, v in table.items()},
         "total": {s: total[s] for s in STATES if total[s]},
-        "failures": sorted(failures.values(), key=lambda g: -int(g["count"])),
+        "done": total["done"],
+        "in_flight": sum(total[s] for s in (*IN_FLIGHT, "completed")),
+        "failures": sorted(failures.values(), key=lambda g: (-int(g["count"]), g["reason"])),
         "ambiguous_submits": ambiguous,
         "estimated_spend": round(spend, 4),
+        "estimated_remaining": round(remaining, 4),
         "billable_units": round(units, 4),
+        "last_update": last_update,
         "retry_command": retry,
         "state_file": str(Path(plan.output_dir) / "state.db") if store is not None else None,
     }
 
 
+#: Request ids and other long hex runs differ between jobs that failed for the same reason.
+_VARYING = re.compile(
+    r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b|\b[0-9a-f]{16,}\b"
+)
+
+#: What to do about a failure class before retrying it, when retrying as-is cannot help.
+_ADVICE = {
+    "ContentModerated": "fal's moderation refused these: change the prompt or the clip"
+    " (a changed prompt is a new job; retrying unchanged fails the same way)",
+    "InputRejected": "fal refused the input: fix it in the manifest (retrying unchanged fails"
+    " the same way)",
+    "UnsafeOutput": "the result named a file raybatch refuses to write; see the reason",
+    "Cancelled": "cancelled by `raybatch cancel`",
+    "SubmitUnconfirmed": "check fal's dashboard for a request that may have been billed",
+}
+
+
+def _add_failure(failures: dict[tuple[str, str], dict[str, Any]], row: JobRow) -> None:
+    cls = row.error_class or row.state
+    message = _VARYING.sub("…", (row.error or "").strip())
+    group = failures.setdefault(
+        (cls, message),
+        {
+            "reason": f"{cls}: {message}" if message else cls,
+            "class": cls,
+            "kind": row.error_kind,
+            "advice": _ADVICE.get(cls),
+            "count": 0,
+            "jobs": [],
+        },
+    )
+    group["count"] += 1
+    group["jobs"].append(
+        {"key": row.key, "clip": row.clip, "prompt": row.prompt, "request_id": row.request_id}
+    )
+
+
+def human_size(n: float) -> str:
+    """A byte count for people: ``512 B``, ``12.3 KiB``, ``1.5 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover - the loop always returns
+
+
+def _job_label(job: dict[str, Any]) -> str:
+    return f"{job['clip'] or '-'}/{job['prompt'] or '-'}"
+
+
 def format_status(summary: dict[str, Any]) -> str:
-    """``status`` as text."""
+    """``status`` as text: a table per endpoint and state, failures by reason, spend, retry."""
     lines = [f"{summary['name']}: {summary['jobs']} job(s) in {summary['output_dir']}"]
     if summary["state_file"] is None:
         lines.append("  nothing has run yet")
-    lines.append(f"  {'endpoint':<42} " + " ".join(f"{s:>9}" for s in STATES))
+    elif summary["last_update"] is not None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary["last_update"]))
+        lines.append(f"  last change {stamp}")
+    shown = [s for s in STATES if s in summary["total"]] or ["pending"]
+    width = max([len("endpoint"), len("total"), *map(len, summary["by_endpoint"])])
+    lines.append(f"  {'endpoint':<{width}} " + " ".join(f"{s:>9}" for s in [*shown, "jobs"]))
     for name, counts in [*summary["by_endpoint"].items(), ("total", summary["total"])]:
-        lines.append(f"  {name:<42} " + " ".join(f"{counts.get(s, 0):>9}" for s in STATES))
+        cells = [counts.get(s, 0) for s in shown] + [sum(counts.values())]
+        lines.append(f"  {name:<{width}} " + " ".join(f"{c:>9}" for c in cells))
     lines.append(
         f"  spend (estimated, submitted jobs): ${summary['estimated_spend']:.2f};"
+        f" still to run: ${summary['estimated_remaining']:.2f};"
         f" billable units reported by fal: {summary['billable_units']:g}"
     )
     if summary["ambiguous_submits"]:
@@ -210,17 +328,23 @@ def format_status(summary: dict[str, Any]) -> str:
             f"  ambiguous submits (answer lost; may have been billed twice):"
             f" {summary['ambiguous_submits']}"
         )
+    if summary["failures"]:
+        failed = sum(g["count"] for g in summary["failures"])
+        lines.append(f"failures ({failed}):")
     for group in summary["failures"]:
-        clips = ", ".join(f"{j['clip']}/{j['prompt']}" for j in group["jobs"][:8])
-        more = f" and {group['count'] - 8} more" if group["count"] > 8 else ""
-        lines.append(f"  {group['count']} × {group['reason']}\n      {clips}{more}")
+        jobs = ", ".join(_job_label(j) for j in group["jobs"][:FAILURES_LISTED])
+        more = group["count"] - FAILURES_LISTED
+        lines.append(f"  {group['count']} × {group['reason']}")
+        lines.append(f"      {jobs}" + (f" and {more} more" if more > 0 else ""))
+        if group["advice"]:
+            lines.append(f"      → {group['advice']}")
     if summary["retry_command"]:
-        lines.append(f"  retry them: {summary['retry_command']}")
+        lines.append(f"retry the failed jobs: {summary['retry_command']}")
     return "\n".join(lines)
 
 
-def write_review_page(plan: Plan, store: StateStore | None) -> Path:
-    """Write ``<output_dir>/index.html`` (see ``review.py``)."""
+def write_review_page(plan: Plan, store: StateStore | None = None) -> Path:
+    """Write ``<output_dir>/index.html`` (see ``review.py``; it opens the state itself)."""
     from .review import write_review_page as write
 
     return write(plan)

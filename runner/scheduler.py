@@ -28,8 +28,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import anyio
 import httpx
 
-from . import download as dl
-from .paths import safe_extension
+from . import crashpoints, download as dl
 from .errors import (
     FatalError,
     PermanentError,
@@ -43,9 +42,13 @@ from .errors import (
 )
 from .fal import FalClient, Status, Submission, classify_completed
 from .job import JobSpec, LocalFile, resolve_arguments
+from .paths import safe_extension
 from .state import ErrorInfo, JobRow, OutputFile, StateStore, StateWriter, Transitions
 
 _T = TypeVar("_T")
+
+#: States in which a job re-attaches to what exists at fal instead of submitting.
+_ATTACHED = frozenset({"queued", "running", "completed"})
 
 
 @dataclass(frozen=True)
@@ -292,16 +295,19 @@ class Scheduler:
     async def _feed(
         self, group: anyio.abc.TaskGroup, rows: Mapping[str, JobRow], downloader: httpx.AsyncClient
     ) -> None:
+        progress = {s.key: _Progress.of(rows[s.key]) for s in self.jobs}
         # Jobs already holding a request (or a fetched result) go first: they cost nothing
         # more, and re-attaching early keeps their results from expiring at fal.
-        attached = [s for s in self.jobs if rows[s.key].state in ("queued", "running", "completed")]
-        fresh = [s for s in self.jobs if rows[s.key].state == "pending"]
-        ambiguous = [s for s in self.jobs if rows[s.key].state == "submitting"]
+        attached = [s for s in self.jobs if progress[s.key].state in _ATTACHED]
+        fresh = [s for s in self.jobs if progress[s.key].state == "pending"]
+        ambiguous = [s for s in self.jobs if progress[s.key].state == "submitting"]
         if ambiguous:
             resubmit = self.options.on_ambiguous == "resubmit"
             await self._writer.apply(
                 *(Transitions.ambiguous(s.key, resubmit=resubmit) for s in ambiguous)
             )
+            for spec in ambiguous:
+                progress[spec.key].ambiguous += 1
             self.summary.ambiguous += len(ambiguous)
             self.observer.on_note(
                 f"{len(ambiguous)} submit(s) were interrupted before fal's answer was recorded;"
@@ -313,17 +319,16 @@ class Scheduler:
                 for spec in ambiguous:
                     self.observer.on_state(spec, "failed", "ambiguous submit")
         for spec in attached:
-            row = rows[spec.key]
-            holds_slot = row.state != "completed"
+            holds_slot = progress[spec.key].result is None
             if holds_slot:
                 await self._slots.acquire()
-            group.start_soon(self._job, spec, _Progress.of(row), holds_slot, downloader)
+            group.start_soon(self._job, spec, progress[spec.key], holds_slot, downloader)
         for spec in fresh:
             await self._slots.acquire()
             if self._stop_submitting is not None:
                 self._slots.release()
                 break
-            group.start_soon(self._job, spec, _Progress.of(rows[spec.key]), True, downloader)
+            group.start_soon(self._job, spec, progress[spec.key], True, downloader)
 
     # -- one job ---------------------------------------------------------------------------
 
@@ -356,6 +361,7 @@ class Scheduler:
                         raise _Resubmit(error) if isinstance(error, RemoteJobError) else error
                     job.result, units = await self._fetch(spec, submission)
                     await self._writer.apply(Transitions.completed(spec.key, job.result, units))
+                    crashpoints.reached("after_result")
                 slot.release()
                 await self._download_all(spec, job.result, downloader)
                 return
@@ -377,7 +383,9 @@ class Scheduler:
     async def _ensure_submitted(self, spec: JobSpec, job: _Progress, slot: _Slot) -> Submission:
         if job.request is not None:
             return job.request
-        if job.attempts >= self.options.max_attempts:
+        # Interrupted submits (ambiguous) are not the job's fault: only attempts that
+        # reached fal and failed there count against the limit.
+        if job.attempts - job.ambiguous >= self.options.max_attempts:
             last = f"; last error {job.last_error}" if job.last_error else ""
             raise PermanentError(f"gave up after {job.attempts} submission(s){last}")
         await slot.ensure()
@@ -386,8 +394,7 @@ class Scheduler:
             self._check_can_submit()
             self.observer.on_state(spec, "uploading", local.path.name)
             uploaded[sha] = await self._uploads.get(sha, lambda f=local: self._upload(f))
-        job.attempts += 1
-        job.request = await self._submit(spec, resolve_arguments(spec, uploaded), job.attempts)
+        job.request = await self._submit(spec, resolve_arguments(spec, uploaded), job)
         job.state = "queued"
         return job.request
 
@@ -411,9 +418,17 @@ class Scheduler:
             )
             raise _Stop(self._stop_submitting)
 
-    async def _submit(self, spec: JobSpec, arguments: dict[str, Any], attempt: int) -> Submission:
+    async def _submit(
+        self, spec: JobSpec, arguments: dict[str, Any], job: _Progress
+    ) -> Submission:
+        """POST the job, recording the intent first and the request id right after.
+
+        Each POST that may have reached fal gets its own attempt number, so the attempts
+        table lists every request that could exist (and bill) there.
+        """
         cost = spec.estimated_cost or 0.0
         for n in range(1, self.options.stage_attempts + 1):
+            attempt = job.attempts + 1
             self._check_can_submit()
             self._check_budget(cost)
             pause = self._submit_paused_until - time.monotonic()
@@ -425,11 +440,13 @@ class Scheduler:
             # crash; shield it so a cancel (second Ctrl-C) never widens that window.
             with anyio.CancelScope(shield=True):
                 await self._writer.apply(Transitions.intent(spec.key, attempt))
+                crashpoints.reached("after_intent")
                 try:
                     sub = await self.client.submit(spec.endpoint, arguments)
                 except SubmitUnconfirmed as exc:
                     resubmit = self.options.on_ambiguous == "resubmit"
                     await self._writer.apply(Transitions.ambiguous(spec.key, resubmit=resubmit))
+                    job.attempts, job.ambiguous = attempt, job.ambiguous + 1
                     self.summary.ambiguous += 1
                     self.observer.on_note(
                         f"{spec.key[:12]}: submit unconfirmed ({exc});"
@@ -453,6 +470,7 @@ class Scheduler:
                         self._submit_paused_until = time.monotonic() + delay
                         continue
                 else:
+                    crashpoints.reached("after_post")
                     await self._writer.apply(
                         Transitions.submitted(
                             spec.key,
@@ -463,6 +481,8 @@ class Scheduler:
                             sub.cancel_url,
                         )
                     )
+                    crashpoints.reached("after_record")
+                    job.attempts = attempt
                     self._spent += cost
                     self.summary.spent = self._spent
                     self.observer.on_state(spec, "queued", sub.request_id)
@@ -545,7 +565,9 @@ class Scheduler:
                     )
                 )
                 outputs.append(OutputFile(str(rel), got.sha256, got.size, file["url"], field_path))
+        crashpoints.reached("after_rename")
         await self._writer.apply(Transitions.done(spec.key, outputs))
+        crashpoints.reached("after_done")
         self.observer.on_state(spec, "done", None)
 
     # -- retry helpers -----------------------------------------------------------------------
@@ -598,6 +620,7 @@ class _Progress:
 
     state: str
     attempts: int
+    ambiguous: int
     request: Submission | None
     result: dict[str, Any] | None
     last_error: str | None = None
@@ -610,7 +633,7 @@ class _Progress:
                 row.request_id, row.status_url, row.response_url, row.cancel_url or "", None
             )
         result = row.result if row.state == "completed" else None
-        return cls(row.state, row.attempts, request, result, row.error)
+        return cls(row.state, row.attempts, row.ambiguous, request, result, row.error)
 
 
 class _Slot:

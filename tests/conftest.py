@@ -97,9 +97,11 @@ def run_cli(
     )
 
 
-def spawn_cli(*args: str | Path, cwd: Path, key: str = TEST_KEY) -> subprocess.Popen[str]:
+def spawn_cli(
+    *args: str | Path, cwd: Path, key: str = TEST_KEY, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     """Start ``python -m runner`` in the background (for signal and kill tests)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FAL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAL_")} | (env or {})
     env["FAL_KEY"] = key
     return subprocess.Popen(
         [sys.executable, "-m", "runner", *map(str, args)], cwd=cwd, env=env,

@@ -57,23 +57,28 @@ def _ranged(request: Request) -> Response:
 
 
 async def file_route(request: Request) -> Response:
+    """The whole file, with Range support and a strong ETag."""
     return _ranged(request)
 
 
 async def norange_route(request: Request) -> Response:
+    """The whole file, always (a server without Range support)."""
     return Response(DATA)  # ignores Range, no validator
 
 
 async def corrupt_route(request: Request) -> Response:
+    """The file with one bit flipped."""
     return Response(DATA[:100] + bytes([DATA[100] ^ 1]) + DATA[101:])
 
 
 async def redirect_route(request: Request) -> Response:
+    """A 302 to /file, to ftp://, or to itself."""
     targets = {"ok": "/file", "ftp": "ftp://example.invalid/x", "loop": "/redirect/loop"}
     return RedirectResponse(targets[request.path_params["kind"]], status_code=302)
 
 
 async def missing_route(request: Request) -> Response:
+    """A 404."""
     return Response(b"gone", status_code=404)
 
 
@@ -146,18 +151,21 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def client() -> Any:
+    """A plain httpx client, as the scheduler's downloader is."""
     async with httpx.AsyncClient(timeout=10.0) as http:
         yield http
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
+    """An empty output directory inside a scratch directory."""
     path = tmp_path / "outputs"
     path.mkdir()
     return path
 
 
 def leftovers(root: Path) -> list[str]:
+    """Every file left under ``root``, relative."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
@@ -210,6 +218,7 @@ async def test_truncated_then_resumed(server: str, client: httpx.AsyncClient, ro
 
 
 def plant_part(root: Path, name: str, data: bytes, url: str, etag: str | None) -> None:
+    """Leave a ``.part`` and its label as an earlier attempt would have."""
     (root / f"{name}.part").write_bytes(data)
     (root / f"{name}.part.json").write_text(json.dumps({"url": url, "etag": etag}))
 

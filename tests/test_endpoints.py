@@ -376,14 +376,39 @@ def test_output_models_parse_fal_results() -> None:
 @pytest.mark.parametrize(
     ("endpoint", "arguments", "seconds", "usd"),
     [
-        (VIDEO_TO_VIDEO, {"resolution": "720p", "duration": "10s", "hdr": True, "exr_export": True}, None, 6.48),  # noqa: E501
-        (VIDEO_TO_VIDEO, {"resolution": "540p", "duration": "5s", "hdr": False, "exr_export": False}, None, 0.72),  # noqa: E501
-        (VIDEO_TO_VIDEO, {"resolution": "1080p", "duration": "5s", "hdr": True, "exr_export": False}, None, 4.32),  # noqa: E501
+        (
+            VIDEO_TO_VIDEO,
+            {"resolution": "720p", "duration": "10s", "hdr": True, "exr_export": True},
+            None,
+            6.48,
+        ),
+        (
+            VIDEO_TO_VIDEO,
+            {"resolution": "540p", "duration": "5s", "hdr": False, "exr_export": False},
+            None,
+            0.72,
+        ),
+        (
+            VIDEO_TO_VIDEO,
+            {"resolution": "1080p", "duration": "5s", "hdr": True, "exr_export": False},
+            None,
+            4.32,
+        ),
         (REFRAME, {"resolution": "720p"}, 4.2, 0.60),  # 5 started seconds x $0.12
         (REFRAME, {"resolution": "540p"}, 5.0, 0.30),  # exactly 5 s is 5 seconds
         (REFRAME, {"resolution": "1080p"}, 10.0004, 3.60),  # header rounding is not a 11th second
-        (IMAGE_TO_VIDEO, {"resolution": "540p", "duration": "5s", "hdr": False, "exr_export": False}, None, 0.15),  # noqa: E501
-        (TEXT_TO_VIDEO, {"resolution": "1080p", "duration": "10s", "hdr": False, "exr_export": False}, None, 3.60),  # noqa: E501
+        (
+            IMAGE_TO_VIDEO,
+            {"resolution": "540p", "duration": "5s", "hdr": False, "exr_export": False},
+            None,
+            0.15,
+        ),
+        (
+            TEXT_TO_VIDEO,
+            {"resolution": "1080p", "duration": "10s", "hdr": False, "exr_export": False},
+            None,
+            3.60,
+        ),
         (TEXT_TO_IMAGE, {"prompt": "x"}, None, 0.042),
         (EDIT_IMAGE, {"image_url": IMG}, None, 0.045),
         (EDIT_IMAGE, {"image_url": IMG, "reference_image_urls": [IMG, IMG]}, None, 0.051),
@@ -425,12 +450,13 @@ def test_every_price_and_limit_row_cites_a_source() -> None:
 
 def test_manifest_price_rows_replace_an_endpoints_table() -> None:
     """A manifest's prices: for an endpoint replace its rows; other endpoints keep theirs."""
+    at_720p = PriceOverride(usd=1.0, when={"resolution": "720p"})
     table = DEFAULT_PRICES.with_overrides(
         {
-            VIDEO_TO_VIDEO: [PriceOverride(usd=1.0, when={"resolution": "720p"}), PriceOverride(usd=0.5)],
+            VIDEO_TO_VIDEO: [at_720p, PriceOverride(usd=0.5)],
             "fal-ai/other": [PriceOverride(usd=0.01, per="source_second")],
         }
-    )  # fmt: skip
+    )
     assert table.estimate(VIDEO_TO_VIDEO, {"resolution": "720p"}) == 1.0
     assert table.estimate(VIDEO_TO_VIDEO, {"resolution": "1080p"}) == 0.5
     assert table.estimate("fal-ai/other", {}, 2.5) == pytest.approx(0.03)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ STATUS_URL = f"{Q}/luma/agent/requests/{RID}/status"
 RESPONSE_URL = f"{Q}/luma/agent/requests/{RID}"
 CANCEL_URL = f"{Q}/luma/agent/requests/{RID}/cancel"
 
-Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+Handler = Callable[[httpx.Request], Coroutine[Any, Any, httpx.Response]]
 
 
 @pytest.fixture
@@ -56,12 +56,15 @@ def anyio_backend() -> str:
 
 
 def client_for(handler: Handler) -> FalClient:
+    """A client whose every request goes to ``handler``."""
     return FalClient(
         FalConfig(KEY, queue_url=Q, rest_url=R, cdn_url=C), transport=httpx.MockTransport(handler)
     )
 
 
 def answer(status: int, body: Any = None, headers: dict[str, str] | None = None) -> Handler:
+    """A handler that always answers ``status`` with ``body`` (JSON unless str/bytes)."""
+
     async def handler(request: httpx.Request) -> httpx.Response:
         await request.aread()
         if isinstance(body, str | bytes):
@@ -72,6 +75,8 @@ def answer(status: int, body: Any = None, headers: dict[str, str] | None = None)
 
 
 def failing(exc_type: type[httpx.RequestError]) -> Handler:
+    """A handler whose request fails in transit with ``exc_type``."""
+
     async def handler(request: httpx.Request) -> httpx.Response:
         raise exc_type("boom", request=request)
 
@@ -327,6 +332,7 @@ CASES: list[Any] = [
 
 
 async def run_op(client: FalClient, op: str) -> object:
+    """Call the client method named by ``op``."""
     if op == "submit":
         return await client.submit(ENDPOINT, {})
     if op == "status":
@@ -521,6 +527,8 @@ def test_request_id_is_quoted() -> None:
 
 
 def sse_handler(chunks: Iterable[bytes], code: int = 200) -> Handler:
+    """A status stream that sends ``chunks`` as they are split."""
+
     async def body() -> Any:
         for chunk in chunks:
             yield chunk
@@ -534,6 +542,7 @@ def sse_handler(chunks: Iterable[bytes], code: int = 200) -> Handler:
 
 
 async def collect(client: FalClient) -> list[str]:
+    """The states the status stream yields."""
     return [s.state async for s in client.stream_status(STATUS_URL)]
 
 
@@ -596,6 +605,7 @@ async def test_stream_malformed_event() -> None:
 
 
 def token_body(expires: datetime) -> dict[str, str]:
+    """A CDN token answer expiring at ``expires``."""
     return {
         "token": "cdn-token-0123456789",
         "token_type": "Bearer",
@@ -640,6 +650,7 @@ CLIP_BYTES = bytes(range(256)) * 4 + b"tail"  # 1028 bytes
 
 @pytest.fixture
 def clip(tmp_path: Path) -> Path:
+    """A small local file to upload."""
     path = tmp_path / "clip.mp4"
     path.write_bytes(CLIP_BYTES)
     return path
@@ -803,32 +814,39 @@ def echo_cdn(code: int) -> Handler:
     return handler
 
 
+async def every_call(client: FalClient, clip: Path) -> list[RaybatchError]:
+    """Call each client operation once; return the errors they raised."""
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: client.submit(ENDPOINT, {}),
+        lambda: client.status(STATUS_URL),
+        lambda: client.result(RESPONSE_URL),
+        lambda: client.cancel(CANCEL_URL),
+        lambda: client.upload(clip, "video/mp4"),
+        lambda: collect(client),
+    ]
+    errors = []
+    for call in calls:
+        try:
+            await call()
+        except RaybatchError as exc:
+            errors.append(exc)
+    return errors
+
+
 async def test_key_never_in_errors(clip: Path) -> None:
     """Every error path (HTTP, transport, echoing servers) keeps the key out of text and repr."""
     handlers: list[Handler] = [answer(p.values[1], p.values[3], p.values[2]) for p in CASES]
     handlers += [echo_key(code) for code in (400, 401, 422, 429, 500, 503)]
     handlers += [echo_cdn(code) for code in (400, 401, 500)]
     handlers += [failing(e) for e in (httpx.ConnectError, httpx.ReadTimeout, httpx.ReadError)]
-    errors: list[BaseException] = []
+    errors: list[RaybatchError] = []
     for handler in handlers:
         async with client_for(handler) as client:
-            calls = [
-                lambda c=client: c.submit(ENDPOINT, {}),
-                lambda c=client: c.status(STATUS_URL),
-                lambda c=client: c.result(RESPONSE_URL),
-                lambda c=client: c.cancel(CANCEL_URL),
-                lambda c=client: c.upload(clip, "video/mp4"),
-                lambda c=client: collect(c),
-            ]
-            for call in calls:
-                try:
-                    await call()
-                except RaybatchError as exc:
-                    errors.append(exc)
+            errors += await every_call(client, clip)
     assert len(errors) > 100
     secrets = [KEY, KEY.split(":")[1], "cdn-token-0123456789"]
-    for exc in errors:
-        text = f"{exc} {exc!r} {exc.args} {vars(exc)}"
+    for error in errors:
+        text = f"{error} {error!r} {error.args} {vars(error)}"
         for secret in secrets:
             assert secret not in text, text
     config_text = repr(FalConfig(KEY)) + str(FalConfig(KEY))

@@ -289,7 +289,7 @@ def test_manifest_schema_describes_the_format() -> None:
     assert schema["required"] == ["name"]
     assert schema["additionalProperties"] is False
     kinds = schema["properties"]["clips"]["items"]["anyOf"]
-    assert {"type": "string", "description": "a local path, a glob, or an http(s) URL"} in kinds
+    assert {"type": "string", "description": "a path, a glob, or an http(s) URL"} in kinds
 
 
 # ----------------------------------------------------------------------------- job keys
@@ -337,36 +337,200 @@ def test_file_bytes_not_names_make_the_key(tmp_path: Path) -> None:
 
 # (id, manifest text, line, field, phrase of the message)
 ERRORS: list[tuple[str, str | bytes, int | None, str, str]] = [
-    ("typo-top", HEAD + "promts: {a: b}\n", 6, "promts", "unknown field 'promts'; did you mean 'prompts'?"),  # noqa: E501
-    ("typo-entry", HEAD.replace("- media/city.mp4", "- {pth: media/city.mp4}"), 5, "clips[0].pth", "did you mean 'path'?"),  # noqa: E501
-    ("typo-input", HEAD + "  - {path: media/beach.mp4, input: {resolutoin: 720p}}\n", 6, "clips[1].input.resolutoin", "unknown field 'resolutoin'; did you mean 'resolution'?"),  # noqa: E501
-    ("typo-defaults", HEAD + "defaults:\n  resolutoin: 720p\n", 7, "defaults.resolutoin", "no endpoint in this manifest takes 'resolutoin'; did you mean 'resolution'?"),  # noqa: E501
-    ("typo-limits", HEAD + "limits:\n  luma/agent/ray/v3.2/video-to-video:\n    max_source_secs: 18\n", 8, "limits.luma/agent/ray/v3.2/video-to-video.max_source_secs", "did you mean 'max_source_seconds'?"),  # noqa: E501
-    ("hdr-540p", HEAD + "defaults:\n  hdr: true\n", 7, "defaults.hdr", "HDR needs resolution 720p or 1080p (got 540p)"),  # noqa: E501
-    ("hdr-in-matrix", HEAD + "matrix:\n  exr_export: [false, true]\n", 7, "matrix.exr_export[1]", "EXR export needs hdr: true"),  # noqa: E501
-    ("loop-edit", HEAD + "  - {path: media/beach.mp4, input: {loop: true}}\n", 6, "clips[1].input.loop", "loop is not available for video-to-video edits"),  # noqa: E501
-    ("missing-file", HEAD.replace("city.mp4", "nope.mp4"), 5, "clips[0].path", "media/nope.mp4: no such file"),  # noqa: E501
-    ("empty-glob", HEAD.replace("media/city.mp4", '"media/*.mov"'), 5, "clips[0].path", "media/*.mov matches no file"),  # noqa: E501
-    ("directory", HEAD.replace("media/city.mp4", "media"), 5, "clips[0].path", "media: is a directory"),  # noqa: E501
-    ("glob-with-id", HEAD + '  - {id: x, path: "media/b*.mp4"}\n', 6, "clips[1].id", "ids come from its file names"),  # noqa: E501
-    ("file-url", HEAD.replace("media/city.mp4", "file:///tmp/city.mp4"), 5, "clips[0].url", "file:// URLs are not accepted"),  # noqa: E501
-    ("ftp-url", HEAD + '  - {url: "ftp://host/a.mp4"}\n', 6, "clips[1].url", "scheme ftp:// is not accepted"),  # noqa: E501
-    ("ftp-input", HEAD + "defaults:\n  start_image_url: ftp://host/a.png\n", 7, "defaults.start_image_url", "scheme ftp://"),  # noqa: E501
-    ("path-and-url", HEAD + "  - {path: media/beach.mp4, url: 'https://x.com/a.mp4'}\n", 6, "clips[1].path", "exactly one of path"),  # noqa: E501
-    ("same-output", HEAD + "  - media/beach.mp4\noutput: '{prompt}.mp4'\n", 7, "output", "city × noir and beach × noir both render to 'noir.mp4' with template '{prompt}.mp4'"),  # noqa: E501
-    ("same-job", HEAD + "  - {id: again, path: media/city.mp4}\n", 6, "clips[1]", "city × noir and again × noir are the same job"),  # noqa: E501
-    ("duplicate-id", HEAD + "  - {id: city, path: media/beach.mp4}\n", 6, "clips[1]", "id 'city' is already used by clips[0]"),  # noqa: E501
-    ("template-dotdot", HEAD + "output: '../{clip}.mp4'\n", 6, "output", "climbs out of output_dir"),  # noqa: E501
+    (
+        "typo-top",
+        HEAD + "promts: {a: b}\n",
+        6,
+        "promts",
+        "unknown field 'promts'; did you mean 'prompts'?",
+    ),
+    (
+        "typo-entry",
+        HEAD.replace("- media/city.mp4", "- {pth: media/city.mp4}"),
+        5,
+        "clips[0].pth",
+        "did you mean 'path'?",
+    ),
+    (
+        "typo-input",
+        HEAD + "  - {path: media/beach.mp4, input: {resolutoin: 720p}}\n",
+        6,
+        "clips[1].input.resolutoin",
+        "unknown field 'resolutoin'; did you mean 'resolution'?",
+    ),
+    (
+        "typo-defaults",
+        HEAD + "defaults:\n  resolutoin: 720p\n",
+        7,
+        "defaults.resolutoin",
+        "no endpoint in this manifest takes 'resolutoin'; did you mean 'resolution'?",
+    ),
+    (
+        "typo-limits",
+        HEAD + "limits:\n  luma/agent/ray/v3.2/video-to-video:\n    max_source_secs: 18\n",
+        8,
+        "limits.luma/agent/ray/v3.2/video-to-video.max_source_secs",
+        "did you mean 'max_source_seconds'?",
+    ),
+    (
+        "hdr-540p",
+        HEAD + "defaults:\n  hdr: true\n",
+        7,
+        "defaults.hdr",
+        "HDR needs resolution 720p or 1080p (got 540p)",
+    ),
+    (
+        "hdr-in-matrix",
+        HEAD + "matrix:\n  exr_export: [false, true]\n",
+        7,
+        "matrix.exr_export[1]",
+        "EXR export needs hdr: true",
+    ),
+    (
+        "loop-edit",
+        HEAD + "  - {path: media/beach.mp4, input: {loop: true}}\n",
+        6,
+        "clips[1].input.loop",
+        "loop is not available for video-to-video edits",
+    ),
+    (
+        "missing-file",
+        HEAD.replace("city.mp4", "nope.mp4"),
+        5,
+        "clips[0].path",
+        "media/nope.mp4: no such file",
+    ),
+    (
+        "empty-glob",
+        HEAD.replace("media/city.mp4", '"media/*.mov"'),
+        5,
+        "clips[0].path",
+        "media/*.mov matches no file",
+    ),
+    (
+        "directory",
+        HEAD.replace("media/city.mp4", "media"),
+        5,
+        "clips[0].path",
+        "media: is a directory",
+    ),
+    (
+        "glob-with-id",
+        HEAD + '  - {id: x, path: "media/b*.mp4"}\n',
+        6,
+        "clips[1].id",
+        "ids come from its file names",
+    ),
+    (
+        "file-url",
+        HEAD.replace("media/city.mp4", "file:///tmp/city.mp4"),
+        5,
+        "clips[0].url",
+        "file:// URLs are not accepted",
+    ),
+    (
+        "ftp-url",
+        HEAD + '  - {url: "ftp://host/a.mp4"}\n',
+        6,
+        "clips[1].url",
+        "scheme ftp:// is not accepted",
+    ),
+    (
+        "ftp-input",
+        HEAD + "defaults:\n  start_image_url: ftp://host/a.png\n",
+        7,
+        "defaults.start_image_url",
+        "scheme ftp://",
+    ),
+    (
+        "path-and-url",
+        HEAD + "  - {path: media/beach.mp4, url: 'https://x.com/a.mp4'}\n",
+        6,
+        "clips[1].path",
+        "exactly one of path",
+    ),
+    (
+        "same-output",
+        HEAD + "  - media/beach.mp4\noutput: '{prompt}.mp4'\n",
+        7,
+        "output",
+        "city × noir and beach × noir both render to 'noir.mp4' with template '{prompt}.mp4'",
+    ),
+    (
+        "same-job",
+        HEAD + "  - {id: again, path: media/city.mp4}\n",
+        6,
+        "clips[1]",
+        "city × noir and again × noir are the same job",
+    ),
+    (
+        "duplicate-id",
+        HEAD + "  - {id: city, path: media/beach.mp4}\n",
+        6,
+        "clips[1]",
+        "id 'city' is already used by clips[0]",
+    ),
+    (
+        "template-dotdot",
+        HEAD + "output: '../{clip}.mp4'\n",
+        6,
+        "output",
+        "climbs out of output_dir",
+    ),
     ("template-absolute", HEAD + "output: '/srv/{clip}.mp4'\n", 6, "output", "is absolute"),
     ("template-drive", HEAD + "output: 'C:/{clip}.mp4'\n", 6, "output", "is absolute"),
-    ("rendered-dotdot", HEAD + "output: '{clip}/{user}/x.mp4'\nmatrix: {user: ['../../up']}\n", 6, "output", "renders 'city/../../up/x.mp4', which climbs out of output_dir"),  # noqa: E501
-    ("rendered-nul", HEAD + 'output: "{user}.mp4"\nmatrix: {user: ["a\\0b"]}\n', 6, "output", "contains a NUL character"),  # noqa: E501
-    ("template-unknown", HEAD + "output: '{clip}/{promt}.mp4'\n", 6, "output", "unknown variable {promt}; did you mean 'prompt'?"),  # noqa: E501
+    (
+        "rendered-dotdot",
+        HEAD + "output: '{clip}/{user}/x.mp4'\nmatrix: {user: ['../../up']}\n",
+        6,
+        "output",
+        "renders 'city/../../up/x.mp4', which climbs out of output_dir",
+    ),
+    (
+        "rendered-nul",
+        HEAD + 'output: "{user}.mp4"\nmatrix: {user: ["a\\0b"]}\n',
+        6,
+        "output",
+        "contains a NUL character",
+    ),
+    (
+        "template-unknown",
+        HEAD + "output: '{clip}/{promt}.mp4'\n",
+        6,
+        "output",
+        "unknown variable {promt}; did you mean 'prompt'?",
+    ),
     ("template-syntax", HEAD + "output: '{clip'\n", 6, "output", "is not a valid template"),
-    ("template-attr", HEAD + "output: '{clip.name}.mp4'\n", 6, "output", "{clip.name} is not a template variable"),  # noqa: E501
+    (
+        "template-attr",
+        HEAD + "output: '{clip.name}.mp4'\n",
+        6,
+        "output",
+        "{clip.name} is not a template variable",
+    ),
     ("duplicate-key", "name: a\nname: b\n", 2, "name", "duplicate key 'name' (first on line 1)"),
-    ("duplicate-nested", HEAD + "  - {id: a, path: media/beach.mp4, id: b}\n", 6, "clips[1].id", "duplicate key 'id'"),  # noqa: E501
-    ("tabs", "name: t\nclips:\n\t- media/city.mp4\n", 3, "", "a tab is used for indentation; YAML needs spaces"),  # noqa: E501
+    (
+        "duplicate-nested",
+        HEAD + "  - {id: a, path: media/beach.mp4, id: b}\n",
+        6,
+        "clips[1].id",
+        "duplicate key 'id'",
+    ),
+    (
+        "tabs",
+        "name: t\nclips:\n\t- media/city.mp4\n",
+        3,
+        "",
+        "a tab is used for indentation; YAML needs spaces",
+    ),
+    (
+        "yaml-binary",
+        HEAD + "defaults: {user: !!binary aGVsbG8=}\n",
+        6,
+        "",
+        "binary values are not supported",
+    ),
+    ("yaml-nan", HEAD + "max_cost: .nan\n", 6, "", "'.nan' is not a finite number"),
     ("empty", "", None, "", "the manifest is empty"),
     ("only-comments", "# nothing yet\n", None, "", "the manifest is empty"),
     ("not-utf8", b"name: t\nprompts: {a: caf\xe9}\n", 2, "", "is not UTF-8 text (byte 0xe9"),
@@ -374,26 +538,113 @@ ERRORS: list[tuple[str, str | bytes, int | None, str, str]] = [
     ("not-mapping", "- a\n- b\n", 1, "", "the manifest must be a mapping"),
     ("missing-name", "endpoint: fal-ai/x\n", 1, "name", "required"),
     ("bad-name", 'name: "my demo"\n', 1, "name", "may only contain letters, digits"),
-    ("concurrency", HEAD + "concurrency: 1000000000\n", 6, "concurrency", "less than or equal to 1000"),  # noqa: E501
-    ("empty-matrix", HEAD + "matrix: {edit_strength: []}\n", 6, "matrix.edit_strength", "at least 1 item"),  # noqa: E501
-    ("bad-endpoint-id", HEAD.replace("luma/agent/ray/v3.2/video-to-video", "ray 3.2"), 2, "endpoint", "is not a fal endpoint id"),  # noqa: E501
-    ("no-endpoint", "name: t\nprompts: {a: b}\nclips: [media/city.mp4]\n", 3, "clips[0].endpoint", "no endpoint: set endpoint:"),  # noqa: E501
-    ("clip-to-text", HEAD.replace("ray/v3.2/video-to-video", "uni-1/v1/text-to-image"), 5, "clips[0]", "takes no clip or image; list text-to-image jobs under jobs:"),  # noqa: E501
-    ("image-to-edit", HEAD + "images: [media/portrait.png]\n", 6, "images[0]", "image 'portrait' is an image, but luma/agent/ray/v3.2/video-to-video takes a video (video_url)"),  # noqa: E501
-    ("reframe-missing", HEAD.replace("video-to-video", "reframe"), 5, "clips[0].input.aspect_ratio", "required by luma/agent/ray/v3.2/reframe"),  # noqa: E501
-    ("jobs-prompt", HEAD + "jobs:\n  - {endpoint: luma/agent/ray/v3.2/text-to-video, prompt: nior}\n", 7, "jobs[0].prompt", "no prompt is named 'nior'; did you mean 'noir'?"),  # noqa: E501
-    ("jobs-clip", HEAD + "jobs:\n  - {clip: cty, prompt: noir}\n", 7, "jobs[0].clip", "no clip or image has id 'cty'; did you mean 'city'?"),  # noqa: E501
-    ("prompt-too-long", HEAD.replace('"film noir"', "'" + "x" * 6001 + "'"), 3, "prompts.noir", "at most 6000 characters"),  # noqa: E501
+    (
+        "concurrency",
+        HEAD + "concurrency: 1000000000\n",
+        6,
+        "concurrency",
+        "less than or equal to 1000",
+    ),
+    (
+        "empty-matrix",
+        HEAD + "matrix: {edit_strength: []}\n",
+        6,
+        "matrix.edit_strength",
+        "at least 1 item",
+    ),
+    (
+        "bad-endpoint-id",
+        HEAD.replace("luma/agent/ray/v3.2/video-to-video", "ray 3.2"),
+        2,
+        "endpoint",
+        "is not a fal endpoint id",
+    ),
+    (
+        "no-endpoint",
+        "name: t\nprompts: {a: b}\nclips: [media/city.mp4]\n",
+        3,
+        "clips[0].endpoint",
+        "no endpoint: set endpoint:",
+    ),
+    (
+        "clip-to-text",
+        HEAD.replace("ray/v3.2/video-to-video", "uni-1/v1/text-to-image"),
+        5,
+        "clips[0]",
+        "takes no clip or image; list text-to-image jobs under jobs:",
+    ),
+    (
+        "image-to-edit",
+        HEAD + "images: [media/portrait.png]\n",
+        6,
+        "images[0]",
+        "is an image, but luma/agent/ray/v3.2/video-to-video takes a video (video_url)",
+    ),
+    (
+        "reframe-missing",
+        HEAD.replace("video-to-video", "reframe"),
+        5,
+        "clips[0].input.aspect_ratio",
+        "required by luma/agent/ray/v3.2/reframe",
+    ),
+    (
+        "jobs-prompt",
+        HEAD + "jobs:\n  - {endpoint: luma/agent/ray/v3.2/text-to-video, prompt: nior}\n",
+        7,
+        "jobs[0].prompt",
+        "no prompt is named 'nior'; did you mean 'noir'?",
+    ),
+    (
+        "jobs-clip",
+        HEAD + "jobs:\n  - {clip: cty, prompt: noir}\n",
+        7,
+        "jobs[0].clip",
+        "no clip or image has id 'cty'; did you mean 'city'?",
+    ),
+    (
+        "prompt-too-long",
+        HEAD.replace('"film noir"', "'" + "x" * 6001 + "'"),
+        3,
+        "prompts.noir",
+        "at most 6000 characters",
+    ),
     ("no-jobs", "name: t\n", 1, "", "makes no jobs"),
-    ("too-many-jobs", HEAD.replace("luma/agent/ray/v3.2/video-to-video", "fal-ai/x") + "matrix:\n" + "".join(f"  f{i}: [0,1,2,3,4,5,6,7,8,9]\n" for i in range(7)), 1, "", "expands to 10,000,000 jobs"),  # noqa: E501
-    ("alias-bomb", "name: t\na: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(7)), 1, "", "expands to more than 5,000,000 values"),  # noqa: E501
-    ("too-deep", "name: t\ndefaults: " + "[" * 80 + "]" * 80 + "\n", 2, "defaults", "is nested more than 64 levels deep"),  # noqa: E501
+    (
+        "too-many-jobs",
+        HEAD.replace("luma/agent/ray/v3.2/video-to-video", "fal-ai/x")
+        + "matrix:\n"
+        + "".join(f"  f{i}: [0,1,2,3,4,5,6,7,8,9]\n" for i in range(7)),
+        1,
+        "",
+        "expands to 10,000,000 jobs; raybatch plans at most 250,000",
+    ),
+    (
+        "alias-bomb",
+        "name: t\na: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n"
+            for i in range(7)
+        ),
+        1,
+        "",
+        "expands to more than 5,000,000 values",
+    ),
+    (
+        "too-deep",
+        "name: t\ndefaults: " + "[" * 80 + "]" * 80 + "\n",
+        2,
+        "defaults",
+        "is nested more than 64 levels deep",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
     ("text", "line", "field", "phrase"),
-    [pytest.param(text, line, field, phrase, id=name) for name, text, line, field, phrase in ERRORS],
+    [
+        pytest.param(text, line, field, phrase, id=name)
+        for name, text, line, field, phrase in ERRORS
+    ],
 )
 def test_problem_names_file_line_and_field(
     tmp_path: Path, text: str | bytes, line: int | None, field: str, phrase: str
@@ -450,6 +701,21 @@ def test_repeated_problem_is_counted_not_repeated(tmp_path: Path) -> None:
     assert problem.message.endswith("(1 more like this)")
 
 
+def test_numeric_keys_and_absolute_globs(tmp_path: Path) -> None:
+    """A prompt named 2024 is the name "2024"; an absolute glob is taken as written."""
+    path = write(
+        tmp_path,
+        f"""\
+        name: t
+        endpoint: luma/agent/ray/v3.2/video-to-video
+        prompts: {{2024: "this year"}}
+        clips: ["{tmp_path}/media/[cb]*.mp4"]
+        """,
+    )
+    jobs = plan(path).jobs
+    assert [(job.clip, job.prompt) for job in jobs] == [("beach", "2024"), ("city", "2024")]
+
+
 def test_yaml_base_60_numbers_stay_strings(tmp_path: Path) -> None:
     """An unquoted 16:9 is the aspect ratio, not YAML 1.1's integer 969."""
     path = write(
@@ -466,7 +732,9 @@ def test_yaml_base_60_numbers_stay_strings(tmp_path: Path) -> None:
 
 def test_absurd_but_valid_values_work(tmp_path: Path) -> None:
     """concurrency 1000 and a 6000-character prompt are accepted as they are."""
-    path = write(tmp_path, HEAD.replace('"film noir"', "'" + "x" * 6000 + "'") + "concurrency: 1000\n")
+    path = write(
+        tmp_path, HEAD.replace('"film noir"', "'" + "x" * 6000 + "'") + "concurrency: 1000\n"
+    )
     result = plan(path)
     assert result.manifest.concurrency == 1000 and len(result.jobs) == 1
 

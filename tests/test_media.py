@@ -58,7 +58,10 @@ def test_probe_reads_a_real_clip() -> None:
     assert "mp4" in info.container
 
 
-@pytest.mark.parametrize(("name", "codec", "size"), [("portrait.png", "png", (384, 512)), ("skyline.jpg", "mjpeg", (512, 288))])  # fmt: skip  # noqa: E501
+@pytest.mark.parametrize(
+    ("name", "codec", "size"),
+    [("portrait.png", "png", (384, 512)), ("skyline.jpg", "mjpeg", (512, 288))],
+)
 def test_probe_reads_real_stills(name: str, codec: str, size: tuple[int, int]) -> None:
     """PNG and JPEG stills probe as images with their dimensions and no duration."""
     info = probe(MEDIA / name)
@@ -265,7 +268,9 @@ def test_image_given_as_a_clip_names_the_measured_kind(tmp_path: Path) -> None:
     shutil.copy(MEDIA / "portrait.png", tmp_path / "still.mp4")
     path = _manifest(tmp_path, "  - still.mp4\n")
     [problem] = _problems(path)
-    assert problem.endswith("clips[0]: still.mp4 is an image, but video-to-video needs a video here")
+    assert problem.endswith(
+        "clips[0]: still.mp4 is an image, but video-to-video needs a video here"
+    )
 
 
 def test_corrupt_clip_could_not_be_read(tmp_path: Path) -> None:

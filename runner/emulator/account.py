@@ -112,6 +112,8 @@ class Job:
     submitted_at: float = field(default_factory=time.time)
     started_at: float | None = None
     completed_at: float | None = None
+    #: Wall time the result route first answered for the completed request (bench latency).
+    first_result_at: float | None = None
     started: float = 0.0
     ends: float = math.inf
     completed: float = 0.0
@@ -157,6 +159,7 @@ class Job:
             "submitted_at": self.submitted_at,
             "started_at": self.started_at,
             "completed_at": self.completed_at,
+            "first_result_at": self.first_result_at,
             "error_type": self.outcome.error_type
             if self.state is State.COMPLETED and self.outcome
             else None,
@@ -171,6 +174,7 @@ class _Signal:
         self._event = anyio.Event()
 
     def fire(self) -> None:
+        """Wake every waiter; later waiters wait for the next fire."""
         self._event.set()
         self._event = anyio.Event()
 
@@ -186,9 +190,12 @@ class _Signal:
 class Account:
     """One fal account: its requests, its queue and its concurrency limit."""
 
-    def __init__(self, config: EmulatorConfig, store: FileStore) -> None:
+    def __init__(
+        self, config: EmulatorConfig, store: FileStore, renderer: Renderer | None = None
+    ) -> None:
         self.config = config
         self.store = store
+        self._renderer = renderer
         self._limiter = anyio.CapacityLimiter(config.render_limit)
         self._signal = _Signal()
         self._tg: TaskGroup | None = None
@@ -434,7 +441,8 @@ class Account:
             except ValueError as exc:
                 raise FetchError(url) from exc
 
-        render: Renderer = importlib.import_module(".render", __package__).render
+        # Imported late: render.py is heavy (PyAV, numpy) and a renderer may be injected.
+        render: Renderer = self._renderer or importlib.import_module(".render", __package__).render
         seed = (self.config.seed * 1_000_003 + int(job.input_sha256[:8], 16)) % 2**32
         try:
             output = await anyio.to_thread.run_sync(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,7 +26,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from . import rules
-from .account import Account, Job, Outcome, State
+from .account import Account, Job, Outcome, Renderer, State
 from .config import EmulatorConfig
 from .faults import Fault, FaultPlan, canned_response
 from .protocol import (
@@ -77,10 +78,10 @@ def _positive_float(text: str | None) -> float | None:
 class Emulator:
     """One emulated fal: the account, the files, the fault plan and the call counters."""
 
-    def __init__(self, config: EmulatorConfig) -> None:
+    def __init__(self, config: EmulatorConfig, renderer: Renderer | None = None) -> None:
         self.config = config
         self.store = FileStore()
-        self.account = Account(config, self.store)
+        self.account = Account(config, self.store, renderer)
         self.faults = FaultPlan(config.faults, seed=config.seed)
         self._tokens: set[str] = set()  # CDN tokens survive a reset, like a client's cache
         self._reset_counters()
@@ -272,6 +273,8 @@ class Emulator:
                 headers={REQUEST_ID_HEADER: job.id},
             )
         outcome = job.outcome
+        if job.first_result_at is None:
+            job.first_result_at = time.time()
         headers = {REQUEST_ID_HEADER: job.id, **outcome.headers}
         return JSONResponse(outcome.body, status_code=outcome.status, headers=headers)
 
@@ -420,9 +423,14 @@ class _EmulatorApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def create_app(config: EmulatorConfig | None = None) -> Starlette:
-    """The emulator as an ASGI app; its lifespan runs the account's scheduler."""
-    e = emulator = Emulator(config or EmulatorConfig())
+def create_app(
+    config: EmulatorConfig | None = None, *, renderer: Renderer | None = None
+) -> Starlette:
+    """The emulator as an ASGI app; its lifespan runs the account's scheduler.
+
+    ``renderer`` replaces ``render.render`` (same signature), e.g. with a stub in tests.
+    """
+    e = emulator = Emulator(config or EmulatorConfig(), renderer)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -1,16 +1,17 @@
 """Fixtures for the emulator's protocol tests: servers on loopback, clients, waiting.
 
-STUB RENDERER: these tests pin the emulator's protocol layer, not its media, so the
-``make_emulator`` fixture swaps ``runner.emulator.render`` for the tiny stub below
-(in ``sys.modules``, undone after each test). ``render.py`` is written and tested
-separately; ``test_real_renderer_synthetic`` runs the real one when it exists.
+STUB RENDERER: these tests pin the emulator's protocol layer, not its media, so their
+emulators get the tiny ``stub_render`` below instead of ``render.py`` (through the
+``renderer=`` seam of ``EmulatorServer``). ``render.py`` has its own tests, and
+``test_server.py::test_real_renderer_synthetic`` runs it behind the protocol layer.
+
+Tests that take ``api`` share one emulator per session, reset before each test; tests
+that need other settings start their own through ``make_api``.
 """
 
 from __future__ import annotations
 
-import sys
 import time
-import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,11 +52,11 @@ def stub_render(
     return {"video": StubFile(b"VID" + inputs, "video/mp4", "output.mp4"), "seed": seed}
 
 
-def _stub_module() -> types.ModuleType:
-    module = types.ModuleType("runner.emulator.render")
-    module.RenderedFile = StubFile  # type: ignore[attr-defined]
-    module.render = stub_render  # type: ignore[attr-defined]
-    return module
+def _server(**overrides: Any) -> EmulatorServer:
+    settings: dict[str, Any] = {"job_seconds": (0.1, 0.2), "synthetic": True, **overrides}
+    server = EmulatorServer(EmulatorConfig(**settings), renderer=stub_render)
+    server.start()
+    return server
 
 
 @pytest.fixture
@@ -65,17 +66,13 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def make_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., EmulatorServer]]:
-    """Start emulators (fast jobs, stub renderer) that stop when the test ends."""
-    monkeypatch.setitem(sys.modules, "runner.emulator.render", _stub_module())
+def make_emulator() -> Iterator[Callable[..., EmulatorServer]]:
+    """Start emulators (0.1-0.2 s jobs, stub renderer) that stop when the test ends."""
     servers: list[EmulatorServer] = []
 
     def make(**overrides: Any) -> EmulatorServer:
-        settings: dict[str, Any] = {"job_seconds": (0.2, 0.5), "synthetic": True, **overrides}
-        server = EmulatorServer(EmulatorConfig(**settings))
-        servers.append(server)
-        server.start()
-        return server
+        servers.append(_server(**overrides))
+        return servers[-1]
 
     yield make
     for server in servers:
@@ -92,11 +89,11 @@ class Api:
     def __init__(self, emulator: EmulatorServer) -> None:
         self.emulator = emulator
         self.url = emulator.url
-        self.client = httpx.Client(
-            base_url=emulator.url, headers={"Authorization": f"Key {KEY}"}, timeout=10
-        )
+        # verify=False: plain HTTP on loopback, and loading the CA bundle costs ~0.1 s a client.
+        keyed = {"Authorization": f"Key {KEY}"}
+        self.client = httpx.Client(base_url=emulator.url, headers=keyed, timeout=10, verify=False)
         #: No key: for the CDN, file downloads and the emulator's own routes.
-        self.plain = httpx.Client(base_url=emulator.url, timeout=10)
+        self.plain = httpx.Client(base_url=emulator.url, timeout=10, verify=False)
 
     def submit(self, arguments: Any = None, endpoint: str = T2V, **kwargs: Any) -> dict[str, Any]:
         """Submit and return the (checked) submit body."""
@@ -133,6 +130,11 @@ class Api:
         """The emulator's counters."""
         return self.emulator.stats()
 
+    def close(self) -> None:
+        """Close both clients."""
+        self.client.close()
+        self.plain.close()
+
 
 @pytest.fixture
 def make_api(make_emulator: Callable[..., EmulatorServer]) -> Iterator[Callable[..., Api]]:
@@ -145,11 +147,22 @@ def make_api(make_emulator: Callable[..., EmulatorServer]) -> Iterator[Callable[
 
     yield make
     for api in apis:
-        api.client.close()
-        api.plain.close()
+        api.close()
+
+
+@pytest.fixture(scope="session")
+def shared_emulator() -> Iterator[EmulatorServer]:
+    """One emulator with the default test settings for the whole session."""
+    server = _server()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
-def api(make_api: Callable[..., Api]) -> Api:
-    """An :class:`Api` on an emulator with the default test settings."""
-    return make_api()
+def api(shared_emulator: EmulatorServer) -> Iterator[Api]:
+    """An :class:`Api` on the shared emulator, reset (no faults, no state) for this test."""
+    shared_emulator.set_faults("")
+    shared_emulator.reset()
+    api = Api(shared_emulator)
+    yield api
+    api.close()

@@ -17,7 +17,8 @@ def test_spec_grammar() -> None:
     """Scripted (#N, #N-M) and random (@rate, optional ``rate:``) clauses parse, with a seed."""
     spec = (
         "seed=7; submit#3=503; submit#5=drop-after; status=429@0.05; result=expire; "
-        "cdn#2=truncate; rate:submit=429-retry-after:2@0.1; status#2-4=slow:0.5; submit=error:runner_disconnected"
+        "cdn#2=truncate; rate:submit=429-retry-after:2@0.1; status#2-4=slow:0.5; "
+        "submit=error:runner_disconnected"
     )
     seed, rules = parse_spec(spec)
     assert seed == 7 and len(rules) == 8
@@ -148,10 +149,10 @@ def test_connection_faults_on_other_operations(make_api: Any) -> None:
 
 def test_slow_fault_delays_the_answer(make_api: Any) -> None:
     """``slow:S`` holds the answer for S seconds (a client with a shorter timeout gives up)."""
-    api = make_api(faults="status#1=slow:1")
+    api = make_api(faults="status#1=slow:0.5")
     handle = api.submit()
     with pytest.raises(httpx.ReadTimeout):
-        api.client.get(handle["status_url"], timeout=0.1)
+        api.client.get(handle["status_url"], timeout=0.05)
     assert api.status(handle)["request_id"] == handle["request_id"]
 
 

@@ -43,10 +43,25 @@ def test_submit_answers_like_fal(api: Api) -> None:
     assert body["response_url"] == base
     assert body["status_url"] == base + "/status"
     assert body["cancel_url"] == base + "/cancel"
+    optional = {
+        "X-Fal-Request-Timeout": "300",
+        "X-Fal-Queue-Priority": "normal",
+        "X-Fal-Runner-Hint": "sticky",
+        "X-Fal-Object-Lifecycle-Preference": '{"expiration_duration_seconds": 3600}',
+        "X-Fal-Store-IO": "0",
+        "X-Fal-No-Retry": "1",
+    }
+    hooked = api.client.post(
+        f"/{api.T2V}?fal_webhook=https%3A%2F%2Fexample.com%2Fhook",
+        json={"prompt": "x"},
+        headers=optional,
+    )
+    assert hooked.status_code == 200 and hooked.json()["status"] == "IN_QUEUE"
 
 
-def test_status_and_result_through_completion(api: Api) -> None:
+def test_status_and_result_through_completion(make_api: Any) -> None:
     """Status is 202 until COMPLETED (then 200) and carries logs only when asked."""
+    api = make_api(job_seconds=(0.3, 0.3))
     handle = api.submit()
     early = api.client.get(handle["status_url"], params={"logs": "false"})
     assert early.status_code == 202
@@ -123,7 +138,7 @@ def test_low_priority_waits_behind_normal(make_api: Any) -> None:
 
 def test_status_stream_sends_each_change_then_closes(make_api: Any) -> None:
     """The SSE stream sends a data event per state or position change and ends after COMPLETED."""
-    api = make_api(max_running=1)
+    api = make_api(max_running=1, job_seconds=(0.3, 0.3))
     api.submit()
     handle = api.submit()
     blocks = sse_events(api, handle, logs=1)
@@ -197,11 +212,11 @@ def test_bearer_credentials_are_accepted(api: Api) -> None:
 
 def test_result_expires_after_its_ttl(make_api: Any) -> None:
     """After result_ttl the result is 404 NOT_FOUND while the status still says COMPLETED."""
-    api = make_api(result_ttl=1.0, job_seconds=(0.05, 0.05))
+    api = make_api(result_ttl=0.8, job_seconds=(0.05, 0.05))
     handle = api.submit()
     api.wait(handle)
     assert api.client.get(handle["response_url"]).status_code == 200
-    time.sleep(1.1)
+    time.sleep(0.9)
     expired = api.client.get(handle["response_url"])
     assert expired.status_code == 404 and expired.json() == {"status": "NOT_FOUND"}
     assert api.status(handle)["status"] == "COMPLETED"
@@ -254,7 +269,7 @@ def test_request_timeout_header_bounds_the_queue_wait(make_api: Any) -> None:
 def test_rule_violations_complete_with_422(
     api: Api, endpoint: str, arguments: dict[str, Any], field: str, kind: str
 ) -> None:
-    """A bad input is accepted, completes, and its result is a 422 detail list with 0 billable units."""
+    """A bad input is accepted and completes; its result is a 422 detail list, billing 0 units."""
     handle = api.submit(arguments, endpoint)
     done = api.wait(handle)
     assert done["error"] == "Invalid status code: 422" and "error_type" not in done

@@ -131,7 +131,7 @@ def test_rest_initiate_then_put(api: Api) -> None:
 
 
 def test_rest_initiate_multipart_like_the_js_client(api: Api) -> None:
-    """The JS multipart flow: initiate-multipart, PUT {upload_url}/{n}, POST {upload_url}/complete."""
+    """The JS multipart flow: initiate-multipart, PUT {upload_url}/{n}, POST .../complete."""
     body = {"file_name": "clip.mp4", "content_type": "video/mp4"}
     initiated = api.client.post(
         "/storage/upload/initiate-multipart?storage_type=fal-cdn-v3", json=body
@@ -144,10 +144,10 @@ def test_rest_initiate_multipart_like_the_js_client(api: Api) -> None:
     assert api.plain.get(initiated["file_url"]).content == b"abcd"
 
 
-def test_large_uploads_spool_to_disk(api: Api) -> None:
+def test_large_uploads_spool_to_disk(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """Bodies over the spool threshold are kept on disk and served back intact."""
     store: FileStore = api.emulator.app.state.emulator.store
-    store.spool_threshold = 1000
+    monkeypatch.setattr(store, "spool_threshold", 1000)
     data = bytes(range(256)) * 40
     url = upload(api, data)
     [blob] = store.files.values()
