@@ -157,6 +157,12 @@ class Emulator:
             data: dict[str, Any] = json.load(answer)
         return data
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the emulator process has used so far."""
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         """SIGTERM, wait, SIGKILL if it must (idempotent)."""
         if self.process.poll() is None:

@@ -116,15 +116,20 @@ def run_side(
             load = workload.library(work, jobs, urls)
         else:
             load = workload.synthetic(work, jobs, output_bytes)
+        emulator_cpu = emulator.cpu_seconds()
         measured = measure(
             client_command(side, load, emulator.url, limit),
             cwd=work,
             log=work / f"{side}.log",
             timeout=timeout,
         )
+        emulator_cpu = emulator.cpu_seconds() - emulator_cpu
         stats = emulator.stats()
     figures = {"jobs": load.jobs, **client_figures(measured, load.jobs)}
+    figures["emulator_cpu_s"] = round(emulator_cpu, 2)
     figures.update(remote_figures(stats, load.jobs, limit))
+    first = min((r["submitted_at"] for r in stats["requests"]), default=None)
+    figures["first_submit_s"] = None if first is None else round(first - measured.started_at, 3)
     figures["outputs"] = sum(1 for p in load.output_dir.rglob("*.mp4") if p.is_file())
     figures["makespan_ratio_to_ideal"] = (
         round(figures["makespan_s"] / figures["ideal_s"], 4) if figures["ideal_s"] else None

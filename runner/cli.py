@@ -23,7 +23,7 @@ from .errors import ManifestError, RaybatchError
 from .fal import FalClient, FalConfig
 from .manifest import Plan, manifest_schema, plan
 from .progress import Progress
-from .scheduler import RunOptions, RunSummary, Scheduler
+from .scheduler import RunOptions, RunSummary, Scheduler, cancel_requests
 from .state import DirectoryLock, StateStore, Transitions, write_results
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -125,6 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=120.0,
         metavar="SECONDS",
         help="after Ctrl-C, how long in-flight jobs may still finish",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=8,
+        metavar="N",
+        help="tries per step (upload, submit, status, result, download) before giving up",
+    )
+    p.add_argument(
+        "--http-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long one request to fal may take before it counts as failed (default 30)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="one line per job transition")
 
@@ -256,9 +270,17 @@ def _run(args: argparse.Namespace, the_plan: Plan) -> int:
                 resubmit_expired=args.resubmit_expired,
                 watch=args.watch,
                 grace=args.grace,
+                stage_attempts=max(1, args.retries),
             )
             with _fal_origin(args) as config:
-                summary = _execute(the_plan, store, config, options, verbose=args.verbose)
+                summary = _execute(
+                    the_plan,
+                    store,
+                    config,
+                    options,
+                    verbose=args.verbose,
+                    http_timeout=args.http_timeout,
+                )
             write_results(store, output_dir / "results.jsonl", [s.key for s in the_plan.jobs])
         finally:
             store.close()
@@ -290,12 +312,18 @@ def _fal_origin(args: argparse.Namespace) -> Iterator[FalConfig]:
 
 
 def _execute(
-    the_plan: Plan, store: StateStore, config: FalConfig, options: RunOptions, *, verbose: bool
+    the_plan: Plan,
+    store: StateStore,
+    config: FalConfig,
+    options: RunOptions,
+    *,
+    verbose: bool,
+    http_timeout: float,
 ) -> RunSummary:
     progress = Progress(the_plan, store, verbose=verbose)
 
     async def main() -> RunSummary:
-        async with FalClient(config) as client:
+        async with FalClient(config, timeout=http_timeout) as client:
             scheduler = Scheduler(
                 the_plan.jobs, store, client, the_plan.output_dir, options, progress
             )
@@ -353,41 +381,14 @@ def _cancel(args: argparse.Namespace, the_plan: Plan) -> int:
 
 
 async def _cancel_all(store: StateStore, the_plan: Plan, config: FalConfig) -> list[str]:
-    keys = {s.key for s in the_plan.jobs}
-    rows = [
-        r
-        for r in store.rows()
-        if r.key in keys and r.state in ("queued", "running", "submitting", "pending")
-    ]
-    lines: list[str] = []
-    ops = []
     async with FalClient(config) as client:
-        for row in rows:
-            note = "cancelled before submission"
-            if row.request_id:
-                cancel_url = row.cancel_url or client.request_urls(row.endpoint, row.request_id)[2]
-                answer = await client.cancel(cancel_url)
-                note = {
-                    "requested": "cancellation requested at fal (a running job may still finish"
-                    " and bill)",
-                    "already_completed": "already completed at fal; result kept",
-                    "not_found": "unknown to fal",
-                }[answer]
-                if answer == "already_completed":
-                    lines.append(f"{row.key[:12]} {row.clip}/{row.prompt}: {note}")
-                    continue
-            ops.append(Transitions.cancelled(row.key, note))
-            lines.append(f"{row.key[:12]} {row.clip}/{row.prompt}: {note}")
-    if ops:
-        store.execute_batch(ops)
+        outcomes = await cancel_requests(store, [s.key for s in the_plan.jobs], client)
+    lines = [f"{o.key[:12]} {o.label}: {o.note}" for o in outcomes]
+    cancelled = sum(o.cancelled for o in outcomes)
     lines.append(
-        f"{len(ops)} job(s) marked cancelled; `raybatch run --retry-failed` runs them again"
+        f"{cancelled} job(s) marked cancelled; `raybatch run --retry-failed` runs them again"
     )
     return lines
-
-
-def _json_default(value: Any) -> Any:
-    return str(value)
 
 
 if __name__ == "__main__":  # pragma: no cover

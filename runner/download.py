@@ -26,6 +26,7 @@ one is kept for resume. ``OSError`` while writing (ENOSPC, EIO, EROFS, EDQUOT, .
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import hashlib
@@ -98,6 +99,9 @@ async def download(
             if etag:
                 headers["If-Range"] = etag
         async with _get(client, url, headers) as response:
+            # A digest the server vouches for is the only way to catch bytes flipped in
+            # transit (the size alone cannot); fal's File objects carry no checksum.
+            expected_sha256 = expected_sha256 or _repr_digest(response)
             start, total = await _extent(response, offset, target)
             if expected_size is not None and total is not None and total != expected_size:
                 await target.run(target.discard)
@@ -386,6 +390,18 @@ def _check_scheme(url: str, *, redirect: bool = False) -> None:
     if scheme not in ("http", "https"):
         what = "a redirect to" if redirect else "an output URL with scheme"
         raise UnsafeOutput(f"refusing {what} {scheme}:// (only http and https are followed)")
+
+
+def _repr_digest(response: httpx.Response) -> str | None:
+    """The sha-256 of the whole file from an RFC 9530 ``Repr-Digest`` header, as hex."""
+    match = re.search(r"sha-256=:([A-Za-z0-9+/=]+):", response.headers.get("repr-digest", ""))
+    if match is None:
+        return None
+    try:
+        raw = base64.b64decode(match.group(1), validate=True)
+    except ValueError:
+        return None
+    return raw.hex() if len(raw) == 32 else None
 
 
 def _strong_etag(response: httpx.Response) -> str | None:

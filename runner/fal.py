@@ -16,6 +16,7 @@ any other transport error or timeout                     submit: SubmitUnconfirm
 429                                                      RateLimited(retry_after)
 408 / 409                                                TransportError
 504 with ``X-Fal-Request-Timeout-Type: user``            RemoteJobFailed
+502 / 504 to a submit (the proxy lost the answer)        SubmitUnconfirmed
 404 ``{"status": "NOT_FOUND"}``                          result: ResultExpired; status:
                                                          RequestLost; cancel: "not_found"
 moderation named in a 4xx's ``detail``/``error_type``    ContentModerated
@@ -626,6 +627,10 @@ def _classify(response: httpx.Response, op: Op) -> RaybatchError:
     if code >= 500:
         ingress = request_id is None and "nginx" in response.text.lower()
         source = "fal's ingress (nginx, no request id)" if ingress else "fal"
+        if op == "submit" and code in (502, 504):
+            # A gateway error means the proxy lost the queue's answer, not that the queue
+            # refused: the request may exist (and bill) all the same.
+            return SubmitUnconfirmed(f"{source} answered HTTP {code} to submit{said}", **kw)
         return ServiceUnavailable(f"{source} answered HTTP {code} to {op}{said}", **kw)
     if 400 <= code < 500:
         message = f"fal refused the {op} (HTTP {code}){said}"

@@ -273,26 +273,40 @@ Values = Annotated[list[Any], Field(min_length=1)]
 Matrix = dict[str, Values]
 
 
+# Shorthands are spelt out before validation (a string for a clip entry, one price row for a
+# list of them); the JSON Schema says so too, so that editors accept what raybatch accepts.
 def _sources_schema(schema: JsonDict) -> None:
-    # The shorthand is turned into an entry before validation; editors should accept it too.
     shorthand: JsonDict = {"type": "string", "description": "a path, a glob, or an http(s) URL"}
     schema["items"] = {"anyOf": [shorthand, schema["items"]]}
+
+
+def _price_rows_schema(schema: JsonDict) -> None:
+    rows = schema["additionalProperties"]
+    assert isinstance(rows, dict)
+    schema["additionalProperties"] = {"anyOf": [rows["items"], rows]}
 
 
 class _Entry(Ruled):
     """A manifest mapping: unknown keys refused, numbers accepted where text is expected."""
 
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    model_config = ConfigDict(
+        extra="forbid", coerce_numbers_to_str=True, use_attribute_docstrings=True
+    )
 
 
 class SourceEntry(_Entry):
     """One ``clips:`` or ``images:`` entry: a local path or glob, or a URL."""
 
     id: Name | None = None
+    """The name jobs and templates use ({clip}); default: the file's stem."""
     path: str | None = None
+    """A local file or glob, relative to the manifest."""
     url: str | None = None
+    """An http(s) URL or a data: URI, sent to fal as it is."""
     endpoint: EndpointId | None = None
+    """This source's endpoint, instead of the manifest's."""
     input: dict[str, Any] = {}
+    """Endpoint input for this source's jobs, over defaults:."""
 
     @field_validator("url")
     @classmethod
@@ -313,13 +327,21 @@ class JobEntry(_Entry):
     """One ``jobs:`` entry: an irregular job, or a small family of them via ``matrix``."""
 
     endpoint: EndpointId | None = None
+    """The endpoint, if not the source's or the manifest's."""
     clip: Name | None = None
+    """The id of a clip (or image) from clips:/images:."""
     image: Name | None = None
+    """The id of an image (or clip) from images:/clips:."""
     prompt: Name | None = None
+    """The name of one prompt from prompts:."""
     prompts: list[Name] | None = None
+    """Names of prompts from prompts:, one job each."""
     input: dict[str, Any] = {}
+    """Endpoint input for this entry, over defaults: and the source's input."""
     matrix: Matrix = {}
+    """Input field -> values: one job per combination (the top matrix: does not apply)."""
     output: str | None = None
+    """Output path template for this entry, instead of the manifest's."""
 
     def violations(self) -> Iterator[Violation]:
         """At most one source reference and one way of naming prompts."""
@@ -334,19 +356,35 @@ class Manifest(_Entry):
     """A raybatch manifest: what to render, with which endpoint, into which files."""
 
     name: Name
+    """Names the batch and its default output directory, outputs/<name>."""
     endpoint: EndpointId | None = None
+    """The fal endpoint of every job that does not name its own."""
     output: str | None = None
+    """Output path template inside output_dir, e.g. "{clip}/{prompt}.mp4"."""
     output_dir: str | None = None
+    """Where outputs and the state go, relative to the manifest."""
     concurrency: Annotated[int, Field(ge=1, le=1000)] | None = None
+    """Requests in flight at fal at once (your account's concurrency limit)."""
     defaults: dict[str, Any] = {}
+    """Endpoint input for every job, where the job's endpoint takes the field."""
     clips: list[SourceEntry] = Field(default=[], json_schema_extra=_sources_schema)
+    """Source videos: paths, globs or URLs, each crossed with every prompt and the matrix."""
     images: list[SourceEntry] = Field(default=[], json_schema_extra=_sources_schema)
+    """Source stills (image-to-video, Uni-1 edit), crossed like clips."""
     prompts: dict[Name, str] = {}
+    """Prompt name -> prompt text."""
     matrix: Matrix = {}
+    """Input field -> values: every source × prompt runs once per combination."""
     jobs: list[JobEntry] = []
+    """Explicit jobs for irregular cases and for endpoints that take no source."""
     limits: dict[EndpointId, LimitOverrides] = {}
-    prices: dict[EndpointId, Annotated[list[PriceOverride], BeforeValidator(_one_or_many)]] = {}
+    """Per-endpoint overrides of the limits table."""
+    prices: dict[EndpointId, Annotated[list[PriceOverride], BeforeValidator(_one_or_many)]] = Field(
+        default={}, json_schema_extra=_price_rows_schema
+    )
+    """Per-endpoint price rows (USD) replacing the price table's."""
     max_cost: Annotated[float, Field(ge=0)] | None = None
+    """Budget cap in USD for the remaining jobs (--max-cost overrides it)."""
 
     @field_validator("clips", "images", mode="before")
     @classmethod
@@ -556,6 +594,7 @@ class _Group:
 
     @property
     def size(self) -> int:
+        """How many jobs the group expands to."""
         return len(self.prompts) * math.prod(len(values) for values in self.matrix)
 
 
@@ -570,8 +609,9 @@ class _Combo(NamedTuple):
     variables: dict[str, Any]
 
 
-# A job while it is being planned: (index, clip/image id, prompt name, matrix values).
-_JobId = tuple[int, str | None, str | None, Mapping[str, Any]]
+# A job while it is being planned: (index, its group's place in the manifest, clip/image id,
+# prompt name, matrix values); enough to name it in a problem.
+_JobId = tuple[int, Loc, str | None, str | None, Mapping[str, Any]]
 
 
 class _Vars(dict[str, Any]):
@@ -629,7 +669,8 @@ class _Planner:
                     if first is not None:
                         self.problems.add(
                             source.loc,
-                            f"id {source.id!r} is already used by {format_loc(first.loc)}",
+                            f"id {source.id!r} ({source.shown}) is already used by"
+                            f" {format_loc(first.loc)} ({first.shown})",
                         )
                     else:
                         found[source.id] = source
@@ -853,7 +894,7 @@ class _Planner:
 
         info = self._measure(file, shown, kind, loc)
         size = file.size if isinstance(file, LocalFile) else info.size if info else None
-        size_limit = limit("max_file_bytes")
+        size_limit = limit("max_file_bytes") if size is not None else None
         if size_limit is not None and size is not None and size > size_limit.number:
             self.problems.add(
                 loc,
@@ -861,8 +902,8 @@ class _Planner:
                 f" {size_limit.number / 1e6:g} MB {size_limit.cite}",
             )
         if kind != "any":
-            containers = limit(f"{kind}_containers")
             ext = extension(file.path.name) if isinstance(file, LocalFile) else None
+            containers = limit(f"{kind}_containers") if ext is not None else None
             if containers is not None and ext is not None and ext not in containers.choices:
                 self.problems.add(
                     loc,
@@ -876,7 +917,8 @@ class _Planner:
                     f" but {spec.name} needs {_ARTICLE[kind]} here",
                 )
                 info = None
-            seconds = limit("max_source_seconds") if kind == "video" else None
+            measured = kind == "video" and info is not None and info.duration is not None
+            seconds = limit("max_source_seconds") if measured else None
             if info is not None and seconds is not None and (info.duration or 0) > seconds.number:
                 self.problems.add(
                     loc,
@@ -950,6 +992,7 @@ class _Expansion:
         self._keys: dict[str, _JobId] = {}
 
     def run(self, groups: list[_Group]) -> list[JobSpec]:
+        """Every group's jobs, in order (problems go to the planner's list)."""
         jobs: list[JobSpec] = []
         for group in groups:
             jobs.extend(self._group_jobs(group))
@@ -980,7 +1023,7 @@ class _Expansion:
                 if source_field is not None and source is not None:
                     arguments[source_field] = source.reference
                 key = job_key(spec.id, arguments)
-                job = (index, source_id, prompt, combo.labels)
+                job = (index, group.loc, source_id, prompt, combo.labels)
                 output = self._output(group, combo, key, job)
                 if output is not None:
                     yield JobSpec(
@@ -1079,7 +1122,7 @@ class _Expansion:
         if not template.usable:
             return None
         values = _Vars(combo.variables)
-        values["prompt"] = job[2] or NONE
+        values["prompt"] = job[3] or NONE
         values["key"] = key[:12]
         values["index"] = job[0]
         try:
@@ -1099,7 +1142,11 @@ class _Expansion:
             return None
         # One spelling per file: "a//b", "./a/b" and "a\\b" are all a/b, and case-insensitive
         # file systems (macOS, Windows) would put A.mp4 and a.mp4 in one file.
-        path = "/".join(part for part in rendered.replace("\\", "/").split("/") if part != ".")
+        path = rendered
+        if "\\" in path or "//" in path or "./" in path:
+            path = "/".join(
+                part for part in path.replace("\\", "/").split("/") if part not in ("", ".")
+            )
         first = self._outputs.setdefault(path.casefold(), job)
         if first is not job:
             self.problems.add(
@@ -1149,9 +1196,10 @@ def _safe_id(text: str) -> str:
 
 
 def _describe(job: _JobId) -> str:
-    _index, source_id, prompt, labels = job
+    _index, loc, source_id, prompt, labels = job
     matrix = ", ".join(f"{name}={value}" for name, value in labels.items())
-    return f"{source_id or NONE} × {prompt or NONE}" + (f" ({matrix})" if matrix else "")
+    described = f"{source_id or NONE} × {prompt or NONE}" + (f" ({matrix})" if matrix else "")
+    return f"{format_loc(loc)} ({described})" if loc[0] == "jobs" else described
 
 
 @functools.lru_cache(maxsize=256)
@@ -1172,6 +1220,15 @@ def _template_problem(text: str, known: frozenset[str]) -> str | None:
 
 def _path_problem(rendered: str, *, template: bool = False) -> str | None:
     """Why an output path may not be written inside output_dir, or None."""
+    if (
+        not template
+        and rendered[:1] not in ("", "/", "\\")
+        and rendered[1:2] != ":"
+        and ".." not in rendered
+        and "\0" not in rendered
+        and rendered[-1] not in "/\\."
+    ):
+        return None  # the common case, decided without splitting
     if "\0" in rendered:
         return "contains a NUL character"
     if rendered.startswith(("/", "\\")) or _DRIVE.match(rendered):

@@ -127,7 +127,9 @@ def local_file(path: Path) -> LocalFile:
         with identity[0].open("rb") as handle:
             while chunk := handle.read(_HASH_CHUNK):
                 digest.update(chunk)
-        cached = LocalFile(identity[0], digest.hexdigest(), identity[1], content_type(path))
+        # The name the manifest uses (not a symlink's target) is what reports should show.
+        shown = path.absolute()
+        cached = LocalFile(shown, digest.hexdigest(), identity[1], content_type(path))
         _hash_cache[identity] = cached
     return cached
 

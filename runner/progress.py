@@ -35,8 +35,8 @@ from .state import StateStore
 
 #: How often non-terminal output prints a status line, in seconds.
 PLAIN_INTERVAL = 10.0
-#: How often the bars redraw when nothing happens (elapsed time and ETA move on).
-TTY_INTERVAL = 1.0
+#: How often the ticker wakes: bars redraw (elapsed time and ETA move on without events).
+TICK = 1.0
 #: Environment variables holding credentials that must never reach a log line.
 SECRET_VARIABLES = ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET")
 
@@ -135,25 +135,17 @@ class Progress:
         )
         self._write_log(opening)
         if self._tty:
+            shared = {"file": self._stream, "dynamic_ncols": True, "leave": True}
             self._jobs_bar = tqdm(
                 total=len(self._plan.jobs),
                 initial=self._finished(),
                 desc="jobs",
-                unit="job",
-                file=self._stream,
-                dynamic_ncols=True,
                 position=0,
-                leave=True,
                 bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}",
+                **shared,
             )
-            self._bytes_bar = tqdm(
-                desc="bytes",
-                file=self._stream,
-                dynamic_ncols=True,
-                position=1,
-                leave=True,
-                bar_format="{desc}",
-            )
+            # A bar used as a status line: its text is all in the description.
+            self._bytes_bar = tqdm(desc="bytes", position=1, bar_format="{desc}", **shared)
             self._draw()
         else:
             self._print(opening)
@@ -176,8 +168,8 @@ class Progress:
                 self._log = None
 
     def _tick_loop(self) -> None:
-        interval = TTY_INTERVAL if self._tty else min(PLAIN_INTERVAL, 1.0)
-        while not self._stop.wait(interval):
+        # Every second either way: bars redraw, plain output checks whether a line is due.
+        while not self._stop.wait(TICK):
             self.tick()
 
     def tick(self) -> None:

@@ -24,13 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import av
 
 from .endpoints.registry import spec_for
 from .job import LOCAL_PREFIX, JobSpec, LocalFile, canonical_json, substitute
 from .manifest import Plan
-from .report import human_size, open_state
+from .report import PAID, human_size, open_state
 from .state import JobRow
 
 #: Where posters go, relative to the output directory.
@@ -148,6 +149,18 @@ class _Media:
     poster: str | None = None
 
 
+def _poster_name(sha256: str) -> str:
+    return f"{sha256[:32]}.jpg"
+
+
+def _kind(path: str) -> str | None:
+    """What a result file is, by its extension (the name raybatch gave it)."""
+    suffix = PurePosixPath(path).suffix.lower()
+    if suffix in VIDEO_EXTENSIONS:
+        return "video"
+    return "image" if suffix in IMAGE_EXTENSIONS else None
+
+
 def _kind_of(name: str, content_type: str | None = None) -> str | None:
     kind = (content_type or mimetypes.guess_type(name)[0] or "").split("/")[0]
     return kind if kind in ("video", "image") else None
@@ -222,7 +235,7 @@ class _Page:
                     continue
                 for output in row.outputs:
                     path = str(output.get("path", ""))
-                    if PurePosixPath(path).suffix.lower() in VIDEO_EXTENSIONS:
+                    if _kind(path) == "video":
                         found[str(output.get("sha256", ""))] = self.root / path
         return found
 
@@ -232,24 +245,23 @@ class _Page:
         existing = set(os.listdir(poster_dir)) if poster_dir.is_dir() else set()
         todo: dict[str, Path] = {}
         for sha, video in self._videos().items():
-            name = f"{sha[:32]}.jpg"
             if not sha:
                 continue
-            if name in existing:
-                self.posters[sha] = str(POSTER_DIR / name)
+            if _poster_name(sha) in existing:
+                self.posters[sha] = str(POSTER_DIR / _poster_name(sha))
             elif video.is_file():
                 todo[sha] = video
+
+        def make(sha: str) -> tuple[str, bool]:
+            return sha, extract_poster(todo[sha], poster_dir / _poster_name(sha))
+
         if not todo:
             return
-        workers = min(len(todo), os.cpu_count() or 2)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            made = pool.map(
-                lambda item: (item[0], extract_poster(item[1], poster_dir / f"{item[0][:32]}.jpg")),
-                todo.items(),
-            )
-            for sha, ok in made:
+        # PyAV decodes without holding the GIL, so threads do run in parallel.
+        with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 2)) as pool:
+            for sha, ok in pool.map(make, todo):
                 if ok:
-                    self.posters[sha] = str(POSTER_DIR / f"{sha[:32]}.jpg")
+                    self.posters[sha] = str(POSTER_DIR / _poster_name(sha))
 
     # -- rendering ---------------------------------------------------------------------
 
@@ -285,12 +297,11 @@ class _Page:
         total = len(plan.jobs)
         estimate = sum(s.estimated_cost or 0.0 for s in plan.jobs)
         rows = self.rows.values()
-        paid = ("submitting", "queued", "running", "completed", "done")
-        spent = sum(r.estimated_cost or 0.0 for r in rows if r.state in paid)
+        spent = sum(r.estimated_cost or 0.0 for r in rows if r.state in PAID)
         units = sum(r.billable_units or 0.0 for r in rows)
+        ordered = sorted(states.items(), key=lambda item: _STATE_ORDER.get(item[0], 99))
         counts = " ".join(
-            f'<span class="badge s-{_state_class(s)}">{_e(s)} {n}</span>'
-            for s, n in sorted(states.items(), key=lambda item: _STATE_ORDER.get(item[0], 99))
+            f'<span class="badge s-{_state_class(s)}">{_e(s)} {n}</span>' for s, n in ordered
         )
         stamp = time.strftime("%Y-%m-%d %H:%M")
         prompt_texts = plan.manifest.prompts
@@ -316,10 +327,7 @@ class _Page:
             _select(
                 "status",
                 "status",
-                (
-                    (s, f"{s} ({n})", None)
-                    for s, n in sorted(states.items(), key=lambda i: _STATE_ORDER.get(i[0], 99))
-                ),
+                ((s, f"{s} ({n})", None) for s, n in ordered),
             ),
             '<label>search <input id="f-text" type="search" placeholder="clip, prompt…"></label>',
             f'<span class="shown"><b id="shown">{total}</b> of {total} shown</span>',
@@ -388,7 +396,7 @@ class _Page:
             f' data-prompt="{_e(prompt)}" data-endpoint="{_e(spec.endpoint)}"'
             f' data-status="{_e(state)}" data-search="{_e(search)}">'
         )
-        out.extend(self._render_result(spec, row, state))
+        out.append(self._render_result(row, state))
         out.append('<div class="meta"><p class="title">')
         out.append(f'<span class="badge s-{_state_class(state)}">{_e(state)}</span> ')
         out.append(f"<b>{_e(prompt)}</b> ")
@@ -398,39 +406,25 @@ class _Page:
             out.append(f'<p class="prompt">{_e(text)}</p>')
         out.append(_params(spec, _source_field(spec)))
         out.append(f'<p class="cost">{_cost(spec, row)}</p>')
+        if row is not None and state == "done" and row.outputs:
+            out.append(_files(row.outputs))
         if row is not None and row.error and state != "done":
             label = "failed" if state in ("failed", "cancelled") else "last error"
             reason = f"{row.error_class}: {row.error}" if row.error_class else row.error
             out.append(f'<p class="error"><b>{label}:</b> {_e(reason)}</p>')
         out.append("</div></article>")
 
-    def _render_result(self, spec: JobSpec, row: JobRow | None, state: str) -> list[str]:
+    def _render_result(self, row: JobRow | None, state: str) -> str:
+        """The first output of a done job as a medium; a placeholder saying why there is none."""
         if row is None or state != "done" or not row.outputs:
-            return [f'<div class="media placeholder">{_e(_WAITING.get(state, state))}</div>']
-        first, *others = row.outputs
-        parts = ['<div class="media">']
+            return f'<div class="media placeholder">{_e(_WAITING.get(state, state))}</div>'
+        first = row.outputs[0]
         path = str(first.get("path", ""))
-        if (self.root / path).is_file():
-            suffix = PurePosixPath(path).suffix.lower()
-            kind = (
-                "video"
-                if suffix in VIDEO_EXTENSIONS
-                else "image"
-                if suffix in IMAGE_EXTENSIONS
-                else None
-            )
-            poster = self.posters.get(str(first.get("sha256", "")))
-            parts.append(self._media(_Media(_href(path), kind, poster)))
-        else:
-            parts.append(f'<p class="missing">file missing: {_e(path)}</p>')
-        parts.append("</div>")
-        links = [
-            f'<a href="{_e(_href(str(o.get("path", ""))))}">'
-            f"{_e(PurePosixPath(str(o.get('path', ''))).name)}</a>"
-            for o in row.outputs
-        ]
-        parts.append(f'<p class="files">{" · ".join(links)}</p>' if others or links else "")
-        return parts
+        if not (self.root / path).is_file():
+            # Never point the browser at a missing file: it would log an error for each.
+            return f'<div class="media placeholder missing">file missing: {_e(path)}</div>'
+        poster = self.posters.get(str(first.get("sha256", "")))
+        return f'<div class="media">{self._media(_Media(_href(path), _kind(path), poster))}</div>'
 
     def _media(self, media: _Media) -> str:
         """A <video>, <img> or link; only the first screen's videos load with the page."""
@@ -494,12 +488,23 @@ def _params(spec: JobSpec, source_field: str | None) -> str:
 
     items = []
     for key, value in spec.arguments.items():
-        if key in ("prompt", source_field):
-            continue
+        if key in ("prompt", source_field) or value is False:
+            continue  # an option left off says nothing worth the room
         shown = substitute(value, readable)
         text = shown if isinstance(shown, str) else canonical_json(shown)
         items.append(f"<dt>{_e(key)}</dt><dd>{_e(text)}</dd>")
     return f'<dl class="params">{"".join(items)}</dl>' if items else ""
+
+
+def _files(outputs: list[dict[str, Any]]) -> str:
+    """Links to every output file of a job (an EXR archive beside the video, say)."""
+    links = []
+    for output in outputs:
+        path = str(output.get("path", ""))
+        size = output.get("size")
+        shown = PurePosixPath(path).name + (f" ({human_size(size)})" if size else "")
+        links.append(f'<a href="{_e(_href(path))}">{_e(shown)}</a>')
+    return f'<p class="files">{" · ".join(links)}</p>'
 
 
 def _cost(spec: JobSpec, row: JobRow | None) -> str:
@@ -528,8 +533,7 @@ select,input{background:var(--card);color:var(--fg);border:1px solid var(--line)
 border-radius:4px;padding:.2rem .3rem;max-width:18rem}
 .shown{color:var(--dim)}
 main{padding:0 1rem 2rem}
-.group{border-bottom:1px solid var(--line);padding:.6rem 0;content-visibility:auto;
-contain-intrinsic-size:auto 420px}
+.group{border-bottom:1px solid var(--line);padding:.6rem 0}
 h2{font-size:1.05rem;margin:.2rem 0 .5rem}
 .row{display:grid;grid-template-columns:repeat(auto-fill,minmax(270px,1fr));gap:.7rem}
 .source,.job{background:var(--card);border:1px solid var(--line);border-radius:6px;
@@ -547,6 +551,7 @@ overflow:hidden}
 .params dt{color:var(--dim)}.params dd{margin:0;overflow-wrap:anywhere}
 .cost,.files{font-size:12px;color:var(--dim)}.rid{font-family:monospace}
 .error{color:var(--bad);overflow-wrap:anywhere}.missing{color:var(--bad);padding:.5rem}
+.files a{overflow-wrap:anywhere}
 a{color:#58a6ff}.file{display:block;padding:1rem;overflow-wrap:anywhere}
 .endpoint{color:var(--dim);font-size:12px}
 .badge{display:inline-block;border-radius:3px;padding:0 .35rem;font-size:12px;
@@ -556,6 +561,7 @@ background:var(--wait);color:#fff}
 .s-running .badge,.badge.s-running,.s-queued .badge,.badge.s-queued,.s-submitting .badge,
 .badge.s-submitting,.s-completed .badge,.badge.s-completed{background:var(--busy)}
 .job.s-failed,.job.s-cancelled{border-color:var(--bad)}
+.job{content-visibility:auto;contain-intrinsic-size:auto 400px}
 [hidden]{display:none!important}
 #empty{padding:2rem;color:var(--dim)}
 """

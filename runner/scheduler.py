@@ -130,6 +130,10 @@ class _Stop(Exception):
     """Internal: this job must not be submitted now (draining, budget, fatal error)."""
 
 
+class _Finished(Exception):
+    """Internal: the job already reached its final state; nothing more to do."""
+
+
 class _Resubmit(Exception):
     """Internal: drop the current request and submit the job again."""
 
@@ -234,7 +238,6 @@ class Scheduler:
         self._submit_paused_until = 0.0
         self._stop_submitting: str | None = None
         self._spent = 0.0
-        self._cancel_scope: anyio.CancelScope | None = None
 
     # -- control ---------------------------------------------------------------------------
 
@@ -256,8 +259,8 @@ class Scheduler:
     def abort(self) -> None:
         """Second signal: stop at once; in-flight requests stay re-attachable."""
         self.summary.interrupted = True
-        if self._cancel_scope is not None:
-            self._cancel_scope.cancel()
+        if self._jobs_scope is not None:
+            self._jobs_scope.cancel()
 
     def _stop(self, reason: str) -> None:
         if self._stop_submitting is None:
@@ -275,7 +278,6 @@ class Scheduler:
         )
         try:
             async with anyio.create_task_group() as root:
-                self._cancel_scope = root.cancel_scope
                 await root.start(self._writer.run)
                 try:
                     with anyio.CancelScope() as jobs_scope:
@@ -343,8 +345,9 @@ class Scheduler:
         except FatalError as exc:
             self.summary.fatal = self.summary.fatal or exc
             self._stop(f"stopping: {exc}")
-            if self._cancel_scope is not None:
-                self._cancel_scope.cancel()
+            # Cancel the jobs, not the writer: transitions already underway still commit.
+            if self._jobs_scope is not None:
+                self._jobs_scope.cancel()
         finally:
             slot.release()
 
@@ -365,6 +368,8 @@ class Scheduler:
                 slot.release()
                 await self._download_all(spec, job.result, downloader)
                 return
+            except _Finished:
+                return
             except _Resubmit as again:
                 await self._writer.apply(
                     Transitions.retry(spec.key, ErrorInfo.of(again.cause), resubmit=True)
@@ -373,7 +378,12 @@ class Scheduler:
                 job.last_error = f"{type(again.cause).__name__}: {again.cause}"
                 self.summary.resubmitted += 1
                 self.observer.on_state(spec, "pending", f"resubmitting after {again.cause}")
-            except PermanentError as exc:
+            except (PermanentError, RetryableError) as exc:
+                # A retryable error that got here has used up its stage's retries: the job
+                # fails with it, but a fetched result stays recorded, so `--retry-failed`
+                # downloads again instead of paying again.
+                if isinstance(exc, RetryableError):
+                    exc = _gave_up(exc, self.options.stage_attempts)
                 await self._writer.apply(Transitions.failed(spec.key, ErrorInfo.of(exc)))
                 self.observer.on_state(spec, "failed", str(exc))
                 return
@@ -418,9 +428,7 @@ class Scheduler:
             )
             raise _Stop(self._stop_submitting)
 
-    async def _submit(
-        self, spec: JobSpec, arguments: dict[str, Any], job: _Progress
-    ) -> Submission:
+    async def _submit(self, spec: JobSpec, arguments: dict[str, Any], job: _Progress) -> Submission:
         """POST the job, recording the intent first and the request id right after.
 
         Each POST that may have reached fal gets its own attempt number, so the attempts
@@ -453,21 +461,25 @@ class Scheduler:
                         f" policy --on-ambiguous {self.options.on_ambiguous}"
                     )
                     if not resubmit:
-                        raise PermanentError(
-                            "the submit may have reached fal but its answer was lost;"
-                            " not resubmitted (--on-ambiguous fail)"
-                        ) from None
+                        self.observer.on_state(spec, "failed", "ambiguous submit")
+                        raise _Finished from None  # the transition above failed the job
                     delay = self._backoff(n)
-                except RetryableError as exc:
-                    # A definite refusal: nothing was created at fal, so the job is plainly
-                    # pending again (a crash now must not count it as ambiguous).
+                except RaybatchError as exc:
+                    # A definite refusal (429, 503, 422, 401...): nothing was created at fal,
+                    # so the job is plainly pending again (a crash now must not count it as
+                    # ambiguous).
                     await self._writer.apply(Transitions.unsent(spec.key))
+                    if not isinstance(exc, RetryableError):
+                        raise
                     if n == self.options.stage_attempts:
                         raise PermanentError(f"submit kept failing: {exc}") from exc
                     delay = self._backoff(n)
                     if isinstance(exc, RateLimited):
                         delay = exc.retry_after if exc.retry_after is not None else delay
                         self._submit_paused_until = time.monotonic() + delay
+                        self.observer.on_note(
+                            f"fal is rate limiting submits (HTTP 429); pausing them {delay:.1f}s"
+                        )
                         continue
                 else:
                     crashpoints.reached("after_post")
@@ -652,3 +664,52 @@ class _Slot:
         if self._held:
             self._held = False
             self._semaphore.release()
+
+
+def _gave_up(exc: RetryableError, tries: int) -> RetryableError:
+    """The same error, its message saying that retrying did not help."""
+    exc.message = f"gave up after {tries} tries: {exc.message}"
+    return exc
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """What ``raybatch cancel`` did to one job."""
+
+    key: str
+    label: str
+    note: str
+    cancelled: bool
+
+
+_CANCEL_NOTES = {
+    "requested": "cancellation requested at fal (a job already running may still finish and bill)",
+    "already_completed": "already completed at fal; the next run downloads it",
+    "not_found": "unknown to fal; marked cancelled",
+}
+
+
+async def cancel_requests(
+    store: StateStore, keys: Sequence[str], client: FalClient
+) -> list[CancelOutcome]:
+    """Cancel the requests of these jobs that are at fal, and mark them cancelled.
+
+    Jobs not yet submitted stay pending (the next ``run`` submits them); a request fal
+    already completed is left alone so its paid-for result is still downloaded.
+    """
+    wanted = set(keys)
+    outcomes: list[CancelOutcome] = []
+    ops = []
+    for row in store.rows():
+        if row.key not in wanted or row.state not in ("queued", "running") or not row.request_id:
+            continue
+        cancel_url = row.cancel_url or client.request_urls(row.endpoint, row.request_id)[2]
+        answer = await client.cancel(cancel_url)
+        cancelled = answer != "already_completed"
+        if cancelled:
+            ops.append(Transitions.cancelled(row.key, _CANCEL_NOTES[answer]))
+        label = f"{row.clip or '-'}/{row.prompt or '-'}"
+        outcomes.append(CancelOutcome(row.key, label, _CANCEL_NOTES[answer], cancelled))
+    if ops:
+        store.execute_batch(ops)
+    return outcomes

@@ -558,17 +558,21 @@ class Transitions:
 
     @staticmethod
     def reset(key: str) -> Callable[[sqlite3.Connection], None]:
-        """Make a failed, cancelled or broken-done job pending again (``--retry-failed``)."""
-        return _update(
-            key,
-            state="pending",
-            request_id=None,
-            status_url=None,
-            response_url=None,
-            cancel_url=None,
-            result=None,
-            finished_at=None,
-        )
+        """Give a failed or cancelled job another go (``--retry-failed``).
+
+        A job whose result was already fetched goes back to ``completed`` (download again,
+        pay nothing); any other goes back to ``pending``.
+        """
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE jobs SET state = CASE WHEN result IS NULL THEN 'pending'"
+                " ELSE 'completed' END, request_id = CASE WHEN result IS NULL THEN NULL"
+                " ELSE request_id END, finished_at = NULL, updated_at = ? WHERE key = ?",
+                (time.time(), key),
+            )
+
+        return op
 
 
 class StateWriter:

@@ -41,7 +41,9 @@ class Emulator:
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST JSON to an /_emulator/ route."""
         request = urllib.request.Request(
-            self.url + path, data=json.dumps(body).encode(), method="POST",
+            self.url + path,
+            data=json.dumps(body).encode(),
+            method="POST",
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as answer:
@@ -53,7 +55,10 @@ def start_emulator(*args: str) -> Emulator:
     """Start ``python -m runner.emulator`` on a free loopback port and wait for its URL."""
     process = subprocess.Popen(
         [sys.executable, "-m", "runner.emulator", "--host", "127.0.0.1", "--port", "0", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
     )
     assert process.stdout is not None
     line = process.stdout.readline().strip()
@@ -92,7 +97,11 @@ def run_cli(
         env["FAL_KEY"] = key
     return subprocess.run(
         [sys.executable, "-m", "runner", *map(str, args)],
-        cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
 
@@ -104,16 +113,20 @@ def spawn_cli(
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAL_")} | (env or {})
     env["FAL_KEY"] = key
     return subprocess.Popen(
-        [sys.executable, "-m", "runner", *map(str, args)], cwd=cwd, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "runner", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
 
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Path:
     """A private copy of the demo manifest and its media; returns the manifest path."""
-    shutil.copytree(MANIFESTS / "media", tmp_path / "media",
-                    ignore=shutil.ignore_patterns("*.py"))
+    shutil.copytree(MANIFESTS / "media", tmp_path / "media", ignore=shutil.ignore_patterns("*.py"))
     target = tmp_path / "demo.yaml"
     shutil.copy(MANIFESTS / "demo.yaml", target)
     return target

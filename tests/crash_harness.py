@@ -124,7 +124,9 @@ def check(out: Path, emulator: Emulator, report: SweepReport, *, final: bool) ->
         duplicates += max(0, n - 1)
         if n > 1 + row["ambiguous"]:
             unexplained += n - 1 - row["ambiguous"]
-            report.violations.append(f"{row['key'][:12]}: {n} submits, {row['ambiguous']} ambiguous")
+            report.violations.append(
+                f"{row['key'][:12]}: {n} submits, {row['ambiguous']} ambiguous"
+            )
         if row["state"] != "done":
             if final:
                 report.violations.append(f"{row['key'][:12]}: ended {row['state']}")
@@ -156,13 +158,23 @@ def check(out: Path, emulator: Emulator, report: SweepReport, *, final: bool) ->
 
 
 def _kill_round(
-    manifest: Path, out: Path, emulator: Emulator, target: str | None, rng: random.Random,
+    manifest: Path,
+    out: Path,
+    emulator: Emulator,
+    target: str | None,
+    rng: random.Random,
     timeout: float,
 ) -> int:
     """One runner process, killed at ``target`` (a crash point) or at a random moment."""
     env = {"RAYBATCH_CRASH_AT": target} if target else {}
     runner = spawn_cli(
-        "run", manifest, "--fal-url", emulator.url, "--output-dir", out, cwd=manifest.parent,
+        "run",
+        manifest,
+        "--fal-url",
+        emulator.url,
+        "--output-dir",
+        out,
+        cwd=manifest.parent,
         env=env,
     )
     if target is None:
@@ -216,7 +228,12 @@ def sweep(workdir: Path, *, kills: int, seed: int, timeout: float = 120) -> Swee
                     report.violations.append(f"round exited {code}")
                     targets.pop(0)
             runner = spawn_cli(
-                "run", manifest, "--fal-url", emulator.url, "--output-dir", out,
+                "run",
+                manifest,
+                "--fal-url",
+                emulator.url,
+                "--output-dir",
+                out,
                 cwd=workdir,
             )
             _, stderr = runner.communicate(timeout=timeout)

@@ -241,7 +241,9 @@ CASES: list[Any] = [
     pytest.param("submit", 408, {}, {}, TransportError, "408", id="408"),
     pytest.param("status", 409, {}, {}, TransportError, "409", id="409"),
     pytest.param("status", 500, {"x-fal-request-id": RID}, {}, ServiceUnavailable, "500", id="500"),
-    pytest.param("submit", 502, {}, INGRESS, ServiceUnavailable, "ingress", id="502-ingress"),
+    pytest.param("submit", 503, {}, INGRESS, ServiceUnavailable, "ingress", id="503-ingress"),
+    pytest.param("submit", 502, {}, INGRESS, SubmitUnconfirmed, "ingress", id="502-submit"),
+    pytest.param("status", 502, {}, INGRESS, ServiceUnavailable, "ingress", id="502-status"),
     pytest.param("status", 503, {}, {}, ServiceUnavailable, "503", id="503"),
     pytest.param("result", 504, {}, INGRESS, ServiceUnavailable, "ingress", id="504-ingress"),
     pytest.param(

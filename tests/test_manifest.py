@@ -6,9 +6,11 @@ import os
 import shutil
 from pathlib import Path
 from textwrap import dedent
+from typing import Any
 
 import pytest
 
+from runner.endpoints import EndpointSpec
 from runner.errors import ManifestError, Problem
 from runner.manifest import MAX_SHOWN_PROBLEMS, Manifest, load_manifest, manifest_schema, plan
 
@@ -457,6 +459,14 @@ ERRORS: list[tuple[str, str | bytes, int | None, str, str]] = [
         "city × noir and beach × noir both render to 'noir.mp4' with template '{prompt}.mp4'",
     ),
     (
+        "same-output-jobs",
+        "name: t\nendpoint: fal-ai/x\nprompts: {a: b}\njobs:\n  - {prompt: a, output: x.mp4}\n"
+        "  - {prompt: a, output: ./x.mp4, input: {n: 1}}\n",
+        6,
+        "jobs[1].output",
+        "jobs[0] (none × a) and jobs[1] (none × a) both render to 'x.mp4'",
+    ),
+    (
         "same-job",
         HEAD + "  - {id: again, path: media/city.mp4}\n",
         6,
@@ -468,7 +478,7 @@ ERRORS: list[tuple[str, str | bytes, int | None, str, str]] = [
         HEAD + "  - {id: city, path: media/beach.mp4}\n",
         6,
         "clips[1]",
-        "id 'city' is already used by clips[0]",
+        "id 'city' (media/beach.mp4) is already used by clips[0] (media/city.mp4)",
     ),
     (
         "template-dotdot",
@@ -737,6 +747,29 @@ def test_absurd_but_valid_values_work(tmp_path: Path) -> None:
     )
     result = plan(path)
     assert result.manifest.concurrency == 1000 and len(result.jobs) == 1
+
+
+def test_each_distinct_input_is_validated_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """3 clips × 4 prompts × 3 strengths validate 3 inputs, not 36 (prompts and sources vary)."""
+    calls: list[dict[str, object]] = []
+    validate = EndpointSpec.validate
+
+    def counting(self: EndpointSpec, data: dict[str, Any]) -> object:
+        calls.append(data)
+        return validate(self, data)
+
+    monkeypatch.setattr(EndpointSpec, "validate", counting)
+    prompts = "{" + ", ".join(f"p{i}: 'prompt {i}'" for i in range(4)) + "}"
+    path = write(
+        tmp_path,
+        HEAD.replace('{noir: "film noir"}', prompts)
+        + "  - media/beach.mp4\n  - https://example.com/c.mp4\n"
+        + "matrix: {edit_strength: [adhere_1, flex_1, reimagine_1]}\n",
+    )
+    assert len(plan(path).jobs) == 36
+    assert len(calls) == 3
 
 
 def test_a_hundred_thousand_jobs_plan(tmp_path: Path) -> None:

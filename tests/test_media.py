@@ -179,6 +179,8 @@ def http_server(tmp_path: Path) -> Iterator[str]:
     shutil.copy(MEDIA / "portrait.png", tmp_path / "portrait.png")
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
+        """Serves tmp_path without logging every request."""
+
         def __init__(self, *args: object, **kwargs: object) -> None:
             super().__init__(*args, directory=str(tmp_path), **kwargs)  # type: ignore[arg-type]
 
@@ -202,6 +204,18 @@ def test_probe_remote_reads_type_and_size(http_server: str) -> None:
     with pytest.raises(MediaError, match="HTTP 404"):
         probe_remote(f"{http_server}/missing.mp4")
     assert probe_remote("data:video/mp4;base64,AAAA").kind == "video"
+
+
+def test_remote_probe_is_opt_in_and_checks_kind(http_server: str, tmp_path: Path) -> None:
+    """With probe_remote, a URL clip that serves a PNG is refused; without, nothing is asked."""
+    path = tmp_path / "remote.yaml"
+    path.write_text(
+        "name: r\nendpoint: luma/agent/ray/v3.2/video-to-video\nprompts: {a: b}\n"
+        f"clips: ['{http_server}/portrait.png']\n"
+    )
+    assert len(plan(path).jobs) == 1
+    [problem] = _problems(path, probe_remote=True)
+    assert problem.endswith("portrait.png is an image, but video-to-video needs a video here")
 
 
 def _manifest(

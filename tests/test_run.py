@@ -21,8 +21,9 @@ JOBS_IN_DEMO = 9
 def _frames(path: Path) -> list[np.ndarray]:
     """Every frame of a video as float RGB (decoded with PyAV)."""
     with av.open(str(path)) as container:
-        frames = [f.to_ndarray(format="rgb24").astype(np.float32)
-                  for f in container.decode(video=0)]
+        frames = [
+            f.to_ndarray(format="rgb24").astype(np.float32) for f in container.decode(video=0)
+        ]
     assert frames, f"{path} has no frames"
     return frames
 
@@ -98,8 +99,7 @@ def test_sigkill_mid_run_then_resume_pays_nothing_twice(
 ) -> None:
     """SIGKILL halfway, run again: every job done once, no duplicate submits, bytes match."""
     out = tmp_path / "out"
-    runner = spawn_cli("run", demo, "--fal-url", emulator.url, "--output-dir", out,
-                       cwd=tmp_path)
+    runner = spawn_cli("run", demo, "--fal-url", emulator.url, "--output-dir", out, cwd=tmp_path)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         stats = emulator.stats()
@@ -140,7 +140,11 @@ def test_sigkill_mid_run_then_resume_pays_nothing_twice(
     ids=["typo", "bad-enum", "hdr-at-540p", "missing-clip"],
 )
 def test_broken_manifest_exits_2_and_submits_nothing(
-    demo: Path, tmp_path: Path, emulator: Emulator, edit: tuple[str, str], field: str,
+    demo: Path,
+    tmp_path: Path,
+    emulator: Emulator,
+    edit: tuple[str, str],
+    field: str,
     phrase: str,
 ) -> None:
     """A broken manifest gets exit 2 and one message naming file, line and field."""

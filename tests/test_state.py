@@ -37,8 +37,13 @@ def _spec(n: int) -> JobSpec:
     arguments = {"prompt": f"p{n}", "video_url": "https://example.com/a.mp4"}
     endpoint = "luma/agent/ray/v3.2/video-to-video"
     return JobSpec(
-        key=job_key(endpoint, arguments), endpoint=endpoint, arguments=arguments,
-        output=PurePosixPath(f"a/p{n}.mp4"), clip="a", prompt=f"p{n}", estimated_cost=0.72,
+        key=job_key(endpoint, arguments),
+        endpoint=endpoint,
+        arguments=arguments,
+        output=PurePosixPath(f"a/p{n}.mp4"),
+        clip="a",
+        prompt=f"p{n}",
+        estimated_cost=0.72,
     )
 
 
@@ -71,7 +76,12 @@ async def test_lifecycle_records_every_transition(tmp_path: Path) -> None:
     )
     row = store.row(spec.key)
     assert row is not None
-    assert (row.state, row.request_id, row.attempts, row.billable_units) == ("done", "req-1", 1, 5.0)
+    assert (row.state, row.request_id, row.attempts, row.billable_units) == (
+        "done",
+        "req-1",
+        1,
+        5.0,
+    )
     assert row.outputs[0]["sha256"] == "ab" * 32
     (attempt,) = store.attempts(spec.key)
     assert attempt["request_id"] == "req-1" and attempt["outcome"] == "completed"
@@ -81,8 +91,15 @@ async def test_unchanged_jobs_are_not_reset_by_adding_them_again(tmp_path: Path)
     """Re-adding a known job (a rerun) keeps its state; a new output path is recorded."""
     store, (spec, *_) = _store(tmp_path)
     await _apply(store, Transitions.intent(spec.key, 1))
-    moved = JobSpec(spec.key, spec.endpoint, spec.arguments, PurePosixPath("b/x.mp4"),
-                    clip="a", prompt="p0", estimated_cost=0.72)
+    moved = JobSpec(
+        spec.key,
+        spec.endpoint,
+        spec.arguments,
+        PurePosixPath("b/x.mp4"),
+        clip="a",
+        prompt="p0",
+        estimated_cost=0.72,
+    )
     store.add_jobs([moved])
     row = store.row(spec.key)
     assert row is not None and row.state == "submitting" and row.output == "b/x.mp4"
@@ -107,8 +124,11 @@ async def test_ambiguous_submit_is_counted(tmp_path: Path) -> None:
     """An interrupted submit is counted, and per policy resubmitted or failed."""
     store, (a, b, _) = _store(tmp_path)
     await _apply(store, Transitions.intent(a.key, 1), Transitions.intent(b.key, 1))
-    await _apply(store, Transitions.ambiguous(a.key, resubmit=True),
-                 Transitions.ambiguous(b.key, resubmit=False))
+    await _apply(
+        store,
+        Transitions.ambiguous(a.key, resubmit=True),
+        Transitions.ambiguous(b.key, resubmit=False),
+    )
     row_a, row_b = store.row(a.key), store.row(b.key)
     assert row_a is not None and row_b is not None
     assert (row_a.state, row_a.ambiguous) == ("pending", 1)
@@ -176,8 +196,9 @@ def test_lock_held_by_another_process_is_refused(tmp_path: Path) -> None:
         "l = DirectoryLock(Path(sys.argv[1])); l.acquire(); print('locked', flush=True);"
         "time.sleep(30)"
     )
-    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "locked"
         with pytest.raises(StateLocked, match=f"pid {child.pid}"):

@@ -34,9 +34,7 @@ def test_status_during_and_after_a_run(demo: Path, tmp_path: Path) -> None:
     emulator = start_emulator("--job-seconds", "2:3", "--seed", "3")
     out = tmp_path / "out"
     try:
-        run = spawn_cli(
-            "run", demo, "--fal-url", emulator.url, "--output-dir", out, cwd=tmp_path
-        )
+        run = spawn_cli("run", demo, "--fal-url", emulator.url, "--output-dir", out, cwd=tmp_path)
         seen: list[dict[str, Any]] = []
         while run.poll() is None:
             seen.append(_status(demo, out))

@@ -306,7 +306,13 @@ class BlobResponse(Response):
         self._blob, self._head, self._fault, self._on_sent = blob, head, fault, on_sent
         span = byte_range(range_header, blob.size)
         # Content-Type is set verbatim: Starlette would append a charset to text/*.
-        headers = {"accept-ranges": "bytes", "etag": blob.etag, "content-type": blob.content_type}
+        headers = {
+            "accept-ranges": "bytes",
+            "etag": blob.etag,
+            "content-type": blob.content_type,
+            # RFC 9530: the digest of the whole file, so a client can catch corruption.
+            "repr-digest": f"sha-256=:{base64.b64encode(bytes.fromhex(blob.sha256)).decode()}:",
+        }
         if span is False:
             status, self._span = 416, (0, 0)
             headers["content-range"] = f"bytes */{blob.size}"

@@ -28,7 +28,7 @@ Violation = tuple[str, str]
 class Strict(BaseModel):
     """A model that refuses keys it does not define (a typo must not pass silently)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class Ruled(Strict):

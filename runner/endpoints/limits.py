@@ -106,9 +106,13 @@ class LimitOverrides(Strict):
     """A manifest's replacements for one endpoint's rows (``limits: {endpoint: {...}}``)."""
 
     max_source_seconds: PositiveFloat | None = None
+    """The longest source clip accepted, in seconds."""
     max_file_bytes: PositiveInt | None = None
+    """The largest local file accepted, in bytes."""
     video_containers: Extensions | None = None
+    """Accepted video file extensions (mp4, mov, ...)."""
     image_containers: Extensions | None = None
+    """Accepted image file extensions (jpg, png, ...)."""
 
 
 def limits_for(endpoint: str, overrides: LimitOverrides | None = None) -> dict[str, Limit]:

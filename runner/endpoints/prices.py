@@ -125,8 +125,11 @@ class PriceOverride(Strict):
     """A manifest's price row (``prices: {endpoint: {usd: 0.5, per: job, when: {...}}}``)."""
 
     usd: NonNegativeFloat
+    """The price in USD."""
     per: Per = "job"
+    """What it multiplies: each job, each started source second, or each input image."""
     when: dict[str, Any] = {}
+    """Input field -> value this row is limited to (first matching row wins)."""
 
 
 class PriceTable:

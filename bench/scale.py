@@ -1,0 +1,126 @@
+"""Costs that grow with the batch: ``plan``, ``status`` and resume, at a given job count.
+
+* ``plan``: the real ``python -m runner plan`` on the library manifest (clips × 10 looks,
+  URL clips, real endpoint model), no state yet: wall time and peak RSS.
+* resume: a ``state.db`` holding every job, half of them ``done`` (their request, result
+  and outputs recorded through the real ``Transitions``), built directly instead of by
+  running the batch; then ``python -m runner run`` against a fresh emulator, timed from
+  the spawn to the emulator's first submit. The runner is then stopped (two SIGINTs:
+  drain, then leave in-flight requests), so only start-up is measured.
+* ``status``: ``python -m runner status`` on that half-done state.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from . import workload
+from .procs import Emulator, measure, python, spawn
+
+
+def build_state(manifest: Path, done_fraction: float = 0.5) -> int:
+    """Create the manifest's ``state.db`` with every job, the first ``done_fraction`` done.
+
+    Uses raybatch's own store and transitions, so the rows are what a run writes.
+    Returns how many jobs were marked done. (The output files are not created: nothing
+    in ``run`` or ``status`` reads them back.)
+    """
+    from runner.manifest import plan
+    from runner.state import OutputFile, StateStore, Transitions
+
+    the_plan = plan(manifest)
+    the_plan.output_dir.mkdir(parents=True, exist_ok=True)
+    store = StateStore.open(the_plan.output_dir / "state.db")
+    try:
+        store.add_jobs(the_plan.jobs)
+        done = the_plan.jobs[: int(len(the_plan.jobs) * done_fraction)]
+        for start in range(0, len(done), 5000):
+            ops = []
+            for n, spec in enumerate(done[start : start + 5000], start):
+                request_id = f"00000000-0000-4000-8000-{n:012d}"
+                base = f"https://queue.fal.run/luma/agent/requests/{request_id}"
+                url = f"https://v3.fal.media/files/bench/{n:08d}/output.mp4"
+                result = {
+                    "video": {
+                        "url": url,
+                        "content_type": "video/mp4",
+                        "file_name": "output.mp4",
+                        "file_size": 262144,
+                    }
+                }
+                output = OutputFile(str(spec.output), f"{n:064x}", 262144, url, "video")
+                ops += [
+                    Transitions.intent(spec.key, 1),
+                    Transitions.submitted(
+                        spec.key, 1, request_id, f"{base}/status", base, f"{base}/cancel"
+                    ),
+                    Transitions.running(spec.key),
+                    Transitions.completed(spec.key, result, 5.0),
+                    Transitions.done(spec.key, [output]),
+                ]
+            store.execute_batch(ops)
+    finally:
+        store.close()
+    return len(done)
+
+
+def first_submit(
+    work: Path, manifest: Path, *, limit: int, seed: int, timeout: float
+) -> dict[str, Any]:
+    """Spawn ``run`` on an existing state; seconds from the spawn to fal's first submit."""
+    with Emulator(work, limit=limit, durations=(600, 600), seed=seed, name="resume-emulator") as emu:
+        running = spawn(
+            python("-m", "runner", "run", str(manifest), "--fal-url", emu.url,
+                   "--concurrency", str(limit)),
+            cwd=work,
+            log=work / "resume.log",
+        )
+        seconds = None
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline and running.process.poll() is None:
+                requests = emu.stats()["requests"]
+                if requests:
+                    first = min(r["submitted_at"] for r in requests)
+                    seconds = first - running.started_at
+                    break
+                time.sleep(0.02)
+        finally:
+            # First signal drains, the second leaves in-flight requests for a later run.
+            for _ in range(2):
+                if running.process.poll() is None:
+                    running.signal(signal.SIGINT)
+                    time.sleep(0.3)
+            measured = running.finish(60)
+    return {
+        "resume_to_first_submit_s": None if seconds is None else round(seconds, 3),
+        "resume_exit_code": measured.returncode,
+        "resume_peak_rss_mb": round(measured.maxrss_mb, 1),
+    }
+
+
+def scale_point(work: Path, jobs: int, *, limit: int, seed: int, timeout: float) -> dict[str, Any]:
+    """plan, resume and status figures at ``jobs`` jobs."""
+    load = workload.library(work, jobs)
+    planned = measure(python("-m", "runner", "plan", str(load.manifest)), cwd=work,
+                      log=work / "plan.log", timeout=timeout)
+    if planned.returncode != 0:
+        raise RuntimeError(f"plan failed, see {work / 'plan.log'}")
+    done = build_state(load.manifest)
+    status = measure(python("-m", "runner", "status", str(load.manifest)), cwd=work,
+                     log=work / "status.log", timeout=timeout)
+    resume = first_submit(work, load.manifest, limit=limit, seed=seed, timeout=timeout)
+    return {
+        "jobs": load.jobs,
+        "plan_s": round(planned.wall, 3),
+        "plan_cpu_s": round(planned.cpu, 3),
+        "plan_peak_rss_mb": round(planned.maxrss_mb, 1),
+        "state_done_jobs": done,
+        "status_s": round(status.wall, 3),
+        "status_peak_rss_mb": round(status.maxrss_mb, 1),
+        "status_exit_code": status.returncode,
+        **resume,
+    }

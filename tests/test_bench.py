@@ -1,0 +1,87 @@
+"""The bench harness, end to end in quick mode: it runs and reports every figure (no timings)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Per-side figures of the makespan run (and of each CPU-curve point).
+SIDE_FIGURES = (
+    "makespan_s",
+    "ideal_s",
+    "makespan_ratio_to_ideal",
+    "slot_utilisation",
+    "status_calls_per_job",
+    "fetch_latency_p50_s",
+    "fetch_latency_p95_s",
+    "cpu_s_per_1000_jobs",
+    "peak_rss_mb",
+    "submits",
+    "outputs",
+)
+SCALE_FIGURES = (
+    "plan_s",
+    "plan_peak_rss_mb",
+    "resume_to_first_submit_s",
+    "status_s",
+    "status_peak_rss_mb",
+)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    """Run ``python -m bench --quick`` once; its JSON and its printed table."""
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--work", str(out / "work")],
+        cwd=ROOT, capture_output=True, text=True, timeout=110, stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (out / "work").exists()  # the scratch directory is cleaned up
+    assert (out / "latest.md").read_text() in done.stdout
+    return json.loads((out / "latest.json").read_text()), done.stdout
+
+
+@pytest.mark.timeout(150)
+def test_quick_bench_reports_both_sides(quick: tuple[dict, str]) -> None:
+    """Both sides ran every job and every comparison figure is present for each."""
+    figures, table = quick
+    jobs = figures["config"]["jobs"]
+    for side in ("raybatch", "peer"):
+        result = figures["makespan"][side]
+        assert result["exit_code"] == 0
+        assert result["submits"] == result["outputs"] == jobs
+        for name in SIDE_FIGURES:
+            assert result[name] is not None, (side, name)
+    assert all(figures["makespan"]["ratio"][name] is not None for name in ("makespan_s",
+               "status_calls_per_job", "cpu_s_per_1000_jobs"))
+    assert "| makespan ÷ ideal |" in table and "peer (fal_client)" in table
+
+
+@pytest.mark.timeout(150)
+def test_quick_bench_covers_curve_scale_transfer_and_targets(quick: tuple[dict, str]) -> None:
+    """The CPU curve, scale points, transfers and every target have their figures."""
+    figures, _ = quick
+    assert [p["jobs"] for p in figures["cpu_curve"]] == figures["config"]["cpu_scale"]
+    for point in figures["cpu_curve"]:
+        assert point["cpu_ratio"] is not None
+        for side in ("raybatch", "peer"):
+            assert point[side]["exit_code"] == 0 and point[side]["cpu_s_per_1000_jobs"] > 0
+    assert [p["jobs"] for p in figures["scale"]] == figures["config"]["scale"]
+    for point in figures["scale"]:
+        assert all(point[name] is not None for name in SCALE_FIGURES), point
+    for way in ("download", "upload"):
+        assert set(figures["transfer"][way]) == {
+            "raybatch_mib_s", "curl_mib_s", "ratio", "raybatch_rss_growth_mb"
+        }
+    names = " ".join(t["target"] for t in figures["targets"])
+    for word in ("makespan", "status calls", "p95", "CPU", "plan time", "plan peak RSS",
+                 "resume", "status time", "download", "upload"):
+        assert word in names
+    assert all(t["met"] is not None for t in figures["targets"])
