@@ -28,6 +28,10 @@ from .state import DirectoryLock, StateStore, Transitions, write_results
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
+#: Remote requests at once when neither the manifest nor --concurrency says: a small
+#: account's limit. fal queues what is beyond the real limit, so this only sets the pace.
+DEFAULT_CONCURRENCY = 8
+
 #: The key ``--local`` uses when FAL_KEY is unset: the emulator accepts any key.
 LOCAL_KEY = "local-emulator-key"
 
@@ -245,7 +249,7 @@ def _report(args: argparse.Namespace, the_plan: Plan) -> int:
 
 
 def _run(args: argparse.Namespace, the_plan: Plan) -> int:
-    concurrency = args.concurrency or the_plan.manifest.concurrency
+    concurrency = args.concurrency or the_plan.manifest.concurrency or DEFAULT_CONCURRENCY
     if concurrency < 1:
         raise ManifestError("usage: --concurrency must be at least 1")
     max_cost = args.max_cost if args.max_cost is not None else the_plan.manifest.max_cost

@@ -17,6 +17,7 @@ Retries are decided here and only here, by error class (see ``errors.py``).
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -42,7 +43,7 @@ from .errors import (
 )
 from .fal import FalClient, Status, Submission, classify_completed
 from .job import JobSpec, LocalFile, resolve_arguments
-from .paths import safe_extension
+from .paths import output_name_for
 from .state import ErrorInfo, JobRow, OutputFile, StateStore, StateWriter, Transitions
 
 _T = TypeVar("_T")
@@ -199,12 +200,27 @@ def output_paths(
     output: PurePosixPath, files: Sequence[tuple[str, dict[str, Any]]]
 ) -> list[PurePosixPath]:
     """Where each result file goes: the first under the job's output path, the others
-    beside it as ``<stem>.<field><ext>`` with the extension taken from fal's file name."""
+    beside it as ``<stem>.<field><ext>``. fal supplies the field names and file names, so
+    both are reduced to harmless characters (see ``paths.output_name_for``)."""
     paths = [output]
     for field_path, file in files[1:]:
-        ext = safe_extension(file.get("file_name"), file.get("content_type"))
-        paths.append(output.with_name(f"{output.stem}.{field_path.replace('.', '-')}{ext}"))
+        name = output_name_for(
+            _text(file.get("file_name")),
+            stem=output.stem,
+            label=field_path,
+            content_type=_text(file.get("content_type")),
+        )
+        paths.append(output.parent / name)
     return paths
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _size(value: object) -> int | None:
+    # fal's file_size is advisory; a non-integer one is ignored rather than trusted.
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class Scheduler:
@@ -403,7 +419,7 @@ class Scheduler:
         for sha, local in spec.files.items():
             self._check_can_submit()
             self.observer.on_state(spec, "uploading", local.path.name)
-            uploaded[sha] = await self._uploads.get(sha, lambda f=local: self._upload(f))
+            uploaded[sha] = await self._uploads.get(sha, functools.partial(self._upload, local))
         job.request = await self._submit(spec, resolve_arguments(spec, uploaded), job)
         job.state = "queued"
         return job.request
@@ -418,7 +434,10 @@ class Scheduler:
         self.observer.on_bytes("up", local.size)
         return url
 
-    def _check_budget(self, cost: float) -> None:
+    def _reserve_budget(self, cost: float) -> None:
+        """Count ``cost`` as spent before the POST, or stop submitting if it would pass
+        --max-cost. Reserving (rather than counting after fal answers) keeps many
+        concurrent submits from all slipping under the cap at once."""
         limit = self.options.max_cost
         if limit is not None and self._spent + cost > limit + 1e-9:
             self.summary.budget_stopped = True
@@ -427,6 +446,13 @@ class Scheduler:
                 f" (${cost:.2f}) would pass --max-cost ${limit:.2f}; submitting nothing more"
             )
             raise _Stop(self._stop_submitting)
+        self._spent += cost
+        self.summary.spent = self._spent
+
+    def _release_budget(self, cost: float) -> None:
+        """fal refused the POST outright: nothing was bought."""
+        self._spent -= cost
+        self.summary.spent = self._spent
 
     async def _submit(self, spec: JobSpec, arguments: dict[str, Any], job: _Progress) -> Submission:
         """POST the job, recording the intent first and the request id right after.
@@ -438,11 +464,11 @@ class Scheduler:
         for n in range(1, self.options.stage_attempts + 1):
             attempt = job.attempts + 1
             self._check_can_submit()
-            self._check_budget(cost)
             pause = self._submit_paused_until - time.monotonic()
             if pause > 0:
                 await anyio.sleep(pause)
                 continue
+            self._reserve_budget(cost)
             self.observer.on_state(spec, "submitting", None)
             # From the intent to the recorded request id the outcome is unknowable after a
             # crash; shield it so a cancel (second Ctrl-C) never widens that window.
@@ -469,6 +495,7 @@ class Scheduler:
                     # so the job is plainly pending again (a crash now must not count it as
                     # ambiguous).
                     await self._writer.apply(Transitions.unsent(spec.key))
+                    self._release_budget(cost)
                     if not isinstance(exc, RetryableError):
                         raise
                     if n == self.options.stage_attempts:
@@ -495,8 +522,6 @@ class Scheduler:
                     )
                     crashpoints.reached("after_record")
                     job.attempts = attempt
-                    self._spent += cost
-                    self.summary.spent = self._spent
                     self.observer.on_state(spec, "queued", sub.request_id)
                     return sub
             await anyio.sleep(delay)
@@ -566,16 +591,16 @@ class Scheduler:
             for (field_path, file), rel in zip(
                 files, output_paths(spec.output, files), strict=True
             ):
-                got = await self._retrying(
-                    lambda f=file, r=rel: dl.download(
-                        downloader,
-                        f["url"],
-                        self.output_dir / r,
-                        root=self.output_dir,
-                        expected_size=f.get("file_size"),
-                        on_bytes=lambda n: self.observer.on_bytes("down", n),
-                    )
+                fetch = functools.partial(
+                    dl.download,
+                    downloader,
+                    file["url"],
+                    self.output_dir / rel,
+                    root=self.output_dir,
+                    expected_size=_size(file.get("file_size")),
+                    on_bytes=functools.partial(self.observer.on_bytes, "down"),
                 )
+                got = await self._retrying(fetch)
                 outputs.append(OutputFile(str(rel), got.sha256, got.size, file["url"], field_path))
         crashpoints.reached("after_rename")
         await self._writer.apply(Transitions.done(spec.key, outputs))

@@ -345,9 +345,11 @@ class StateStore:
 
     def set_meta(self, name: str, value: str) -> None:
         """Set a meta value (its own transaction)."""
-        self.execute_batch(
-            [lambda c: c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))]
-        )
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+
+        self.execute_batch([op])
 
 
 def _update(key: str, **fields: Any) -> Callable[[sqlite3.Connection], None]:
