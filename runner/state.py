@@ -606,7 +606,8 @@ class StateWriter:
         await waiter.wait()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Serve commits until :meth:`close`; a failed commit fails every waiter with it."""
+        """Serve commits until :meth:`close`; a failed commit fails every waiter with it
+        (this task itself never raises: the callers decide what a failure means)."""
         task_status.started()
         with self._send, self._receive:
             async for first in self._receive:
@@ -616,17 +617,21 @@ class StateWriter:
                         batch.append(self._receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                try:
-                    # Shielded by default (to_thread): a cancelled run still finishes the
-                    # commit it started, so no acknowledged write is half-done.
-                    await anyio.to_thread.run_sync(
-                        self._store.execute_batch, [op for op, _ in batch]
-                    )
-                except Exception as exc:
-                    self._failure = exc
+                if self._failure is None:
+                    try:
+                        # Shielded by default (to_thread): a cancelled run still finishes
+                        # the commit it started, so no acknowledged write is half-done.
+                        await anyio.to_thread.run_sync(
+                            self._store.execute_batch, [op for op, _ in batch]
+                        )
+                    except Exception as exc:  # noqa: BLE001 - handed to every waiter
+                        self._failure = exc
+                if self._failure is not None:
+                    # After one failed commit nothing more is written: every waiter, now
+                    # and later, gets that error (a DiskError stops the run as fatal).
                     for _, waiter in batch:
-                        waiter.fail(exc)
-                    raise
+                        waiter.fail(self._failure)
+                    continue
                 for _, waiter in batch:
                     waiter.done()
 

@@ -136,19 +136,22 @@ async def test_ambiguous_submit_is_counted(tmp_path: Path) -> None:
 
 
 async def test_failed_commit_fails_every_waiter(tmp_path: Path) -> None:
-    """A transaction that raises is rolled back and its error reaches the callers."""
-    store, (spec, *_) = _store(tmp_path)
+    """A transaction that raises is rolled back, and its error reaches that caller and every
+    later one (nothing more is written after a failed commit)."""
+    store, (spec, other, _) = _store(tmp_path)
 
     def broken(conn: object) -> None:
         raise RuntimeError("no")
 
     writer = StateWriter(store)
-    with pytest.raises(BaseExceptionGroup):
-        async with anyio.create_task_group() as tg:
-            await tg.start(writer.run)
+    async with anyio.create_task_group() as tg:
+        await tg.start(writer.run)
+        with pytest.raises(RuntimeError, match="no"):
             await writer.apply(Transitions.intent(spec.key, 1), broken)
-    row = store.row(spec.key)
-    assert row is not None and row.state == "pending", "the batch must be all or nothing"
+        with pytest.raises(RuntimeError, match="no"):
+            await writer.apply(Transitions.intent(other.key, 1))
+        writer.close()
+    assert set(store.states().values()) == {"pending"}, "the batch must be all or nothing"
 
 
 async def test_many_concurrent_writers_are_group_committed(tmp_path: Path) -> None:
