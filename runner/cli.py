@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -204,39 +204,34 @@ def _dispatch(args: argparse.Namespace) -> int:
 # -- plan / status / report ----------------------------------------------------------------
 
 
-def _open_existing(the_plan: Plan) -> StateStore | None:
-    path = the_plan.output_dir / "state.db"
-    return StateStore.open(path, create=False) if path.exists() else None
+@contextmanager
+def _existing_state(the_plan: Plan) -> Iterator[StateStore | None]:
+    """The plan's state file opened for reading, or None when nothing has run yet."""
+    store = report.open_state(the_plan)
+    try:
+        yield store
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _show(args: argparse.Namespace, summary: dict[str, Any], text: Callable[..., str]) -> int:
+    print(json.dumps(summary, indent=2) if args.json else text(summary))
+    return EXIT_OK
 
 
 def _plan(args: argparse.Namespace, the_plan: Plan) -> int:
-    store = _open_existing(the_plan)
-    try:
+    with _existing_state(the_plan) as store:
         summary = report.plan_summary(the_plan, store)
-    finally:
-        if store is not None:
-            store.close()
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(report.format_plan(summary))
-    return EXIT_OK
+    return _show(args, summary, report.format_plan)
 
 
 def _status(args: argparse.Namespace, the_plan: Plan) -> int:
-    store = report.open_state(the_plan)
-    try:
+    with _existing_state(the_plan) as store:
         summary = report.status_summary(
             the_plan, store, only=args.only, exclude=args.exclude, output_dir=args.output_dir
         )
-    finally:
-        if store is not None:
-            store.close()
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(report.format_status(summary))
-    return EXIT_OK
+    return _show(args, summary, report.format_status)
 
 
 def _report(args: argparse.Namespace, the_plan: Plan) -> int:
@@ -370,10 +365,11 @@ def _exit_code(summary: RunSummary) -> int:
 
 
 def _cancel(args: argparse.Namespace, the_plan: Plan) -> int:
-    store = _open_existing(the_plan)
-    if store is None:
+    path = the_plan.output_dir / "state.db"
+    if not path.exists():
         print("nothing to cancel: no state file yet")
         return EXIT_OK
+    store = StateStore.open(path, create=False)
     try:
         with DirectoryLock(the_plan.output_dir):
             outcome = anyio.run(_cancel_all, store, the_plan, FalConfig.from_env(args.fal_url))

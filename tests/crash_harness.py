@@ -157,15 +157,18 @@ def check(out: Path, emulator: Emulator, report: SweepReport, *, final: bool) ->
             report.violations.append(f"{parts} .part file(s) left in {out.name}")
 
 
-def _kill_round(
+def _run_once(
     manifest: Path,
     out: Path,
     emulator: Emulator,
     target: str | None,
     rng: random.Random,
     timeout: float,
-) -> int:
-    """One runner process, killed at ``target`` (a crash point) or at a random moment."""
+    *,
+    kill: bool = True,
+) -> tuple[int, str]:
+    """One runner process; with ``kill``, killed at ``target`` (a crash point) or, without
+    a target, at a random moment. Returns its exit code and stderr."""
     env = {"RAYBATCH_CRASH_AT": target} if target else {}
     runner = spawn_cli(
         "run",
@@ -177,17 +180,17 @@ def _kill_round(
         cwd=manifest.parent,
         env=env,
     )
-    if target is None:
+    if kill and target is None:
         try:
             runner.wait(timeout=rng.uniform(0.5, 3.0))
         except subprocess.TimeoutExpired:
             runner.send_signal(signal.SIGKILL)
     try:
-        runner.communicate(timeout=timeout)
+        _, stderr = runner.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         runner.kill()
-        runner.communicate()
-    return runner.returncode
+        _, stderr = runner.communicate()
+    return runner.returncode, stderr
 
 
 def sweep(workdir: Path, *, kills: int, seed: int, timeout: float = 120) -> SweepReport:
@@ -209,7 +212,7 @@ def sweep(workdir: Path, *, kills: int, seed: int, timeout: float = 120) -> Swee
             while targets:
                 target = targets[0]
                 report.rounds += 1
-                code = _kill_round(manifest, out, emulator, target, rng, timeout)
+                code, _ = _run_once(manifest, out, emulator, target, rng, timeout)
                 check(out, emulator, report, final=False)
                 if code in (-signal.SIGKILL, 137):
                     targets.pop(0)
@@ -227,18 +230,9 @@ def sweep(workdir: Path, *, kills: int, seed: int, timeout: float = 120) -> Swee
                 else:
                     report.violations.append(f"round exited {code}")
                     targets.pop(0)
-            runner = spawn_cli(
-                "run",
-                manifest,
-                "--fal-url",
-                emulator.url,
-                "--output-dir",
-                out,
-                cwd=workdir,
-            )
-            _, stderr = runner.communicate(timeout=timeout)
-            if runner.returncode != 0:
-                report.violations.append(f"final run exited {runner.returncode}: {stderr[-500:]}")
+            code, stderr = _run_once(manifest, out, emulator, None, rng, timeout, kill=False)
+            if code != 0:
+                report.violations.append(f"final run exited {code}: {stderr[-500:]}")
             check(out, emulator, report, final=True)
     finally:
         stop_emulator(emulator)
