@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from . import __version__, report
+from . import __version__, registry, report
 from .errors import ManifestError, RaybatchError
 from .fal import FalClient, FalConfig
 from .manifest import Plan, manifest_schema, plan
@@ -249,19 +249,24 @@ def _run(args: argparse.Namespace, the_plan: Plan) -> int:
         raise ManifestError("usage: --concurrency must be at least 1")
     max_cost = args.max_cost if args.max_cost is not None else the_plan.manifest.max_cost
     output_dir = the_plan.output_dir
+    if args.output_dir is None and the_plan.manifest.output_dir is None:
+        registry.check_default_output_dir(the_plan.manifest_path, output_dir)
+    # Every refusal comes before anything is written.
+    with _existing_state(the_plan) as existing:
+        remaining = report.remaining_cost(the_plan, existing, retry_failed=args.retry_failed)
+    if max_cost is not None and remaining > max_cost + 1e-9:
+        raise ManifestError(
+            f"the remaining jobs are estimated at ${remaining:.2f}, above --max-cost"
+            f" ${max_cost:.2f}; nothing was submitted (raise the cap or use --only)"
+        )
     output_dir.mkdir(parents=True, exist_ok=True)
     with DirectoryLock(output_dir):
         store = StateStore.open(output_dir / "state.db")
+        registry.remember(the_plan.manifest_path, output_dir)
         try:
             store.add_jobs(the_plan.jobs)
             if args.retry_failed:
                 _reset_failed(store, the_plan)
-            remaining = report.remaining_cost(the_plan, store)
-            if max_cost is not None and remaining > max_cost + 1e-9:
-                raise ManifestError(
-                    f"the remaining jobs are estimated at ${remaining:.2f}, above --max-cost"
-                    f" ${max_cost:.2f}; nothing was submitted (raise the cap or use --only)"
-                )
             options = RunOptions(
                 concurrency=concurrency,
                 max_cost=max_cost,

@@ -35,11 +35,13 @@ def _rows(plan: Plan, store: StateStore | None) -> dict[str, JobRow]:
     return {r.key: r for r in store.rows() if r.key in keys}
 
 
-def remaining_cost(plan: Plan, store: StateStore | None) -> float:
-    """Estimated USD of the jobs in the plan that are not done, paid or in flight."""
+def remaining_cost(plan: Plan, store: StateStore | None, *, retry_failed: bool = False) -> float:
+    """Estimated USD of the jobs a run would submit: not done, paid or in flight, and not
+    failed or cancelled unless they are to be retried."""
     states = store.states() if store is not None else {}
+    skipped = PAID if retry_failed else PAID | {"failed", "cancelled"}
     return sum(
-        s.estimated_cost or 0.0 for s in plan.jobs if states.get(s.key, "pending") not in PAID
+        s.estimated_cost or 0.0 for s in plan.jobs if states.get(s.key, "pending") not in skipped
     )
 
 

@@ -624,7 +624,7 @@ class StateWriter:
                         await anyio.to_thread.run_sync(
                             self._store.execute_batch, [op for op, _ in batch]
                         )
-                    except Exception as exc:  # noqa: BLE001 - handed to every waiter
+                    except Exception as exc:  # handed to every waiter below
                         self._failure = exc
                 if self._failure is not None:
                     # After one failed commit nothing more is written: every waiter, now

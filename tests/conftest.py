@@ -25,6 +25,18 @@ MANIFESTS = ROOT / "manifests"
 TEST_KEY = "test-key-0123456789"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the per-user index of output directories (runner/registry.py) out of $HOME."""
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state-home"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = old
+
+
 @dataclass
 class Emulator:
     """A running emulator process: its URL, and a reader for its stats."""

@@ -157,3 +157,31 @@ def test_broken_manifest_exits_2_and_submits_nothing(
     assert field in result.stderr and phrase in result.stderr
     assert emulator.stats()["submits"] == 0
     assert not out.exists()
+
+
+def test_running_from_another_directory_does_not_pay_twice(
+    demo: Path, tmp_path: Path, emulator: Emulator
+) -> None:
+    """The default output dir is relative to where raybatch runs; from a second directory,
+    where it would find no state and submit everything again, the run is refused instead."""
+    first_cwd, second_cwd = tmp_path / "a", tmp_path / "b"
+    first_cwd.mkdir()
+    second_cwd.mkdir()
+    first = run_cli("run", demo, "--fal-url", emulator.url, cwd=first_cwd)
+    assert first.returncode == 0, first.stderr
+    assert (first_cwd / "outputs" / "demo" / "state.db").exists()
+    second = run_cli("run", demo, "--fal-url", emulator.url, cwd=second_cwd)
+    assert second.returncode == 2
+    assert str(first_cwd / "outputs" / "demo") in second.stderr
+    assert emulator.stats()["submits"] == JOBS_IN_DEMO
+    assert not (second_cwd / "outputs").exists()
+    again = run_cli(
+        "run",
+        demo,
+        "--fal-url",
+        emulator.url,
+        "--output-dir",
+        first_cwd / "outputs" / "demo",
+        cwd=second_cwd,
+    )
+    assert again.returncode == 0 and emulator.stats()["submits"] == JOBS_IN_DEMO
