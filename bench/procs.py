@@ -78,8 +78,11 @@ class Running:
         if self.process.returncode is None:
             os.kill(self.process.pid, signum)
 
-    def finish(self, timeout: float) -> Measured:
-        """Wait (at most ``timeout`` s, then SIGTERM, SIGKILL) and measure the child."""
+    def finish(self, timeout: float, *, kill_ok: bool = False) -> Measured:
+        """Wait (at most ``timeout`` s, then SIGTERM, SIGKILL) and measure the child.
+
+        A child that had to be killed raises ``TimeoutError`` unless ``kill_ok``.
+        """
         reaped = _reap(self.pid, time.monotonic() + timeout)
         timed_out = reaped is None
         if reaped is None:
@@ -94,7 +97,7 @@ class Running:
         code = os.waitstatus_to_exitcode(status)
         self.process.returncode = code  # reaped here: Popen must not wait for it again
         self._log.close()
-        if timed_out:
+        if timed_out and not kill_ok:
             raise TimeoutError(f"{self.process.args!r} ran longer than {timeout:.0f} s")
         return Measured(
             code, wall, usage.ru_utime, usage.ru_stime, usage.ru_maxrss / 1024, self.started_at
@@ -106,7 +109,11 @@ def spawn(command: list[str], *, cwd: Path, log: Path) -> Running:
     out = log.open("wb")
     started_at = time.time()
     process = subprocess.Popen(
-        command, cwd=cwd, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
+        command,
+        cwd=cwd,
+        env=child_env(),
+        stdout=out,
+        stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
     return Running(process, started_at, out)
@@ -136,13 +143,29 @@ class Emulator:
     ) -> None:
         low, high = durations
         command = python(
-            "-m", "runner.emulator", "--host", "127.0.0.1", "--port", "0", "--synthetic",
-            "--max-running", str(limit), "--job-seconds", f"{low}:{high}", "--seed", str(seed),
+            "-m",
+            "runner.emulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--synthetic",
+            "--max-running",
+            str(limit),
+            "--job-seconds",
+            f"{low}:{high}",
+            "--seed",
+            str(seed),
         )
         self._stderr = (work / f"{name}.log").open("wb")
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=self._stderr,
-            stdin=subprocess.DEVNULL, text=True,
+            command,
+            cwd=ROOT,
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            stdin=subprocess.DEVNULL,
+            text=True,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline().strip()

@@ -36,38 +36,81 @@ def targets(f: dict[str, Any]) -> list[dict[str, Any]]:
     ms = f.get("makespan")
     if ms:
         ours, ratio = ms["raybatch"], ms["ratio"]
-        found.append(_target("makespan ÷ ideal bound", ours["makespan_ratio_to_ideal"], "≤ 1.03",
-                             _le(ours["makespan_ratio_to_ideal"], 1.03)))
-        found.append(_target("status calls per job, raybatch ÷ peer",
-                             ratio["status_calls_per_job"], "≤ 0.1",
-                             _le(ratio["status_calls_per_job"], 0.1)))
-        found.append(_target("completion → result fetched, p95 (s)", ours["fetch_latency_p95_s"],
-                             "≤ 1.5", _le(ours["fetch_latency_p95_s"], 1.5)))
-        found.append(_target("CPU per job, raybatch ÷ peer (makespan run)",
-                             ratio["cpu_s_per_1000_jobs"], "≤ 1",
-                             _le(ratio["cpu_s_per_1000_jobs"], 1.0)))
+        ratio_to_ideal = ours["makespan_ratio_to_ideal"]
+        found.append(
+            _target("makespan ÷ ideal bound", ratio_to_ideal, "≤ 1.03", _le(ratio_to_ideal, 1.03))
+        )
+        found.append(
+            _target(
+                "status calls per job, raybatch ÷ peer",
+                ratio["status_calls_per_job"],
+                "≤ 0.1",
+                _le(ratio["status_calls_per_job"], 0.1),
+            )
+        )
+        found.append(
+            _target(
+                "completion → result fetched, p95 (s)",
+                ours["fetch_latency_p95_s"],
+                "≤ 1.5",
+                _le(ours["fetch_latency_p95_s"], 1.5),
+            )
+        )
+        found.append(
+            _target(
+                "CPU per job, raybatch ÷ peer (makespan run)",
+                ratio["cpu_s_per_1000_jobs"],
+                "≤ 1",
+                _le(ratio["cpu_s_per_1000_jobs"], 1.0),
+            )
+        )
     for point in f.get("cpu_curve", []):
-        found.append(_target(f"CPU per job, raybatch ÷ peer ({point['jobs']:,} short jobs)",
-                             point["cpu_ratio"], "≤ 1", _le(point["cpu_ratio"], 1.0)))
+        found.append(
+            _target(
+                f"CPU per job, raybatch ÷ peer ({point['jobs']:,} short jobs)",
+                point["cpu_ratio"],
+                "≤ 1",
+                _le(point["cpu_ratio"], 1.0),
+            )
+        )
     scale = f.get("scale") or []
     big = max(scale, key=lambda p: p["jobs"], default=None)
     if big is not None:
         n = f"{big['jobs']:,} jobs"
         found.append(_target(f"plan time, {n} (s)", big["plan_s"], "≤ 5", _le(big["plan_s"], 5)))
-        found.append(_target(f"plan peak RSS, {n} (MB)", big["plan_peak_rss_mb"], "≤ 300",
-                             _le(big["plan_peak_rss_mb"], 300)))
-        found.append(_target(f"resume to first submission, {n} (s)",
-                             big["resume_to_first_submit_s"], "≤ 2",
-                             _le(big["resume_to_first_submit_s"], 2)))
-        found.append(_target(f"status time, {n} (s)", big["status_s"], "≤ 1",
-                             _le(big["status_s"], 1)))
+        found.append(
+            _target(
+                f"plan peak RSS, {n} (MB)",
+                big["plan_peak_rss_mb"],
+                "≤ 300",
+                _le(big["plan_peak_rss_mb"], 300),
+            )
+        )
+        found.append(
+            _target(
+                f"resume to first submission, {n} (s)",
+                big["resume_to_first_submit_s"],
+                "≤ 2",
+                _le(big["resume_to_first_submit_s"], 2),
+            )
+        )
+        found.append(
+            _target(f"status time, {n} (s)", big["status_s"], "≤ 1", _le(big["status_s"], 1))
+        )
     tr = f.get("transfer")
     if tr:
         for way in ("download", "upload"):
             t = tr[way]
-            found.append(_target(f"{way} throughput ÷ curl", t["ratio"], "≥ 0.8", t["ratio"] >= 0.8))
-            found.append(_target(f"{way} RSS growth (MB)", t["raybatch_rss_growth_mb"], "≤ 50",
-                                 t["raybatch_rss_growth_mb"] <= 50))
+            met = t["ratio"] >= 0.8
+            found.append(_target(f"{way} throughput ÷ curl", t["ratio"], "≥ 0.8", met))
+            found.append(
+                _target(
+                    f"{way} RSS growth (MB)",
+                    t["raybatch_rss_growth_mb"],
+                    "≤ 50",
+                    t["raybatch_rss_growth_mb"] <= 50,
+                )
+            )
     return found
 
 

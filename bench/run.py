@@ -53,14 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="account concurrency limit (default 40)")
     p.add_argument("--durations", type=_durations, help="job seconds MIN:MAX (default 2:10)")
     p.add_argument("--seed", type=int, default=1, help="emulator seed (default 1)")
-    p.add_argument("--scale", type=_sizes, help="plan/resume/status sizes (default 1000,10000,100000)")
-    p.add_argument("--cpu-scale", type=_sizes, help="CPU-curve sizes (default 1000,10000,100000)")
+    p.add_argument(
+        "--scale", type=_sizes, help="plan/resume/status sizes (default 1000,10000,100000)"
+    )
+    p.add_argument("--cpu-scale", type=_sizes, help="CPU-curve sizes (default 1000,10000)")
     p.add_argument("--curve-limit", type=int, help="account limit of the CPU curve (default 100)")
-    p.add_argument("--curve-durations", type=_durations, help="CPU-curve job seconds (default 0.05:0.2)")
+    p.add_argument(
+        "--curve-durations", type=_durations, help="CPU-curve job seconds (default 0.05:0.2)"
+    )
     p.add_argument("--transfer-mib", type=int, help="transfer file size in MiB (default 1024)")
     p.add_argument("--transfer-repeats", type=int, help="best of N transfers (default 2)")
     p.add_argument("--only", action="append", choices=PHASES, help="run only these phases")
-    p.add_argument("--out", type=Path, help="where latest.json/latest.md go (default bench/results)")
+    p.add_argument(
+        "--out", type=Path, help="where latest.json/latest.md go (default bench/results)"
+    )
     p.add_argument("--work", type=Path, help="scratch directory (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     return p
@@ -74,14 +80,14 @@ def settle(args: argparse.Namespace) -> dict[str, Any]:
         "limit": 5 if quick else 40,
         "durations": (0.2, 0.5) if quick else (2.0, 10.0),
         "scale": [100] if quick else [1000, 10000, 100000],
-        "cpu_scale": [40] if quick else [1000, 10000, 100000],
+        "cpu_scale": [40] if quick else [1000, 10000],
         "curve_limit": 20 if quick else 100,
         "curve_durations": (0.05, 0.2),
         "transfer_mib": 8 if quick else 1024,
         "transfer_repeats": 1 if quick else 2,
         "out": ROOT / "bench" / "results" / ("quick" if quick else ""),
     }
-    config = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
+    config = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
     config.update(quick=quick, seed=args.seed, phases=list(args.only or PHASES))
     config.update(work=args.work, keep=args.keep)
     return config
@@ -120,8 +126,15 @@ def run(config: dict[str, Any], work: Path) -> dict[str, Any]:
         timeout = 600 + 5 * jobs * sum(durations) / 2 / limit
         sides = {
             side: run_side(
-                side, "library", work / "makespan" / side, jobs=jobs, limit=limit,
-                durations=durations, seed=config["seed"], output_bytes=0, timeout=timeout,
+                side,
+                "library",
+                work / "makespan" / side,
+                jobs=jobs,
+                limit=limit,
+                durations=durations,
+                seed=config["seed"],
+                output_bytes=0,
+                timeout=timeout,
             )
             for side in ("raybatch", "peer")
         }
@@ -133,9 +146,15 @@ def run(config: dict[str, Any], work: Path) -> dict[str, Any]:
             point: dict[str, Any] = {"jobs": size}
             for side in ("raybatch", "peer"):
                 point[side] = run_side(
-                    side, "synthetic", work / "cpu" / f"{side}-{size}", jobs=size,
-                    limit=config["curve_limit"], durations=config["curve_durations"],
-                    seed=config["seed"], output_bytes=1024, timeout=3600,
+                    side,
+                    "synthetic",
+                    work / "cpu" / f"{side}-{size}",
+                    jobs=size,
+                    limit=config["curve_limit"],
+                    durations=config["curve_durations"],
+                    seed=config["seed"],
+                    output_bytes=1024,
+                    timeout=3600,
                 )
             point["cpu_ratio"] = _ratio(
                 point["raybatch"]["cpu_s_per_1000_jobs"], point["peer"]["cpu_s_per_1000_jobs"]
@@ -147,15 +166,18 @@ def run(config: dict[str, Any], work: Path) -> dict[str, Any]:
         points = []
         for size in config["scale"]:
             points.append(
-                scale_point(work / "scale" / str(size), size, limit=limit, seed=config["seed"],
-                            timeout=900)
+                scale_point(
+                    work / "scale" / str(size), size, limit=limit, seed=config["seed"], timeout=900
+                )
             )
             _progress(f"scale at {size}: {points[-1]}")
         figures["scale"] = points
     if "transfer" in phases:
         figures["transfer"] = transfer(
-            work / "transfer", config["transfer_mib"] * 2**20,
-            repeats=config["transfer_repeats"], timeout=900,
+            work / "transfer",
+            config["transfer_mib"] * 2**20,
+            repeats=config["transfer_repeats"],
+            timeout=900,
         )
         _progress(f"transfer: {figures['transfer']}")
     figures["targets"] = report.targets(figures)

@@ -73,12 +73,24 @@ def client_command(side: Side, load: workload.Workload, url: str, limit: int) ->
     """The command line that runs ``load`` against ``url`` on one side."""
     if side == "raybatch":
         return python(
-            "-m", "runner", "run", str(load.manifest), "--fal-url", url,
-            "--concurrency", str(limit),
+            "-m",
+            "runner",
+            "run",
+            str(load.manifest),
+            "--fal-url",
+            url,
+            "--concurrency",
+            str(limit),
         )
     return python(
-        str(ROOT / "bench" / "peer.py"), str(load.jobs_file), "--fal-url", url,
-        "--concurrency", str(limit), "--out", str(load.output_dir),
+        str(ROOT / "bench" / "peer.py"),
+        str(load.jobs_file),
+        "--fal-url",
+        url,
+        "--concurrency",
+        str(limit),
+        "--out",
+        str(load.output_dir),
     )
 
 

@@ -92,8 +92,13 @@ def child(argv: list[str]) -> int:
 
 def _run_child(*args: str, timeout: float) -> dict[str, Any]:
     done = subprocess.run(
-        python("-m", "bench.transfer", "child", *args), cwd=ROOT, env=child_env(),
-        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        python("-m", "bench.transfer", "child", *args),
+        cwd=ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
     if done.returncode != 0:
         raise RuntimeError(f"transfer child failed: {done.stderr[-2000:]}")
@@ -104,7 +109,10 @@ def _run_child(*args: str, timeout: float) -> dict[str, Any]:
 def _curl(*args: str, timeout: float) -> float:
     done = subprocess.run(
         ["curl", "-sS", "--fail", "--noproxy", "*", "-w", "%{time_total}", *args],
-        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
     if done.returncode != 0:
         raise RuntimeError(f"curl failed: {done.stderr[-2000:]}")
@@ -134,19 +142,36 @@ def transfer(work: Path, size: int, *, repeats: int, timeout: float) -> dict[str
     try:
         with Emulator(work, limit=1, durations=(1, 1), seed=0, name="transfer-emulator") as emu:
             token = httpx.post(
-                f"{emu.url}/storage/auth/token", json={},
-                headers={"Authorization": f"Key {BENCH_KEY}"}, timeout=30,
+                f"{emu.url}/storage/auth/token",
+                json={},
+                headers={"Authorization": f"Key {BENCH_KEY}"},
+                timeout=30,
             ).json()["token"]
             for _ in range(repeats):
                 up = _run_child("upload", emu.url, str(source), timeout=timeout)
                 keep("raybatch_upload", up["seconds"])
                 growth["upload"] = max(growth["upload"], up["rss_growth"])
-                keep("curl_upload", _curl(
-                    "-o", "/dev/null", "-X", "POST", "-T", str(source),
-                    "-H", "Expect:", "-H", f"Authorization: Bearer {token}",
-                    "-H", "Content-Type: video/mp4", "-H", "X-Fal-File-Name: big.bin",
-                    f"{emu.url}/files/upload", timeout=timeout,
-                ))
+                keep(
+                    "curl_upload",
+                    _curl(
+                        "-o",
+                        "/dev/null",
+                        "-X",
+                        "POST",
+                        "-T",
+                        str(source),
+                        "-H",
+                        "Expect:",
+                        "-H",
+                        f"Authorization: Bearer {token}",
+                        "-H",
+                        "Content-Type: video/mp4",
+                        "-H",
+                        "X-Fal-File-Name: big.bin",
+                        f"{emu.url}/files/upload",
+                        timeout=timeout,
+                    ),
+                )
                 got = work / "got" / "raybatch.bin"
                 down = _run_child("download", up["url"], str(got), str(size), timeout=timeout)
                 keep("raybatch_download", down["seconds"])

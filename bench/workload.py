@@ -82,7 +82,8 @@ def upload_clips(url: str, count: int) -> list[str]:
 def library(directory: Path, jobs: int, clip_urls: list[str] | None = None) -> Workload:
     """The clips × looks workload; made-up clip URLs unless ``clip_urls`` are given."""
     clips, prompts = shape(jobs)
-    urls = clip_urls or [f"https://media.example.invalid/library/clip-{i:06d}.mp4" for i in range(clips)]
+    made_up = "https://media.example.invalid/library/clip-{:06d}.mp4"
+    urls = clip_urls or [made_up.format(i) for i in range(clips)]
     assert len(urls) == clips
     looks = _prompts(prompts)
     directory.mkdir(parents=True, exist_ok=True)

@@ -245,7 +245,9 @@ class _Part:
         if advise is not None:
             with contextlib.suppress(OSError):
                 advise(
-                    self.fd, self._written_back, self.size - self._written_back,
+                    self.fd,
+                    self._written_back,
+                    self.size - self._written_back,
                     os.POSIX_FADV_DONTNEED,
                 )
         self._written_back = self.size
@@ -392,6 +394,10 @@ async def _get(
             response = await client.send(request, stream=True, follow_redirects=False)
         except httpx.RequestError as exc:
             raise DownloadError(f"download request failed ({_reason(exc)})") from exc
+        except httpx.InvalidURL as exc:
+            # httpx prepares ``next_request`` for every redirect even when not following
+            # it, and a Location it cannot parse (``data:...``) raises here.
+            raise UnsafeOutput("a download redirect named an invalid URL") from exc
         if not response.is_redirect:
             try:
                 yield response

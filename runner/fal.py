@@ -119,6 +119,8 @@ PART_SIZE = 10 * 1024 * 1024
 PART_CONCURRENCY = 4
 _READ_CHUNK = 1024 * 1024
 _TOKEN_MARGIN = timedelta(seconds=60)
+#: Idle connections kept for submits, results and uploads (status streams: all of them).
+_REQUEST_KEEPALIVE = 16
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _LEGACY_ID = re.compile(r"(\d+)-([A-Za-z0-9][A-Za-z0-9._-]*)")
 _NAMESPACES = frozenset({"workflows", "comfy"})
@@ -248,7 +250,8 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class FalClient:
-    """fal's queue and storage API over one ``httpx.AsyncClient``; never retries."""
+    """fal's queue and storage API over httpx (requests and status streams in separate
+    connection pools); never retries."""
 
     def __init__(
         self,
@@ -259,25 +262,39 @@ class FalClient:
         max_connections: int = 200,
     ) -> None:
         self.config = config
-        limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
         # No total deadline exists in httpx; ``timeout`` bounds each read/write/pool wait,
         # which is what keeps a stalled upload or stream from hanging forever.
         self._timeout = httpx.Timeout(timeout, connect=min(10.0, timeout))
-        self._http = httpx.AsyncClient(
-            transport=transport or httpx.AsyncHTTPTransport(retries=0, limits=limits),
-            timeout=self._timeout,
-            follow_redirects=False,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-        )
+
+        def client(pool: httpx.AsyncBaseTransport | None, keepalive: int) -> httpx.AsyncClient:
+            limits = httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=keepalive
+            )
+            return httpx.AsyncClient(
+                transport=pool or httpx.AsyncHTTPTransport(retries=0, limits=limits),
+                timeout=self._timeout,
+                follow_redirects=False,
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            )
+
+        # Two pools, because httpcore walks every connection of a pool, with a socket check
+        # per idle one (and quadratically), whenever a request starts or ends:
+        # - status streams hold their connection for a job's whole run and are replaced one
+        #   for one, so their pool keeps every connection alive;
+        # - submits, results, uploads come in bursts (a whole slot's worth at start-up);
+        #   keeping every burst connection alive made each later request check ~concurrency
+        #   idle sockets. A few idle ones are enough to reuse (see bench/README.md).
+        self._http = client(transport, min(max_connections, _REQUEST_KEEPALIVE))
+        self._streams = self._http if transport is not None else client(None, max_connections)
         self._key_origins = {_origin(config.queue_url), _origin(config.rest_url)}
         self._token: _CdnToken | None = None
         self._token_lock = anyio.Lock()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
         await self._http.aclose()
+        if self._streams is not self._http:
+            await self._streams.aclose()
 
     async def __aenter__(self) -> FalClient:
         return self
@@ -350,7 +367,7 @@ class FalClient:
         final: Status | None = None
         headers = {"Accept": "text/event-stream", "Authorization": self._key_auth(url)}
         try:
-            async with self._http.stream(
+            async with self._streams.stream(
                 "GET", url, params={"logs": "1" if logs else "0"}, headers=headers
             ) as response:
                 if not response.is_success:

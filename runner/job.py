@@ -47,9 +47,14 @@ class JobSpec:
     estimated_cost: float | None = None
 
 
+#: ``json.dumps`` with these options builds a new encoder per call; a plan hashes one
+#: input per job, so the encoder is made once (same output, byte for byte).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
     """The one JSON spelling of ``value`` that every key is computed from."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def job_key(endpoint: str, arguments: Mapping[str, Any]) -> str:

@@ -17,6 +17,7 @@ import glob
 import math
 import os
 import re
+import stat
 import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ from runner.media import (
     extension,
     is_remote,
     local_file,
+    not_a_regular_file,
     probe,
     probe_remote,
     reference_problem,
@@ -81,6 +83,7 @@ MAX_DEPTH = 64
 MAX_VALUES = 5_000_000  # YAML aliases can nest a billion values into a few lines
 MAX_JOBS = 250_000  # 2.5x the 100k design point; a planned job holds about 1 KB
 MAX_SHOWN_PROBLEMS = 20
+MAX_DIGITS = 100  # an integer longer than this is a mistake (and int() balks at 4300)
 
 NONE = "none"  # what {clip} and {prompt} render as for a job without one
 TEMPLATE_VARIABLES = ("clip", "image", "prompt", "endpoint", "key", "index", "ext")
@@ -112,6 +115,7 @@ class _Loader(_BaseLoader):
         """The line of every field path under ``root``; raises ``_YamlProblem``."""
         lines: dict[Loc, int] = {(): root.start_mark.line + 1}
         sizes: dict[int, int] = {}
+        self._locs: dict[int, Loc] = {}
         if self._walk(root, (), lines, sizes, 0) > MAX_VALUES:
             raise _YamlProblem((), f"expands to more than {MAX_VALUES:,} values (YAML aliases?)")
         return lines
@@ -124,6 +128,7 @@ class _Loader(_BaseLoader):
             raise _YamlProblem(loc[:1], f"is nested more than {MAX_DEPTH} levels deep", line)
         if id(node) in sizes:  # an alias: counted again, walked once
             return sizes[id(node)]
+        self._locs[id(node)] = loc
         size = 1
         if isinstance(node, yaml.MappingNode):
             first: dict[str, int] = {}
@@ -146,22 +151,38 @@ class _Loader(_BaseLoader):
         sizes[id(node)] = size
         return size
 
+    def _problem(self, node: yaml.Node, message: str) -> _YamlProblem:
+        """A problem at ``node``: its line, and its field path when the walk saw it."""
+        locs: dict[int, Loc] = getattr(self, "_locs", {})
+        return _YamlProblem(locs.get(id(node), ()), message, node.start_mark.line + 1)
+
     def _number_or_text(self, node: yaml.ScalarNode) -> object:
         text = self.construct_scalar(node)
         if ":" in text:
             return text
         if node.tag.endswith(":int"):
+            digits = sum(char.isdigit() for char in text)
+            if digits > MAX_DIGITS:
+                # int() refuses these itself (CPython's 4300-digit guard), with a ValueError.
+                raise self._problem(node, f"a number of {digits:,} digits is not a sensible value")
             return self.construct_yaml_int(node)
         number = self.construct_yaml_float(node)
         if not math.isfinite(number):
-            raise _YamlProblem((), f"{text!r} is not a finite number", node.start_mark.line + 1)
+            shown = text if len(text) <= 40 else text[:40] + "..."
+            raise self._problem(node, f"{shown!r} is not a finite number")
         return number
 
     def _text(self, node: yaml.ScalarNode) -> str:
         return str(self.construct_scalar(node))
 
     def _refuse(self, node: yaml.Node) -> None:
-        raise _YamlProblem((), f"{node.tag} values are not supported", node.start_mark.line + 1)
+        raise self._problem(node, f"{node.tag} values are not supported")
+
+    def _unknown_tag(self, node: yaml.Node) -> None:
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise self._problem(
+            node, f"the YAML tag {tag!r} is not supported: a manifest is plain YAML (no tags)"
+        )
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         """A mapping whose keys are strings: JSON, and so fal, knows no other keys."""
@@ -176,6 +197,7 @@ _Loader.add_constructor("tag:yaml.org,2002:float", _Loader._number_or_text)
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader._text)
 for _tag in ("binary", "set", "omap", "pairs"):
     _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _Loader._refuse)
+_Loader.add_constructor(None, _Loader._unknown_tag)
 
 
 class _YamlProblem(Exception):
@@ -192,15 +214,23 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[Loc, int]]:
         return ManifestError(Problem(shown, line, format_loc(loc), message))
 
     try:
-        size = path.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise fail(f"is {size:,} bytes; a manifest may be at most {MAX_MANIFEST_BYTES:,}")
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            # A FIFO or a device would block or never end; a directory has nothing to read.
+            reason = not_a_regular_file(path, info.st_mode).strerror
+            raise fail(f"cannot read the manifest: {reason}")
+        if info.st_size > MAX_MANIFEST_BYTES:
+            raise fail(
+                f"is {info.st_size:,} bytes; a manifest may be at most {MAX_MANIFEST_BYTES:,}"
+            )
         raw = path.read_bytes()
     except OSError as exc:
         raise fail(f"cannot read the manifest: {exc.strerror or exc}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise fail("is UTF-16 text; save the manifest as UTF-8", 1) from None
         line = raw.count(b"\n", 0, exc.start) + 1
         raise fail(
             f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start});"
@@ -208,30 +238,49 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[Loc, int]]:
             line,
         ) from None
     loader = _Loader(text)
+    first_line = 1  # of the document, after any leading comments
     try:
         root = loader.get_single_node()
         if root is None:
             raise fail("the manifest is empty; it needs at least name: and some jobs")
+        first_line = root.start_mark.line + 1
         lines = loader.field_lines(root)
         data = loader.construct_document(root)
     except _YamlProblem as exc:
-        raise fail(exc.message, exc.line or (1 if not exc.loc else None), exc.loc) from None
+        raise fail(exc.message, exc.line or first_line, exc.loc) from None
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(shown, text, exc) from None
+    except yaml.reader.ReaderError as exc:
+        # A character YAML refuses (NUL and other control characters), found by the reader.
+        line = text.count("\n", 0, exc.position) + 1
+        raise fail(
+            f"YAML syntax error: character #x{exc.character:04x} is not allowed"
+            " (control characters cannot appear in YAML, even quoted)",
+            line,
+        ) from None
     except (yaml.YAMLError, RecursionError) as exc:
         raise fail(f"YAML error: {exc}") from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
         raise fail(
-            f"the manifest must be a mapping (name:, clips:, prompts:, ...), not {_a(data)}", 1
+            f"the manifest must be a mapping (name:, clips:, prompts:, ...), not {_a(data)}",
+            first_line,
         )
     return data, lines
 
 
 def _syntax_error(shown: str, text: str, exc: yaml.MarkedYAMLError) -> ManifestError:
     mark = exc.problem_mark or exc.context_mark
+    at_end = exc.problem_mark is not None and not text[exc.problem_mark.index :].strip()
+    if exc.context_mark is not None and at_end:
+        # Something opened (a quote, a bracket) is never closed: the file's end is no help,
+        # where it was opened is.
+        mark = exc.context_mark
     line = mark.line + 1 if mark is not None else None
+    if at_end:  # never a line past the last one written
+        last = text.rstrip().count("\n") + 1
+        line = min(line, last) if line is not None else last
     source_line = text.splitlines()[line - 1] if line and line <= len(text.splitlines()) else ""
     indent = source_line[: len(source_line) - len(source_line.lstrip())]
     if "\t" in indent or "'\\t'" in str(exc.problem):
@@ -290,7 +339,10 @@ class _Entry(Ruled):
     """A manifest mapping: unknown keys refused, numbers accepted where text is expected."""
 
     model_config = ConfigDict(
-        extra="forbid", coerce_numbers_to_str=True, use_attribute_docstrings=True
+        extra="forbid",
+        coerce_numbers_to_str=True,
+        use_attribute_docstrings=True,
+        allow_inf_nan=False,  # "1e999" is YAML text, and float() would make it infinite
     )
 
 

@@ -8,8 +8,10 @@ network except ``probe_remote``, which only runs when the user asks for it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -113,9 +115,28 @@ _probe_cache: dict[tuple[Path, int, int], MediaInfo | MediaError] = {}
 
 
 def _identity(path: Path) -> tuple[Path, int, int]:
-    resolved = path.resolve()
-    stat = resolved.stat()
-    return resolved, stat.st_size, stat.st_mtime_ns
+    # realpath, not Path.resolve: a symlink loop must fail as ELOOP at stat (an OSError),
+    # not as resolve's RuntimeError.
+    resolved = Path(os.path.realpath(path))
+    info = resolved.stat()
+    if not stat.S_ISREG(info.st_mode):
+        # Reading a FIFO blocks until a writer comes, /dev/zero never ends: only regular
+        # files are hashed, probed or uploaded.
+        raise not_a_regular_file(path, info.st_mode)
+    return resolved, info.st_size, info.st_mtime_ns
+
+
+def not_a_regular_file(path: Path, mode: int) -> OSError:
+    """The error for a path that exists but is a directory, FIFO, device or socket."""
+    if stat.S_ISDIR(mode):
+        return IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(path))
+    if stat.S_ISFIFO(mode):
+        kind = "a FIFO"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    else:
+        kind = "a socket"
+    return OSError(errno.EINVAL, f"is {kind}, not a regular file", str(path))
 
 
 def local_file(path: Path) -> LocalFile:
@@ -174,6 +195,10 @@ def _probe_uncached(path: Path, size: int) -> MediaInfo | MediaError:
                 or format_name == "image2"
                 or (extension(path.name) in IMAGE_EXTENSIONS and not moving)
             )
+            if still and next(container.decode(stream), None) is None:
+                # A still's header says little (a PNG signature over junk passes it); its
+                # one picture is cheap to decode, and a broken one would be paid for.
+                return MediaError(path, "no picture could be decoded from it")
             return MediaInfo(
                 "image" if still else "video",
                 format_name,

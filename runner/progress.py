@@ -17,6 +17,7 @@ is scrubbed of the key's value anyway, so a mistake elsewhere cannot leak it int
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -164,7 +165,8 @@ class Progress:
                     bar.close()
             self._jobs_bar = self._bytes_bar = None
             if self._log is not None:
-                self._log.close()
+                with contextlib.suppress(OSError):  # a last flush on a full disk
+                    self._log.close()
                 self._log = None
 
     def _tick_loop(self) -> None:
@@ -318,9 +320,21 @@ class Progress:
             print(line, file=self._stream, flush=True)
 
     def _write_log(self, line: str) -> None:
-        if self._log is not None:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        if self._log is None:
+            return
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        try:
             self._log.write(f"{stamp} {self._scrub(line)}\n")
+        except OSError as exc:
+            # A full or failing disk. The state file is the run's record (and stops the run
+            # itself if it cannot be written); the log is a convenience and stops here.
+            log, self._log = self._log, None
+            with contextlib.suppress(OSError):
+                log.close()
+            self._print(
+                f"raybatch: run.log can no longer be written ({exc.strerror or exc});"
+                " the run goes on without it"
+            )
 
     def _scrub(self, line: str) -> str:
         for secret in self._secrets:

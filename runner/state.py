@@ -675,8 +675,11 @@ class DirectoryLock:
 
     def acquire(self) -> None:
         """Take the lock or raise :class:`StateLocked` naming the holder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise DiskError(f"cannot create {self.path}: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -686,8 +689,12 @@ class DirectoryLock:
                 f"{self.path.parent} is in use by another raybatch run (pid {holder});"
                 " wait for it to finish or stop it first"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError as exc:
+            os.close(fd)
+            raise DiskError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         self._fd = fd
 
     def release(self) -> None:

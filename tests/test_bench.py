@@ -40,7 +40,11 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--work", str(out / "work")],
-        cwd=ROOT, capture_output=True, text=True, timeout=110, stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert not (out / "work").exists()  # the scratch directory is cleaned up
@@ -59,8 +63,10 @@ def test_quick_bench_reports_both_sides(quick: tuple[dict, str]) -> None:
         assert result["submits"] == result["outputs"] == jobs
         for name in SIDE_FIGURES:
             assert result[name] is not None, (side, name)
-    assert all(figures["makespan"]["ratio"][name] is not None for name in ("makespan_s",
-               "status_calls_per_job", "cpu_s_per_1000_jobs"))
+    assert all(
+        figures["makespan"]["ratio"][name] is not None
+        for name in ("makespan_s", "status_calls_per_job", "cpu_s_per_1000_jobs")
+    )
     assert "| makespan ÷ ideal |" in table and "peer (fal_client)" in table
 
 
@@ -78,10 +84,23 @@ def test_quick_bench_covers_curve_scale_transfer_and_targets(quick: tuple[dict, 
         assert all(point[name] is not None for name in SCALE_FIGURES), point
     for way in ("download", "upload"):
         assert set(figures["transfer"][way]) == {
-            "raybatch_mib_s", "curl_mib_s", "ratio", "raybatch_rss_growth_mb"
+            "raybatch_mib_s",
+            "curl_mib_s",
+            "ratio",
+            "raybatch_rss_growth_mb",
         }
     names = " ".join(t["target"] for t in figures["targets"])
-    for word in ("makespan", "status calls", "p95", "CPU", "plan time", "plan peak RSS",
-                 "resume", "status time", "download", "upload"):
+    for word in (
+        "makespan",
+        "status calls",
+        "p95",
+        "CPU",
+        "plan time",
+        "plan peak RSS",
+        "resume",
+        "status time",
+        "download",
+        "upload",
+    ):
         assert word in names
     assert all(t["met"] is not None for t in figures["targets"])

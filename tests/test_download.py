@@ -73,7 +73,14 @@ async def corrupt_route(request: Request) -> Response:
 
 async def redirect_route(request: Request) -> Response:
     """A 302 to /file, to ftp://, or to itself."""
-    targets = {"ok": "/file", "ftp": "ftp://example.invalid/x", "loop": "/redirect/loop"}
+    targets = {
+        "ok": "/file",
+        "ftp": "ftp://example.invalid/x",
+        "file": "file:///etc/passwd",
+        "data": "data:video/mp4;base64,AAAA",
+        "gopher": "gopher://127.0.0.1/x",
+        "loop": "/redirect/loop",
+    }
     return RedirectResponse(targets[request.path_params["kind"]], status_code=302)
 
 
@@ -300,10 +307,13 @@ async def test_redirect_followed(server: str, client: httpx.AsyncClient, root: P
     assert got.sha256 == SHA
 
 
-async def test_redirect_to_ftp_refused(server: str, client: httpx.AsyncClient, root: Path) -> None:
-    """A redirect to a non-http(s) scheme is UnsafeOutput and nothing is written."""
-    with pytest.raises(UnsafeOutput, match="ftp"):
-        await dl.download(client, f"{server}/redirect/ftp", root / "x.mp4", root=root)
+@pytest.mark.parametrize("scheme", ["ftp", "file", "data", "gopher"])
+async def test_redirect_to_other_scheme_refused(
+    scheme: str, server: str, client: httpx.AsyncClient, root: Path
+) -> None:
+    """A redirect to ftp, file, data or gopher is UnsafeOutput and nothing is written."""
+    with pytest.raises(UnsafeOutput, match="redirect"):
+        await dl.download(client, f"{server}/redirect/{scheme}", root / "x.mp4", root=root)
     assert leftovers(root) == []
 
 
@@ -313,7 +323,17 @@ async def test_redirect_loop_capped(server: str, client: httpx.AsyncClient, root
         await dl.download(client, f"{server}/redirect/loop", root / "x.mp4", root=root)
 
 
-@pytest.mark.parametrize("url", ["ftp://example.invalid/x", "file:///etc/passwd", "not a url"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.invalid/x",
+        "file:///etc/passwd",
+        "data:video/mp4;base64,AAAA",
+        "gopher://127.0.0.1/x",
+        "not a url",
+        "/etc/passwd",
+    ],
+)
 async def test_non_http_url_refused(url: str, client: httpx.AsyncClient, root: Path) -> None:
     """Only http and https output URLs are fetched."""
     with pytest.raises(UnsafeOutput):

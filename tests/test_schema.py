@@ -14,11 +14,6 @@ from .conftest import MANIFESTS, ROOT, run_cli
 
 SCHEMA_FILE = ROOT / "schema" / "manifest.schema.json"
 EXAMPLES = sorted(MANIFESTS.glob("*.yaml"))
-SINGLE_PRICE = pytest.mark.xfail(
-    strict=True,
-    reason="manifest_schema() describes prices: values only as lists, but the manifest also"
-    " takes a single override (runner/manifest.py, owned by the manifest issue)",
-)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +42,7 @@ def test_committed_schema_is_what_raybatch_schema_prints() -> None:
     "manifest",
     [
         *(pytest.param(p, id=p.name) for p in EXAMPLES),
-        pytest.param(ROOT / "tests" / "manifests" / "full.yaml", id="full", marks=SINGLE_PRICE),
+        pytest.param(ROOT / "tests" / "manifests" / "full.yaml", id="full"),
     ],
 )
 def test_every_example_validates(validator: Any, manifest: Path) -> None:

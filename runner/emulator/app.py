@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 from . import rules
 from .account import Account, Job, Outcome, Renderer, State
 from .config import EmulatorConfig
-from .faults import Fault, FaultPlan, canned_response
+from .faults import Fault, FaultPlan, canned_response, hostile_result
 from .protocol import (
     REQUEST_ID_HEADER,
     DropConnection,
@@ -276,7 +276,11 @@ class Emulator:
         if job.first_result_at is None:
             job.first_result_at = time.time()
         headers = {REQUEST_ID_HEADER: job.id, **outcome.headers}
-        return JSONResponse(outcome.body, status_code=outcome.status, headers=headers)
+        body = outcome.body
+        if fault is not None and fault.kind == "hostile" and outcome.status == 200:
+            body = hostile_result(body)
+            self.faults.record("result", fault)
+        return JSONResponse(body, status_code=outcome.status, headers=headers)
 
     async def _cancel(self, job: Job | None, request: Request, fault: Fault | None) -> Response:
         if job is None:

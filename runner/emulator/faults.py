@@ -29,6 +29,11 @@ fault                   ops     effect
 ``validation``          submit  the job completes with a 422 validation error
 ``moderation``          submit  the job completes with a 422 content_policy_violation
 ``expire``              result  the result is gone (404 NOT_FOUND), as if past its TTL
+``hostile``             result  a malicious result: every file's ``file_name`` tries to
+                                escape (``../../``, absolute, NUL, 5000 bytes), extra file
+                                fields have hostile keys (``../../evil``, ``/abs``, NUL,
+                                ``a/b/c``), plus a ``file:///etc/passwd`` and an ``ftp://``
+                                file (see :func:`hostile_result`)
 ``truncate``            cdn     Content-Length N, half the bytes, then hang up
 ``corrupt``             cdn     bytes flipped, same length
 ======================  ======  =====================================================
@@ -68,6 +73,7 @@ _ONLY_FOR = {
     "validation": "submit",
     "moderation": "submit",
     "expire": "result",
+    "hostile": "result",
     "truncate": "cdn",
     "corrupt": "cdn",
 }
@@ -253,3 +259,58 @@ def _phrase(code: int) -> str:
         return HTTPStatus(code).phrase
     except ValueError:
         return f"Error {code}"
+
+
+#: The file names a ``hostile`` result gives its files, in turn: each tries another way out
+#: of the output directory, and a client must use none of them as a path.
+HOSTILE_FILE_NAMES = (
+    "../../escaped.mp4",
+    "/tmp/raybatch-hostile/absolute.mp4",
+    "nul\x00byte.mp4",
+    "x" * 5000 + ".mp4",
+    "sub/dir/../../../../slashes.mp4",
+    "/etc/passwd",
+)
+#: Extra result fields a ``hostile`` result adds, keyed by hostile field names.
+HOSTILE_FIELDS = ("../../evil", "/tmp/raybatch-hostile/field", "nul\x00key", "a/b/c", "x" * 300)
+
+
+def hostile_result(body: Any) -> Any:
+    """``body`` (a result) rewritten by a compromised service: see the ``hostile`` fault.
+
+    Every file object (a mapping with a ``url``) keeps its real URL but gets a hostile
+    ``file_name``; extra fields with hostile names point at the first file's bytes; one
+    more file lives at ``file:///etc/passwd`` and one at an ``ftp://`` URL. Nothing about
+    the bytes changes, so a client that ignores remote names gets correct files.
+    """
+    names = iter(HOSTILE_FILE_NAMES * 4)
+    first: dict[str, Any] | None = None
+
+    def rewrite(value: Any) -> Any:
+        nonlocal first
+        if isinstance(value, dict):
+            if isinstance(value.get("url"), str):
+                hostile = {**value, "file_name": next(names)}
+                first = first or hostile
+                return hostile
+            return {key: rewrite(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [rewrite(item) for item in value]
+        return value
+
+    rewritten = rewrite(body)
+    if not isinstance(rewritten, dict) or first is None:
+        return rewritten
+    for key in HOSTILE_FIELDS:
+        rewritten[key] = {**first, "file_name": next(names)}
+    rewritten["local_file"] = {
+        "url": "file:///etc/passwd",
+        "content_type": "video/mp4",
+        "file_name": "passwd.mp4",
+    }
+    rewritten["ftp_file"] = {
+        "url": "ftp://127.0.0.1/outputs/clip.mp4",
+        "content_type": "video/mp4",
+        "file_name": "clip.mp4",
+    }
+    return rewritten

@@ -28,7 +28,7 @@ Violation = tuple[str, str]
 class Strict(BaseModel):
     """A model that refuses keys it does not define (a typo must not pass silently)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 class Ruled(Strict):
