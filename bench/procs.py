@@ -67,6 +67,19 @@ class Running:
         self.started_at = started_at
         self._t0 = time.monotonic()
         self._log = log
+        self._reaped: tuple[int, Any] | None = None
+        self._ended = 0.0
+
+    def alive(self) -> bool:
+        """Whether the child still runs (reaping it, with its rusage, if it ended).
+
+        Never ``Popen.poll()``: that reaps the child and its rusage is lost.
+        """
+        if self._reaped is None:
+            got = _reap(self.pid, 0.0)
+            if got is not None:
+                self._reaped, self._ended = got, time.monotonic()
+        return self._reaped is None
 
     @property
     def pid(self) -> int:
@@ -75,7 +88,7 @@ class Running:
 
     def signal(self, signum: int) -> None:
         """Send a signal if the child has not been reaped yet."""
-        if self.process.returncode is None:
+        if self.alive():
             os.kill(self.process.pid, signum)
 
     def finish(self, timeout: float, *, kill_ok: bool = False) -> Measured:
@@ -83,16 +96,16 @@ class Running:
 
         A child that had to be killed raises ``TimeoutError`` unless ``kill_ok``.
         """
-        reaped = _reap(self.pid, time.monotonic() + timeout)
+        reaped = self._reaped or _reap(self.pid, time.monotonic() + timeout)
         timed_out = reaped is None
         if reaped is None:
-            self.signal(signal.SIGTERM)
+            os.kill(self.pid, signal.SIGTERM)
             reaped = _reap(self.pid, time.monotonic() + 10)
         if reaped is None:
-            self.signal(signal.SIGKILL)
+            os.kill(self.pid, signal.SIGKILL)
             reaped = _reap(self.pid, time.monotonic() + 10)
         assert reaped is not None, "a killed child did not exit"
-        wall = time.monotonic() - self._t0
+        wall = (self._ended or time.monotonic()) - self._t0
         status, usage = reaped
         code = os.waitstatus_to_exitcode(status)
         self.process.returncode = code  # reaped here: Popen must not wait for it again

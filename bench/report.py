@@ -124,7 +124,9 @@ def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "**no**"
     if isinstance(value, float):
-        return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.4g}" if abs(value) < 10 else f"{value:.3g}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)

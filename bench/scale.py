@@ -90,7 +90,7 @@ def first_submit(
         seconds = None
         deadline = time.monotonic() + timeout
         try:
-            while time.monotonic() < deadline and running.process.poll() is None:
+            while time.monotonic() < deadline and running.alive():
                 requests = emu.stats()["requests"]
                 if requests:
                     first = min(r["submitted_at"] for r in requests)
@@ -101,7 +101,7 @@ def first_submit(
             # First signal drains, the second leaves in-flight requests for a later run;
             # a run that does not stop within 20 s after that is killed (and reported).
             for _ in range(2):
-                if running.process.poll() is None:
+                if running.alive():
                     running.signal(signal.SIGINT)
                     time.sleep(1.0)
             measured = running.finish(20, kill_ok=True)

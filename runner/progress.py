@@ -101,9 +101,9 @@ class Progress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         keys = {s.key for s in plan.jobs}
-        rows = {r.key: r for r in store.rows() if r.key in keys} if store is not None else {}
-        self._state = {s.key: rows[s.key].state if s.key in rows else "new" for s in plan.jobs}
-        self._request = {k: r.request_id for k, r in rows.items() if r.request_id}
+        brief = store.brief() if store is not None else {}
+        self._state = {s.key: brief[s.key][0] if s.key in brief else "new" for s in plan.jobs}
+        self._request = {k: v[1] for k, v in brief.items() if k in keys and v[1]}
         self._counts = Counter(bucket(s) for s in self._state.values())
         self._cost = {s.key: s.estimated_cost or 0.0 for s in plan.jobs}
         self._labels = {s.key: job_label(s) for s in plan.jobs}

@@ -287,7 +287,7 @@ class Scheduler:
 
     async def run(self) -> RunSummary:
         """Run every job not yet finished; returns how it went (never raises for a job)."""
-        rows = {r.key: r for r in self.store.rows()}
+        rows = {r.key: r for r in self.store.unfinished_rows()}
         own_client = self._downloader is None
         downloader = self._downloader or httpx.AsyncClient(
             timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=False
@@ -313,12 +313,14 @@ class Scheduler:
     async def _feed(
         self, group: anyio.abc.TaskGroup, rows: Mapping[str, JobRow], downloader: httpx.AsyncClient
     ) -> None:
-        progress = {s.key: _Progress.of(rows[s.key]) for s in self.jobs}
+        # Finished jobs have no row here (see StateStore.unfinished_rows): nothing to do.
+        progress = {s.key: _Progress.of(rows[s.key]) for s in self.jobs if s.key in rows}
         # Jobs already holding a request (or a fetched result) go first: they cost nothing
         # more, and re-attaching early keeps their results from expiring at fal.
-        attached = [s for s in self.jobs if progress[s.key].state in _ATTACHED]
-        fresh = [s for s in self.jobs if progress[s.key].state == "pending"]
-        ambiguous = [s for s in self.jobs if progress[s.key].state == "submitting"]
+        todo = [s for s in self.jobs if s.key in progress]
+        attached = [s for s in todo if progress[s.key].state in _ATTACHED]
+        fresh = [s for s in todo if progress[s.key].state == "pending"]
+        ambiguous = [s for s in todo if progress[s.key].state == "submitting"]
         if ambiguous:
             resubmit = self.options.on_ambiguous == "resubmit"
             await self._writer.apply(

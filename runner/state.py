@@ -271,6 +271,24 @@ class StateStore:
         r = self._conn.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
         return JobRow.from_sql(r) if r else None
 
+    def brief(self) -> dict[str, tuple[str, str | None]]:
+        """key → (state, request_id) for every job: what a display needs, cheaply."""
+        with _translate_errors():
+            cur = self._conn.execute("SELECT key, state, request_id FROM jobs")
+            return {k: (state, rid) for k, state, rid in cur}
+
+    def unfinished_rows(self) -> list[JobRow]:
+        """Rows of jobs not done, failed or cancelled: all a resumed run must look at.
+
+        At 100k jobs, mostly done, building a row object per finished job dominated resume.
+        """
+        with _translate_errors():
+            cur = self._conn.execute(
+                "SELECT * FROM jobs WHERE state NOT IN ('done', 'failed', 'cancelled')"
+                " ORDER BY rowid"
+            )
+            return [JobRow.from_sql(r) for r in cur]
+
     def states(self) -> dict[str, str]:
         """A cheap map of key → state, for reconciling a plan with what has happened."""
         return dict(self._conn.execute("SELECT key, state FROM jobs").fetchall())

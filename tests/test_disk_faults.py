@@ -305,7 +305,7 @@ DOWNLOAD_FAULTS = [
     pytest.param("write", errno.ENOSPC, 6, False, id="write-ENOSPC-6th"),
     pytest.param("write", errno.EIO, 4, True, id="write-EIO-4th-once"),
     pytest.param("fsync", errno.EIO, 3, False, id="fsync-EIO-3rd"),
-    pytest.param("fsync", errno.EIO, 4, True, id="dir-fsync-EIO-4th-once"),
+    pytest.param("fsync", errno.EIO, 4, True, id="fsync-EIO-4th-once"),
     pytest.param("replace", errno.EIO, 2, False, id="rename-EIO-2nd"),
 ]
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from runner.emulator import EmulatorConfig
-from runner.emulator.faults import FaultPlan, parse_spec
+from runner.emulator.faults import HOSTILE_FIELDS, HOSTILE_FILE_NAMES, FaultPlan, parse_spec
 
 from .conftest import Api
 
@@ -239,3 +239,29 @@ def test_faults_change_at_run_time(api: Api) -> None:
     assert api.plain.post(base, json={"spec": "submit=nonsense"}).status_code == 400
     api.emulator.set_faults("")
     api.submit()
+
+
+def test_hostile_fault_gives_files_escaping_names_and_foreign_urls(make_api: Any) -> None:
+    """``hostile`` keeps every real URL but names files ../.., /abs, NUL, and adds file:// and ftp://."""
+    api = make_api(faults="result#1=hostile")
+    handle = api.submit({"prompt": "x", "video_url": "data:,0123456789"}, api.V2V)
+    api.wait(handle)
+    hostile = api.client.get(handle["response_url"]).json()
+    plain = api.client.get(handle["response_url"]).json()
+    real = plain["video"]["url"]
+    assert hostile["video"]["url"] == real
+    assert hostile["video"]["file_name"] == HOSTILE_FILE_NAMES[0]
+    for key in HOSTILE_FIELDS:
+        assert hostile[key]["url"] == real and hostile[key]["file_name"] in HOSTILE_FILE_NAMES
+    assert hostile["local_file"]["url"] == "file:///etc/passwd"
+    assert hostile["ftp_file"]["url"].startswith("ftp://")
+    assert "local_file" not in plain and "../../evil" not in plain  # only the first was hostile
+    assert plain["video"].get("file_name") not in HOSTILE_FILE_NAMES
+    assert api.stats()["faults"]["result"] == {"hostile": 1}
+
+
+def test_hostile_fault_applies_to_results_only() -> None:
+    """``hostile`` is a result fault; on any other op the spec is refused."""
+    assert parse_spec("result=hostile")[1][0].fault.kind == "hostile"
+    with pytest.raises(ValueError, match="hostile applies to result"):
+        parse_spec("submit=hostile")
