@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from . import __version__, registry, report
-from .errors import ManifestError, RaybatchError
+from .errors import FatalError, ManifestError, RaybatchError
 from .fal import FalClient, FalConfig
 from .manifest import Plan, manifest_schema, plan
 from .progress import Progress
@@ -171,6 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RaybatchError as exc:
         print(f"raybatch: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # An OS error nothing below classified (say, a full disk while making the output
+        # directory): reported like a DiskError, never as a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"raybatch: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FATAL
     except KeyboardInterrupt:
         print("raybatch: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -285,7 +291,14 @@ def _run(args: argparse.Namespace, the_plan: Plan) -> int:
                     verbose=args.verbose,
                     http_timeout=args.http_timeout,
                 )
-            write_results(store, output_dir / "results.jsonl", [s.key for s in the_plan.jobs])
+            try:
+                write_results(store, output_dir / "results.jsonl", [s.key for s in the_plan.jobs])
+            except FatalError as exc:
+                if summary.fatal is None:
+                    raise
+                # The run already stopped on a fatal error (a full disk, most likely): that
+                # one is the message and the exit code; this one is a consequence.
+                print(f"raybatch: {exc}", file=sys.stderr)
         finally:
             store.close()
     try:

@@ -299,7 +299,14 @@ class Scheduler:
                     with anyio.CancelScope() as jobs_scope:
                         self._jobs_scope = jobs_scope
                         async with anyio.create_task_group() as jobs_group:
-                            await self._feed(jobs_group, rows, downloader)
+                            try:
+                                await self._feed(jobs_group, rows, downloader)
+                            except FatalError as exc:
+                                # The feed's own transitions (settling ambiguous submits)
+                                # could not be recorded: stop as a job's fatal error does.
+                                self.summary.fatal = self.summary.fatal or exc
+                                self._stop(f"stopping: {exc}")
+                                jobs_group.cancel_scope.cancel()
                 finally:
                     self._writer.close()
         finally:

@@ -735,20 +735,26 @@ def write_results(store: StateStore, path: Path, keys: Sequence[str] | None = No
     tmp = path.with_name(path.name + ".tmp")
     count = 0
     with _translate_errors():
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            wanted = None if keys is None else set(keys)
-            cur = store._conn.execute(
-                "SELECT * FROM jobs WHERE state IN ('done', 'failed', 'cancelled') ORDER BY rowid"
-            )
-            for r in cur:
-                if wanted is not None and r["key"] not in wanted:
-                    continue
-                out.write(canonical_json(result_record(r)) + "\n")
-                count += 1
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                wanted = None if keys is None else set(keys)
+                cur = store._conn.execute(
+                    "SELECT * FROM jobs WHERE state IN ('done', 'failed', 'cancelled')"
+                    " ORDER BY rowid"
+                )
+                for r in cur:
+                    if wanted is not None and r["key"] not in wanted:
+                        continue
+                    out.write(canonical_json(result_record(r)) + "\n")
+                    count += 1
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # no half-written results.jsonl.tmp left behind
+            raise DiskError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return count
 
 
