@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from . import __version__, registry, report
 from .errors import FatalError, ManifestError, RaybatchError
@@ -345,7 +346,8 @@ def _execute(
                 the_plan.jobs, store, client, the_plan.output_dir, options, progress
             )
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_signals, scheduler, tg.cancel_scope)
+                # start(), not start_soon(): the handlers are in place before the first submit.
+                await tg.start(_signals, scheduler)
                 summary = await scheduler.run()
                 tg.cancel_scope.cancel()
             return summary
@@ -356,9 +358,12 @@ def _execute(
     return summary
 
 
-async def _signals(scheduler: Scheduler, scope: anyio.CancelScope) -> None:
+async def _signals(
+    scheduler: Scheduler, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     """First SIGINT/SIGTERM drains; the second leaves in-flight requests to a later run."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        task_status.started()
         count = 0
         async for _ in received:
             count += 1
