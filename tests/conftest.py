@@ -135,6 +135,32 @@ def spawn_cli(
     )
 
 
+def one_clip_manifest(
+    tmp_path: Path,
+    prompts: int,
+    *,
+    name: str = "small",
+    output: str = "{clip}/{prompt}.mp4",
+    concurrency: int = 3,
+) -> Path:
+    """A manifest of the demo's city clip × ``prompts`` prompts, written in ``tmp_path``."""
+    media = tmp_path / "media"
+    media.mkdir(exist_ok=True)
+    shutil.copy(MANIFESTS / "media" / "city.mp4", media / "city.mp4")
+    lines = [
+        f"name: {name}",
+        "endpoint: luma/agent/ray/v3.2/video-to-video",
+        f'output: "{output}"',
+        f"concurrency: {concurrency}",
+        "clips: [media/city.mp4]",
+        "prompts:",
+        *(f'  p{i}: "prompt number {i}, in warm colours"' for i in range(prompts)),
+    ]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 @pytest.fixture
 def demo(tmp_path: Path) -> Path:
     """A private copy of the demo manifest and its media; returns the manifest path."""

@@ -23,7 +23,6 @@ import errno
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
@@ -34,27 +33,20 @@ import pytest
 
 from runner import cli, download as dl, progress, state as state_module
 
-from .conftest import MANIFESTS, TEST_KEY, Emulator, run_cli, start_emulator, stop_emulator
+from .conftest import (
+    TEST_KEY,
+    Emulator,
+    one_clip_manifest,
+    run_cli,
+    start_emulator,
+    stop_emulator,
+)
 
 JOBS = 9
 
 
 def _manifest(tmp_path: Path) -> Path:
-    media = tmp_path / "media"
-    media.mkdir(exist_ok=True)
-    shutil.copy(MANIFESTS / "media" / "city.mp4", media / "city.mp4")
-    lines = [
-        "name: disk",
-        "endpoint: luma/agent/ray/v3.2/video-to-video",
-        'output: "{clip}/{prompt}.mp4"',
-        "concurrency: 3",
-        "clips: [media/city.mp4]",
-        "prompts:",
-        *(f'  p{i}: "prompt number {i}, in warm colours"' for i in range(JOBS)),
-    ]
-    path = tmp_path / "disk.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return one_clip_manifest(tmp_path, JOBS, name="disk")
 
 
 def _rows(out: Path) -> list[dict[str, Any]]:

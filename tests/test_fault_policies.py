@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import MANIFESTS, Emulator, run_cli, start_emulator, stop_emulator
+from .conftest import Emulator, one_clip_manifest, run_cli, start_emulator, stop_emulator
 
 RETRYABLE_TYPES = [
     "request_timeout",
@@ -53,21 +52,7 @@ class Outcome:
 
 def _manifest(tmp_path: Path, prompts: int = 2) -> Path:
     """One clip × ``prompts`` prompts."""
-    media = tmp_path / "media"
-    media.mkdir(exist_ok=True)
-    shutil.copy(MANIFESTS / "media" / "city.mp4", media / "city.mp4")
-    lines = [
-        "name: faults",
-        "endpoint: luma/agent/ray/v3.2/video-to-video",
-        'output: "{clip}/{prompt}.mp4"',
-        "concurrency: 2",
-        "clips: [media/city.mp4]",
-        "prompts:",
-        *(f'  p{i}: "prompt number {i} in warm colours"' for i in range(prompts)),
-    ]
-    path = tmp_path / "faults.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return one_clip_manifest(tmp_path, prompts, name="faults", concurrency=2)
 
 
 @pytest.fixture

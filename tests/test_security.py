@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import stat
 import subprocess
@@ -33,9 +32,9 @@ import pytest
 from runner.emulator.config import EmulatorConfig
 
 from .conftest import (
-    MANIFESTS,
     ROOT,
     Emulator,
+    one_clip_manifest,
     run_cli,
     spawn_cli,
     start_emulator,
@@ -51,21 +50,7 @@ OWNER_ONLY = ("state.db", "state.db-wal", "state.db-shm", "run.log", "results.js
 
 
 def _manifest(tmp_path: Path, prompts: int, output: str = "{clip}/{prompt}.mp4") -> Path:
-    media = tmp_path / "media"
-    media.mkdir(exist_ok=True)
-    shutil.copy(MANIFESTS / "media" / "city.mp4", media / "city.mp4")
-    lines = [
-        "name: secure",
-        "endpoint: luma/agent/ray/v3.2/video-to-video",
-        f'output: "{output}"',
-        "concurrency: 3",
-        "clips: [media/city.mp4]",
-        "prompts:",
-        *(f'  p{i}: "prompt number {i}, in warm colours"' for i in range(prompts)),
-    ]
-    path = tmp_path / "secure.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return one_clip_manifest(tmp_path, prompts, name="secure", output=output)
 
 
 def _leaks(root: Path, secret: str = CANARY) -> list[str]:
