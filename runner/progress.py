@@ -247,6 +247,8 @@ class Progress:
             )
             if summary.interrupted:
                 line += " (interrupted: run the same command again to resume)"
+            elif summary.budget_stopped:
+                line += " (stopped at --max-cost: raise it and run again to go on)"
             self._write_log(line)
             self._print(line)
 

@@ -22,7 +22,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -124,7 +124,6 @@ class RunSummary:
     budget_stopped: bool = False
     fatal: RaybatchError | None = None
     spent: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
 
 class _Stop(Exception):
