@@ -32,7 +32,7 @@ def _rows(plan: Plan, store: StateStore | None) -> dict[str, JobRow]:
     if store is None:
         return {}
     keys = {s.key for s in plan.jobs}
-    return {r.key: r for r in store.rows() if r.key in keys}
+    return {r.key: r for r in store.rows(results=False) if r.key in keys}
 
 
 def remaining_cost(plan: Plan, store: StateStore | None, *, retry_failed: bool = False) -> float:

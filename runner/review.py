@@ -71,7 +71,9 @@ def write_review_page(plan: Plan) -> Path:
     store = open_state(plan)
     try:
         keys = {s.key for s in plan.jobs}
-        rows = {} if store is None else {r.key: r for r in store.rows() if r.key in keys}
+        rows = (
+            {} if store is None else {r.key: r for r in store.rows(results=False) if r.key in keys}
+        )
     finally:
         if store is not None:
             store.close()

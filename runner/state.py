@@ -144,11 +144,12 @@ class JobRow:
     updated_at: float
 
     @classmethod
-    def from_sql(cls, row: sqlite3.Row) -> JobRow:
-        """Build a row object from a ``SELECT *`` row."""
+    def from_sql(cls, row: sqlite3.Row, *, result: bool = True) -> JobRow:
+        """Build a row object from a ``SELECT *`` row (without the result JSON if not
+        ``result``: parsing it dominates reading many rows, and displays never use it)."""
         data = dict(row)
         data.pop("arguments", None)
-        data["result"] = json.loads(data["result"]) if data["result"] else None
+        data["result"] = json.loads(data["result"]) if result and data["result"] else None
         data["outputs"] = json.loads(data["outputs"]) if data["outputs"] else []
         return cls(**data)
 
@@ -256,15 +257,15 @@ class StateStore:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def rows(self, keys: Iterable[str] | None = None) -> list[JobRow]:
-        """Every job row, or those with the given keys, in insertion order."""
+    def rows(self, keys: Iterable[str] | None = None, *, results: bool = True) -> list[JobRow]:
+        """Every job row, or those with the given keys, in insertion order (``results=False``
+        leaves each row's result JSON unparsed, as None)."""
         with _translate_errors():
-            if keys is None:
-                cur = self._conn.execute("SELECT * FROM jobs ORDER BY rowid")
-                return [JobRow.from_sql(r) for r in cur]
-            wanted = set(keys)
             cur = self._conn.execute("SELECT * FROM jobs ORDER BY rowid")
-            return [JobRow.from_sql(r) for r in cur if r["key"] in wanted]
+            if keys is None:
+                return [JobRow.from_sql(r, result=results) for r in cur]
+            wanted = set(keys)
+            return [JobRow.from_sql(r, result=results) for r in cur if r["key"] in wanted]
 
     def row(self, key: str) -> JobRow | None:
         """One job row by key."""
