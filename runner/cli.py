@@ -14,18 +14,23 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 
 from . import __version__, registry, report
 from .errors import FatalError, ManifestError, RaybatchError
-from .fal import FalClient, FalConfig
-from .manifest import Plan, manifest_schema, plan
-from .progress import Progress
-from .scheduler import RunOptions, RunSummary, Scheduler, cancel_requests
+from .plan_cache import cached_plan
+from .plans import Plan
 from .state import DirectoryLock, StateStore, Transitions, write_results
+
+if TYPE_CHECKING:
+    from .fal import FalConfig
+    from .scheduler import RunOptions, RunSummary, Scheduler
+
+# Each command imports what it uses when it runs: ``status`` on a remembered plan needs
+# neither pydantic, PyAV, httpx nor the emulator, and their imports cost most of a second.
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -156,16 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     manifest_cmd("report", "write <output_dir>/index.html to review results beside sources")
 
     sub.add_parser("schema", help="print the manifest's JSON Schema")
-
-    from .emulator import server as emulator_server
-
-    p = sub.add_parser("emulator", help="serve the built-in fal emulator on loopback")
-    emulator_server.add_arguments(p)
+    # Its options belong to the emulator (see main): listed here for --help only.
+    sub.add_parser("emulator", help="serve the built-in fal emulator on loopback (--help: options)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:
+        from .emulator import server as emulator_server
+
+        return emulator_server.main(argv[1:], prog="raybatch emulator")
     try:
         args = build_parser().parse_args(argv)
         return _dispatch(args)
@@ -185,13 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "schema":
+        from .manifest import manifest_schema
+
         print(json.dumps(manifest_schema(), indent=2))
         return EXIT_OK
-    if args.command == "emulator":
-        from .emulator import server as emulator_server
-
-        return emulator_server.run(args)
-    the_plan = plan(
+    the_plan = cached_plan(
         args.manifest,
         output_dir=args.output_dir,
         only=args.only,
@@ -251,12 +256,12 @@ def _report(args: argparse.Namespace, the_plan: Plan) -> int:
 
 
 def _run(args: argparse.Namespace, the_plan: Plan) -> int:
-    concurrency = args.concurrency or the_plan.manifest.concurrency or DEFAULT_CONCURRENCY
+    concurrency = args.concurrency or the_plan.facts.concurrency or DEFAULT_CONCURRENCY
     if concurrency < 1:
         raise ManifestError("usage: --concurrency must be at least 1")
-    max_cost = args.max_cost if args.max_cost is not None else the_plan.manifest.max_cost
+    max_cost = args.max_cost if args.max_cost is not None else the_plan.facts.max_cost
     output_dir = the_plan.output_dir
-    if args.output_dir is None and the_plan.manifest.output_dir is None:
+    if args.output_dir is None and the_plan.facts.output_dir is None:
         registry.check_default_output_dir(the_plan.manifest_path, output_dir)
     # Every refusal comes before anything is written.
     with _existing_state(the_plan) as existing:
@@ -271,9 +276,11 @@ def _run(args: argparse.Namespace, the_plan: Plan) -> int:
         store = StateStore.open(output_dir / "state.db")
         registry.remember(the_plan.manifest_path, output_dir)
         try:
-            store.add_jobs(the_plan.jobs)
+            store.add_plan(the_plan)
             if args.retry_failed:
                 _reset_failed(store, the_plan)
+            from .scheduler import RunOptions
+
             options = RunOptions(
                 concurrency=concurrency,
                 max_cost=max_cost,
@@ -319,6 +326,8 @@ def _reset_failed(store: StateStore, the_plan: Plan) -> None:
 @contextmanager
 def _fal_origin(args: argparse.Namespace) -> Iterator[FalConfig]:
     """The fal configuration for this run, starting the emulator for ``--local``."""
+    from .fal import FalConfig
+
     if not args.local:
         yield FalConfig.from_env(args.fal_url)
         return
@@ -338,6 +347,10 @@ def _execute(
     verbose: bool,
     http_timeout: float,
 ) -> RunSummary:
+    from .fal import FalClient
+    from .progress import Progress
+    from .scheduler import Scheduler
+
     progress = Progress(the_plan, store, verbose=verbose)
 
     async def main() -> RunSummary:
@@ -392,6 +405,8 @@ def _cancel(args: argparse.Namespace, the_plan: Plan) -> int:
     if not path.exists():
         print("nothing to cancel: no state file yet")
         return EXIT_OK
+    from .fal import FalConfig
+
     store = StateStore.open(path, create=False)
     try:
         with DirectoryLock(the_plan.output_dir):
@@ -404,6 +419,9 @@ def _cancel(args: argparse.Namespace, the_plan: Plan) -> int:
 
 
 async def _cancel_all(store: StateStore, the_plan: Plan, config: FalConfig) -> list[str]:
+    from .fal import FalClient
+    from .scheduler import cancel_requests
+
     async with FalClient(config) as client:
         outcomes = await cancel_requests(store, [s.key for s in the_plan.jobs], client)
     lines = [f"{o.key[:12]} {o.label}: {o.note}" for o in outcomes]

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 LOCAL_PREFIX = "@local:"
@@ -25,6 +25,9 @@ class LocalFile:
     sha256: str
     size: int
     content_type: str
+    #: The real path and mtime it had when hashed: a remembered plan holds while they do.
+    real: str = ""
+    mtime_ns: int = 0
 
     @property
     def placeholder(self) -> str:
@@ -39,7 +42,7 @@ class JobSpec:
     key: str
     endpoint: str
     arguments: Mapping[str, Any]
-    output: PurePosixPath
+    output: str  # relative to the output directory, "/"-separated
     files: Mapping[str, LocalFile] = field(default_factory=dict)
     clip: str | None = None
     prompt: str | None = None

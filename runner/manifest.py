@@ -11,9 +11,8 @@ reported with the manifest's file, line and field path, all at once, in one
 
 from __future__ import annotations
 
-import fnmatch
+import dataclasses
 import functools
-import glob
 import math
 import os
 import re
@@ -22,7 +21,7 @@ import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, NamedTuple
 
@@ -71,6 +70,7 @@ from runner.media import (
     probe_remote,
     reference_problem,
 )
+from runner.plans import ManifestFacts, Plan, PlanInputs, glob_files, output_dir_for
 
 try:
     from yaml import CSafeLoader as _BaseLoader
@@ -87,7 +87,6 @@ MAX_DIGITS = 100  # an integer longer than this is a mistake (and int() balks at
 
 NONE = "none"  # what {clip} and {prompt} render as for a job without one
 TEMPLATE_VARIABLES = ("clip", "image", "prompt", "endpoint", "key", "index", "ext")
-DEFAULT_OUTPUT_ROOT = "outputs"
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 # Stand-ins for the fields placed per job (the prompt, the clip or image), so that one
@@ -525,33 +524,6 @@ class _Problems:
 # --------------------------------------------------------------------------- the plan
 
 
-@dataclass(frozen=True)
-class Plan:
-    """The jobs a manifest asks for, in manifest order, and what was checked to get them."""
-
-    manifest: Manifest
-    manifest_path: Path
-    output_dir: Path
-    jobs: list[JobSpec]
-    limits_applied: list[Limit]
-
-    def cost_by_endpoint(self) -> dict[str, float]:
-        """Estimated USD per endpoint, over the jobs that have a price."""
-        costs: dict[str, float] = {}
-        for job in self.jobs:
-            if job.estimated_cost is not None:
-                costs[job.endpoint] = costs.get(job.endpoint, 0.0) + job.estimated_cost
-        return {endpoint: round(usd, 6) for endpoint, usd in costs.items()}
-
-    def unpriced_jobs(self) -> dict[str, int]:
-        """How many jobs per endpoint have no price (pass-through, or unknown length)."""
-        counts: dict[str, int] = {}
-        for job in self.jobs:
-            if job.estimated_cost is None:
-                counts[job.endpoint] = counts.get(job.endpoint, 0) + 1
-        return counts
-
-
 def plan(
     path: Path,
     *,
@@ -564,33 +536,37 @@ def plan(
     """Expand the manifest at ``path`` into jobs; raises ``ManifestError`` with every problem.
 
     ``only``/``exclude`` are fnmatch patterns matched against each job's clip/image id and
-    prompt name: a job is kept if some ``only`` pattern matches one of them (or ``only`` is
-    empty) and no ``exclude`` pattern does. Filtering never changes a job's key or output.
-    ``probe_media`` reads local media headers (durations, kinds); ``probe_remote`` also asks
-    each http(s) source for its type and size (the only time planning touches the network).
+    prompt name (see ``plans.is_selected``). ``probe_media`` reads local media headers
+    (durations, kinds); ``probe_remote`` also asks each http(s) source for its type and size
+    (the only time planning touches the network). ``plan_cache.cached_plan`` is the same
+    with the expansion remembered.
     """
     manifest, lines = _load(path)
     planner = _Planner(manifest, path, lines, probe_media=probe_media, probe_remote=probe_remote)
     jobs = planner.expand()
-    if output_dir is None:
-        # output_dir: is relative to the manifest like every path in it; the default, like
-        # the README's layout, is outputs/<name> under the directory raybatch runs in.
-        if manifest.output_dir is not None:
-            output_dir = path.parent / manifest.output_dir
-        else:
-            output_dir = Path(DEFAULT_OUTPUT_ROOT) / manifest.name
-    kept = [job for job in jobs if _selected(job, only, exclude)] if only or exclude else jobs
-    resolved = Path(os.path.normpath(output_dir.absolute()))
-    return Plan(manifest, path, resolved, kept, list(planner.applied.values()))
-
-
-def _selected(job: JobSpec, only: Sequence[str], exclude: Sequence[str]) -> bool:
-    names = [name for name in (job.clip, job.prompt) if name is not None]
-
-    def hit(patterns: Sequence[str]) -> bool:
-        return any(fnmatch.fnmatchcase(name, p) for p in patterns for name in names)
-
-    return (not only or hit(only)) and not hit(exclude)
+    facts = ManifestFacts(
+        manifest.name,
+        manifest.output_dir,
+        manifest.concurrency,
+        manifest.max_cost,
+        manifest.prompts,
+    )
+    limits = [dataclasses.asdict(limit) for limit in planner.applied.values()]
+    inputs = PlanInputs(
+        tuple(
+            (str(file.path), file.real, file.size, file.mtime_ns) for file in planner.local_files()
+        ),
+        tuple(planner.globbed),
+    )
+    whole = Plan(
+        path,
+        output_dir_for(path, facts, output_dir),
+        facts,
+        limits,
+        jobs=jobs,
+        inputs=inputs,
+    )
+    return whole.selected(only, exclude)
 
 
 @dataclass(frozen=True, slots=True)
@@ -693,6 +669,7 @@ class _Planner:
         self.applied: dict[tuple[str, str], Limit] = {}
         self.prices: PriceTable = DEFAULT_PRICES.with_overrides(manifest.prices)
         self._files: dict[str, LocalFile | None] = {}
+        self.globbed: list[tuple[str, tuple[str, ...]]] = []
         self._media: dict[tuple[Path | str, str, MediaField], MediaInfo | None] = {}
         self._layers: dict[tuple[Loc, str], _Layer] = {}
         # What a template may name: a job's own variables and any input field anywhere.
@@ -742,7 +719,8 @@ class _Planner:
             self.problems.add((*loc, "id"), "a glob's ids come from its file names; remove id:")
         # os.path.join lets an absolute pattern stand; Path.glob refuses those.
         pattern = os.path.join(self.base_dir, entry.path)
-        matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+        matches = glob_files(pattern)
+        self.globbed.append((pattern, tuple(matches)))
         if not matches:
             self.problems.add((*loc, "path"), f"{entry.path} matches no file")
         sources = []
@@ -770,6 +748,10 @@ class _Planner:
                 self.problems.add(loc, f"{reference}: {reason}", alike=(reference, reason))
                 self._files[reference] = None
         return self._files[reference]
+
+    def local_files(self) -> list[LocalFile]:
+        """Every local file the manifest named, hashed."""
+        return [file for file in self._files.values() if file is not None]
 
     # ----------------------------------------------------------------- groups
 
@@ -1168,7 +1150,7 @@ class _Expansion:
             self._prompts[key] = not issues
         return self._prompts[key]
 
-    def _output(self, group: _Group, combo: _Combo, key: str, job: _JobId) -> PurePosixPath | None:
+    def _output(self, group: _Group, combo: _Combo, key: str, job: _JobId) -> str | None:
         """The job's output path, or None (and a problem) when it may not be written."""
         template = group.template
         if not template.usable:
@@ -1217,7 +1199,7 @@ class _Expansion:
                 alike=("key", group.loc),
             )
             return None
-        return PurePosixPath(path)
+        return path
 
 
 # --------------------------------------------------------------------------- helpers

@@ -150,7 +150,14 @@ def local_file(path: Path) -> LocalFile:
                 digest.update(chunk)
         # The name the manifest uses (not a symlink's target) is what reports should show.
         shown = path.absolute()
-        cached = LocalFile(shown, digest.hexdigest(), identity[1], content_type(path))
+        cached = LocalFile(
+            shown,
+            digest.hexdigest(),
+            identity[1],
+            content_type(path),
+            str(identity[0]),
+            identity[2],
+        )
         _hash_cache[identity] = cached
     return cached
 

@@ -29,7 +29,7 @@ from typing import IO, Any, Literal
 from tqdm import tqdm
 
 from .job import JobSpec
-from .manifest import Plan
+from .plans import Plan
 from .report import human_size
 from .scheduler import RunSummary
 from .state import StateStore

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StateError
-from .manifest import Plan
+from .plans import Plan
 from .state import IN_FLIGHT, SCHEMA_VERSION, JobRow, StateStore
 
 #: Display order of job states.
@@ -28,20 +28,16 @@ PAID = frozenset({"submitting", "queued", "running", "completed", "done"})
 FAILURES_LISTED = 8
 
 
-def _rows(plan: Plan, store: StateStore | None) -> dict[str, JobRow]:
-    if store is None:
-        return {}
-    keys = {s.key for s in plan.jobs}
-    return {r.key: r for r in store.rows(results=False) if r.key in keys}
-
-
 def remaining_cost(plan: Plan, store: StateStore | None, *, retry_failed: bool = False) -> float:
     """Estimated USD of the jobs a run would submit: not done, paid or in flight, and not
     failed or cancelled unless they are to be retried."""
     states = store.states() if store is not None else {}
     skipped = PAID if retry_failed else PAID | {"failed", "cancelled"}
+    columns = plan.columns
     return sum(
-        s.estimated_cost or 0.0 for s in plan.jobs if states.get(s.key, "pending") not in skipped
+        cost or 0.0
+        for key, cost in zip(columns.keys, columns.costs, strict=True)
+        if states.get(key, "pending") not in skipped
     )
 
 
@@ -50,10 +46,13 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
     states = store.states() if store is not None else {}
     per: dict[str, dict[str, Any]] = {}
     jobs = []
-    for spec in plan.jobs:
-        state = states.get(spec.key, "new")
+    c = plan.columns
+    for key, endpoint, cost, clip, prompt, output in zip(
+        c.keys, c.endpoints, c.costs, c.clips, c.prompts, c.outputs, strict=True
+    ):
+        state = states.get(key, "new")
         entry = per.setdefault(
-            spec.endpoint,
+            endpoint,
             {
                 "jobs": 0,
                 "estimated_cost": 0.0,
@@ -66,7 +65,6 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
                 "remaining_cost": 0.0,
             },
         )
-        cost = spec.estimated_cost
         entry["jobs"] += 1
         entry["estimated_cost"] += cost or 0.0
         entry["unpriced"] += cost is None
@@ -84,11 +82,11 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
             entry["remaining_cost"] += cost or 0.0
         jobs.append(
             {
-                "key": spec.key,
-                "endpoint": spec.endpoint,
-                "clip": spec.clip,
-                "prompt": spec.prompt,
-                "output": str(spec.output),
+                "key": key,
+                "endpoint": endpoint,
+                "clip": clip,
+                "prompt": prompt,
+                "output": output,
                 "state": state,
                 "estimated_cost": cost,
             }
@@ -109,7 +107,7 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
     }
     return {
         "manifest": str(plan.manifest_path),
-        "name": plan.manifest.name,
+        "name": plan.facts.name,
         "output_dir": str(plan.output_dir),
         "endpoints": {k: _rounded(v) for k, v in per.items()},
         "total": _rounded(totals),
@@ -205,27 +203,45 @@ def status_summary(
     ``only``, ``exclude`` and ``output_dir`` are the options ``status`` was given; the retry
     command repeats them so that it retries exactly the jobs shown.
     """
-    rows = _rows(plan, store)
     table: dict[str, Counter[str]] = defaultdict(Counter)
     failures: dict[tuple[str, str], dict[str, Any]] = {}
     spend = remaining = units = 0.0
     ambiguous = 0
     last_update: float | None = None
-    for spec in plan.jobs:
-        row = rows.get(spec.key)
-        state = row.state if row else "pending"
-        table[spec.endpoint][state] += 1
-        if state in PAID:
-            spend += spec.estimated_cost or 0.0
-        elif state == "pending":
-            remaining += spec.estimated_cost or 0.0
-        if row is None:
-            continue
-        last_update = max(last_update or row.updated_at, row.updated_at)
-        ambiguous += row.ambiguous
-        units += row.billable_units or 0.0
-        if row.state in ("failed", "cancelled"):
-            _add_failure(failures, row)
+    c = plan.columns
+    if store is not None and store.holds_exactly(plan.fingerprint, len(plan)):
+        # The table is this plan: SQLite counts it (100k jobs: 0.1 s instead of 0.5 s).
+        for endpoint, state, count, usd, lost, billed, updated in store.endpoint_tallies():
+            table[endpoint][state] += count
+            if state in PAID:
+                spend += usd
+            elif state == "pending":
+                remaining += usd
+            ambiguous += int(lost)
+            units += billed
+            last_update = max(last_update or updated, updated)
+    else:
+        tallies = store.tallies() if store is not None else {}
+        for key, endpoint, cost in zip(c.keys, c.endpoints, c.costs, strict=True):
+            row = tallies.get(key)
+            state = row.state if row else "pending"
+            table[endpoint][state] += 1
+            if state in PAID:
+                spend += cost or 0.0
+            elif state == "pending":
+                remaining += cost or 0.0
+            if row is None:
+                continue
+            if last_update is None or row.updated_at > last_update:
+                last_update = row.updated_at
+            ambiguous += row.ambiguous
+            units += row.billable_units or 0.0
+    if store is not None:
+        failed_rows = store.rows_in(("failed", "cancelled"))
+        wanted = set(c.keys) if failed_rows else set()
+        for failed in failed_rows:
+            if failed.key in wanted:
+                _add_failure(failures, failed)
     total = Counter[str]()
     for counts in table.values():
         total.update(counts)
@@ -238,9 +254,9 @@ def status_summary(
         words += [w for pattern in exclude for w in ("--exclude", pattern)]
         retry = shlex.join(words)
     return {
-        "name": plan.manifest.name,
+        "name": plan.facts.name,
         "output_dir": str(plan.output_dir),
-        "jobs": len(plan.jobs),
+        "jobs": len(plan),
         "by_endpoint": {k: {s: v[s] for s in STATES if v[s]} for k, v in table.items()},
         "total": {s: total[s] for s in STATES if total[s]},
         "done": total["done"],

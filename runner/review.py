@@ -30,7 +30,7 @@ import av
 
 from .endpoints.registry import spec_for
 from .job import LOCAL_PREFIX, JobSpec, LocalFile, canonical_json, substitute
-from .manifest import Plan
+from .plans import Plan
 from .report import PAID, human_size, open_state
 from .state import JobRow
 
@@ -282,7 +282,7 @@ class _Page:
                 '<meta name="viewport" content="width=device-width, initial-scale=1">',
                 # An empty icon: without it the browser asks the server for /favicon.ico.
                 '<link rel="icon" href="data:,">',
-                f"<title>{_e(self.plan.manifest.name)} · raybatch review</title>",
+                f"<title>{_e(self.plan.facts.name)} · raybatch review</title>",
                 f"<style>{_CSS}</style></head><body>",
                 *head,
                 '<main id="groups">',
@@ -306,10 +306,10 @@ class _Page:
             f'<span class="badge s-{_state_class(s)}">{_e(s)} {n}</span>' for s, n in ordered
         )
         stamp = time.strftime("%Y-%m-%d %H:%M")
-        prompt_texts = plan.manifest.prompts
+        prompt_texts = plan.facts.prompts
         return [
             "<header><h1>",
-            _e(plan.manifest.name),
+            _e(plan.facts.name),
             " <small>review</small></h1>",
             f'<p class="summary">{total} job(s) · {counts}</p>',
             f'<p class="summary">estimated ${estimate:.2f} in all · spent (estimated) '

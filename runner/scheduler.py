@@ -597,7 +597,7 @@ class Scheduler:
         self.observer.on_state(spec, "downloading", None)
         async with self._download_limit:
             for (field_path, file), rel in zip(
-                files, output_paths(spec.output, files), strict=True
+                files, output_paths(PurePosixPath(spec.output), files), strict=True
             ):
                 fetch = functools.partial(
                     dl.download,

@@ -27,15 +27,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
 
 from .errors import DiskError, StateError, StateLocked
 from .job import JobSpec, canonical_json
+from .plans import Plan
 
 SCHEMA_VERSION = 1
+_LAST_PLAN = "last_plan"  # meta key: fingerprint of the plan add_jobs last wrote
 
 JobState = Literal[
     "pending", "submitting", "queued", "running", "completed", "done", "failed", "cancelled"
@@ -152,6 +154,15 @@ class JobRow:
         data["result"] = json.loads(data["result"]) if result and data["result"] else None
         data["outputs"] = json.loads(data["outputs"]) if data["outputs"] else []
         return cls(**data)
+
+
+class JobTally(NamedTuple):
+    """What ``status`` counts of a job."""
+
+    state: str
+    ambiguous: int
+    billable_units: float | None
+    updated_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +301,23 @@ class StateStore:
             )
             return [JobRow.from_sql(r) for r in cur]
 
+    def tallies(self) -> dict[str, JobTally]:
+        """key → the few fields a summary counts, for every job (no JSON parsed)."""
+        with _translate_errors():
+            cur = self._conn.execute(
+                "SELECT key, state, ambiguous, billable_units, updated_at FROM jobs"
+            )
+            return {r[0]: JobTally(*r[1:]) for r in cur}
+
+    def rows_in(self, states: Sequence[str]) -> list[JobRow]:
+        """Rows of the jobs in ``states`` (by index: failures among 100k jobs are cheap)."""
+        marks = ", ".join("?" * len(states))
+        with _translate_errors():
+            cur = self._conn.execute(
+                f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY rowid", tuple(states)
+            )
+            return [JobRow.from_sql(r, result=False) for r in cur]
+
     def states(self) -> dict[str, str]:
         """A cheap map of key → state, for reconciling a plan with what has happened."""
         return dict(self._conn.execute("SELECT key, state FROM jobs").fetchall())
@@ -328,8 +356,16 @@ class StateStore:
                 raise
             self._conn.execute("COMMIT")
 
-    def add_jobs(self, specs: Iterable[JobSpec]) -> None:
-        """Insert jobs not yet known, and refresh labels and output paths of known ones."""
+    def add_plan(self, plan: Plan) -> None:
+        """``add_jobs`` for a whole plan, recorded as the last plan added; nothing to do when
+        it already is (rows are never deleted, and no other plan has refreshed them since)."""
+        if plan.fingerprint is not None and self.meta(_LAST_PLAN) == plan.fingerprint:
+            return
+        self.add_jobs(plan.jobs, plan=plan.fingerprint)
+
+    def add_jobs(self, specs: Iterable[JobSpec], *, plan: str | None = None) -> None:
+        """Insert jobs not yet known, and refresh labels and output paths of known ones;
+        ``plan`` (a plan's fingerprint, or None) becomes the last plan added."""
         now = time.time()
         rows = [
             (
@@ -359,8 +395,28 @@ class StateStore:
                 " OR jobs.estimated_cost IS NOT excluded.estimated_cost",
                 rows,
             )
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_LAST_PLAN, plan or ""))
 
         self.execute_batch([op])
+
+    def holds_exactly(self, plan: str | None, jobs: int) -> bool:
+        """Whether the jobs table is exactly the plan named ``plan`` with ``jobs`` jobs: it
+        was the last plan added, and no other job is left from earlier plans."""
+        if plan is None or self.meta(_LAST_PLAN) != plan:
+            return False
+        with _translate_errors():
+            (count,) = self._conn.execute("SELECT count(*) FROM jobs").fetchone()
+        return bool(count == jobs)
+
+    def endpoint_tallies(self) -> list[tuple[str, str, int, float, int, float, float]]:
+        """(endpoint, state, jobs, estimated cost, ambiguous, billable units, last update)
+        per endpoint and state, over every job in the table, counted by SQLite."""
+        with _translate_errors():
+            cur = self._conn.execute(
+                "SELECT endpoint, state, count(*), total(estimated_cost), total(ambiguous),"
+                " total(billable_units), max(updated_at) FROM jobs GROUP BY endpoint, state"
+            )
+            return [tuple(r) for r in cur]
 
     def set_meta(self, name: str, value: str) -> None:
         """Set a meta value (its own transaction)."""

@@ -27,14 +27,18 @@ TEST_KEY = "test-key-0123456789"
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Keep the per-user index of output directories (runner/registry.py) out of $HOME."""
-    old = os.environ.get("XDG_STATE_HOME")
-    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state-home"))
+    """Keep the per-user index of output directories (runner/registry.py) and the plan
+    cache (runner/plan_cache.py) out of $HOME."""
+    names = ("XDG_STATE_HOME", "XDG_CACHE_HOME")
+    old = {name: os.environ.get(name) for name in names}
+    for name in names:
+        os.environ[name] = str(tmp_path_factory.mktemp(name.lower()))
     yield
-    if old is None:
-        os.environ.pop("XDG_STATE_HOME", None)
-    else:
-        os.environ["XDG_STATE_HOME"] = old
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @dataclass

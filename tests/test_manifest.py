@@ -91,7 +91,7 @@ def test_full_example_expands_every_feature() -> None:
     assert result.output_dir == FULL.parent / "out" / "full"
     assert result.cost_by_endpoint()[V2V] == pytest.approx(8 * 0.72 + 4 * 1.08 + 3.24)
     assert result.unpriced_jobs() == {}
-    assert {(limit.name, limit.source) for limit in result.limits_applied} >= {
+    assert {(limit["name"], limit["source"]) for limit in result.limits_applied} >= {
         ("max_source_seconds", "manifest"),
         ("image_containers", "fal upload widget for Luma stills"),
     }
@@ -746,7 +746,7 @@ def test_absurd_but_valid_values_work(tmp_path: Path) -> None:
         tmp_path, HEAD.replace('"film noir"', "'" + "x" * 6000 + "'") + "concurrency: 1000\n"
     )
     result = plan(path)
-    assert result.manifest.concurrency == 1000 and len(result.jobs) == 1
+    assert result.facts.concurrency == 1000 and len(result.jobs) == 1
 
 
 def test_each_distinct_input_is_validated_once(

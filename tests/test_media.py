@@ -266,7 +266,7 @@ def test_too_long_clip_passes_when_the_manifest_raises_the_limit(tmp_path: Path)
     )
     result = plan(path)
     assert len(result.jobs) == 1
-    applied = {(limit.name, limit.source) for limit in result.limits_applied}
+    applied = {(limit["name"], limit["source"]) for limit in result.limits_applied}
     assert ("max_source_seconds", "manifest") in applied
     assert ("max_file_bytes", "Luma Agents API") in applied
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from runner.job import JobSpec
-from runner.manifest import Plan, plan
+from runner.manifest import plan
+from runner.plans import Plan
 from runner.progress import PLAIN_INTERVAL, Progress
 from runner.scheduler import RunSummary
 from runner.state import ErrorInfo, OutputFile, StateStore, Transitions

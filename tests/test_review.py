@@ -14,7 +14,8 @@ from pathlib import Path
 
 import av
 
-from runner.manifest import Plan, plan
+from runner.manifest import plan
+from runner.plans import Plan
 from runner.review import EAGER_MEDIA, POSTER_DIR, write_review_page
 from runner.state import ErrorInfo, OutputFile, StateStore, Transitions
 

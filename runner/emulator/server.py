@@ -186,6 +186,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synthetic", action="store_true", help="cheap deterministic output bytes")
 
 
+def main(argv: list[str], *, prog: str = "python -m runner.emulator") -> int:
+    """Parse the emulator's options from ``argv`` and serve (see ``run``)."""
+    parser = argparse.ArgumentParser(prog=prog, description="Serve the fal emulator on loopback.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; the first stdout line is ``listening on URL``."""
     try:

@@ -1,0 +1,253 @@
+"""Plans remembered on disk, so ``status``, ``plan`` and a resumed ``run`` skip re-planning.
+
+Expanding a 100k-job manifest costs seconds: reading the YAML, validating every distinct
+input, a sha256 per job, and hashing every local clip's bytes. All of it is a function of
+the manifest's bytes, raybatch's code, and the local files and glob matches the manifest
+names, so the expanded plan is stored under a fingerprint of the first two and used again
+only while each of the others is unchanged (same real path, size and mtime; same matches).
+
+Entries live in ``$XDG_CACHE_HOME/raybatch/plans/`` (``~/.cache/...``), owner-only, the
+newest :data:`KEEP` kept. They hold the manifest's prompts and arguments, never a key.
+Everything here is best effort: an unreadable, stale or corrupt entry is a miss, and a
+failed write only costs the next command a re-plan.
+
+Format: two ``marshal`` records (fast to load; Python-version specific, hence the version
+in the fingerprint), the first after its length. The first holds what ``status`` needs
+(facts, inputs, keys, endpoints, prices); the second the rest of each job, read only when
+the jobs themselves are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import marshal
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .job import LocalFile
+from .plans import JobColumns, ManifestFacts, Plan, PlanInputs, glob_files, output_dir_for
+
+FORMAT = 1
+#: Entries kept; each is about 150 bytes per job.
+KEEP = 16
+_CODE_DIRS = ("", "endpoints")
+_MAX_MANIFEST_BYTES = 64 * 2**20  # what manifest.py accepts; a larger one is refused there
+
+
+def cache_dir() -> Path:
+    """Where remembered plans live."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "raybatch" / "plans"
+
+
+def cached_plan(
+    path: Path,
+    *,
+    output_dir: Path | None = None,
+    only: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    probe_remote: bool = False,
+) -> Plan:
+    """``manifest.plan`` with the expansion remembered (see the module docstring).
+
+    ``probe_remote`` plans asks the network, whose answers can change: never remembered.
+    """
+    fingerprint = None if probe_remote else _fingerprint(path)
+    whole = _load(fingerprint, path, output_dir) if fingerprint else None
+    if whole is None:
+        from .manifest import plan
+
+        whole = plan(path, output_dir=output_dir, probe_remote=probe_remote)
+        if fingerprint is not None:
+            _store(fingerprint, whole)
+            whole.fingerprint = fingerprint
+    return whole.selected(only, exclude)
+
+
+def _fingerprint(path: Path) -> str | None:
+    """What the plan is a function of, besides the inputs checked on load; None if the
+    manifest is not a plain readable file (planning it reports why)."""
+    try:
+        with open(path, "rb", opener=_regular_only) as handle:
+            manifest = handle.read(_MAX_MANIFEST_BYTES + 1)
+    except OSError:
+        return None
+    if len(manifest) > _MAX_MANIFEST_BYTES:
+        return None
+    digest = hashlib.sha256()
+    for part in (str(FORMAT), __version__, sys.version, _code_stamp(), os.path.realpath(path)):
+        digest.update(part.encode() + b"\0")
+    digest.update(manifest)
+    return digest.hexdigest()
+
+
+def _regular_only(name: str, flags: int) -> int:
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; then refuse anything not a file.
+    fd = os.open(name, flags | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError("not a regular file")
+    return fd
+
+
+def _code_stamp() -> str:
+    """raybatch's planning code as installed: an edited checkout must not reuse old plans."""
+    root = Path(__file__).parent
+    parts = []
+    for sub in _CODE_DIRS:
+        with os.scandir(root / sub) as entries:
+            for entry in entries:
+                if entry.name.endswith(".py"):
+                    info = entry.stat()
+                    parts.append(f"{sub}/{entry.name}:{info.st_size}:{info.st_mtime_ns}")
+    return ",".join(sorted(parts))
+
+
+def _entry(fingerprint: str) -> Path:
+    return cache_dir() / f"{fingerprint}.plan"
+
+
+def _load(fingerprint: str, path: Path, output_dir: Path | None) -> Plan | None:
+    entry = _entry(fingerprint)
+    try:
+        with open(entry, "rb") as handle:
+            # marshal.load(file) reads object by object; one read and loads() is ~15x faster.
+            size = int.from_bytes(handle.read(8), "little")
+            head = marshal.loads(handle.read(size))
+            if head.get("format") != FORMAT or not _unchanged(head["inputs"]):
+                return None
+    except FileNotFoundError:
+        return None
+    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError):
+        with contextlib.suppress(OSError):
+            entry.unlink()
+        return None
+    facts = ManifestFacts(**head["facts"])
+    columns = _LazyColumns(head, _Rest(entry, 8 + size))
+    with contextlib.suppress(OSError):
+        os.utime(entry)  # recently used: pruned last
+    return Plan(
+        path,
+        output_dir_for(path, facts, output_dir),
+        facts,
+        head["limits"],
+        columns=columns,
+        inputs=PlanInputs(*head["inputs"]),
+        fingerprint=fingerprint,
+    )
+
+
+def _unchanged(inputs: Any) -> bool:
+    files, globs = inputs
+    for shown, real, size, mtime_ns in files:
+        try:
+            if os.path.realpath(shown) != real:
+                return False
+            info = os.stat(real)
+        except OSError:
+            return False
+        if info.st_size != size or info.st_mtime_ns != mtime_ns:
+            return False
+    return all(tuple(glob_files(pattern)) == tuple(matches) for pattern, matches in globs)
+
+
+class _Rest:
+    """The second record of an entry, read on first use (a ``status`` never needs it)."""
+
+    def __init__(self, entry: Path, offset: int) -> None:
+        self.entry = entry
+        self.offset = offset
+
+    def read(self) -> dict[str, Any]:
+        with open(self.entry, "rb") as handle:
+            handle.seek(self.offset)
+            rest: dict[str, Any] = marshal.loads(handle.read())
+        return rest
+
+
+class _LazyColumns(JobColumns):
+    """Columns whose heavy part (arguments, outputs, files, labels) loads on first access."""
+
+    def __init__(self, head: dict[str, Any], rest: _Rest) -> None:
+        object.__setattr__(self, "_rest", rest)
+        object.__setattr__(self, "keys", head["keys"])
+        object.__setattr__(self, "endpoints", head["endpoints"])
+        object.__setattr__(self, "costs", head["costs"])
+        object.__setattr__(self, "clips", head["clips"])
+        object.__setattr__(self, "prompts", head["prompts"])
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for attributes not set yet: the second record's columns.
+        if name not in ("arguments", "outputs", "files", "labels", "local_files"):
+            raise AttributeError(name)
+        rest = self.__dict__["_rest"].read()
+        local = {sha: LocalFile(Path(p), sha, *more) for sha, (p, *more) in rest["local"].items()}
+        for column in ("arguments", "outputs", "files", "labels"):
+            object.__setattr__(self, column, rest[column])
+        object.__setattr__(self, "local_files", local)
+        return getattr(self, name)
+
+
+def _store(fingerprint: str, plan: Plan) -> None:
+    columns = plan.columns
+    head = {
+        "format": FORMAT,
+        "facts": {
+            "name": plan.facts.name,
+            "output_dir": plan.facts.output_dir,
+            "concurrency": plan.facts.concurrency,
+            "max_cost": plan.facts.max_cost,
+            "prompts": dict(plan.facts.prompts),
+        },
+        "limits": plan.limits_applied,
+        "inputs": (plan.inputs.files, plan.inputs.globs),
+        "keys": columns.keys,
+        "endpoints": columns.endpoints,
+        "costs": columns.costs,
+        "clips": columns.clips,
+        "prompts": columns.prompts,
+    }
+    rest = {
+        "arguments": columns.arguments,
+        "outputs": columns.outputs,
+        "files": columns.files,
+        "labels": columns.labels,
+        "local": {
+            sha: (str(f.path), f.size, f.content_type, f.real, f.mtime_ns)
+            for sha, f in columns.local_files.items()
+        },
+    }
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".plan-")  # created 0600
+        try:
+            first = marshal.dumps(head)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(len(first).to_bytes(8, "little"))
+                handle.write(first)
+                marshal.dump(rest, handle)
+            os.replace(tmp, _entry(fingerprint))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _prune(folder)
+    except (OSError, ValueError):
+        # ValueError: marshal met a value it cannot write (an exotic YAML value); the plan
+        # is simply not remembered.
+        pass
+
+
+def _prune(folder: Path) -> None:
+    entries = sorted(folder.glob("*.plan"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[KEEP:]:
+        with contextlib.suppress(OSError):
+            old.unlink()

@@ -1,0 +1,255 @@
+"""A plan: the jobs a manifest asks for, in manifest order, and what a run needs of it.
+
+``manifest.expand_manifest`` builds one by reading and expanding a manifest;
+``plan_cache`` rebuilds one from disk without reading the YAML at all. A plan holds its
+jobs either as ``JobSpec`` objects (fresh from the expansion) or as columns, one list per
+field (from the cache), and converts on first use: at 100k jobs, building a ``JobSpec``
+per job is itself a visible cost, and ``status`` only needs three of the columns.
+
+Nothing here imports pydantic, PyAV or httpx: ``status`` on a cached plan stays cheap.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from .job import JobSpec, LocalFile
+
+#: Where outputs go when neither the manifest nor --output-dir says: outputs/<name>,
+#: relative to the directory raybatch runs in.
+DEFAULT_OUTPUT_ROOT = "outputs"
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestFacts:
+    """What the rest of raybatch needs of the manifest itself, beyond its jobs."""
+
+    name: str
+    output_dir: str | None  # as written in the manifest: relative to the manifest's folder
+    concurrency: int | None
+    max_cost: float | None
+    prompts: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanInputs:
+    """What a plan read besides the manifest: it stays valid while these are unchanged."""
+
+    #: (path as the manifest names it, its real path, size, mtime in ns) per local file.
+    files: tuple[tuple[str, str, int, int], ...] = ()
+    #: (absolute glob pattern, the sorted files it matched) per glob in the manifest.
+    globs: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class JobColumns:
+    """Every job of a plan, one list per field (index ``i`` of each list is job ``i``)."""
+
+    keys: list[str]
+    endpoints: list[str]
+    arguments: list[dict[str, Any]]
+    outputs: list[str]
+    files: list[tuple[str, ...]]  # sha256s of the job's local files, see ``local_files``
+    clips: list[str | None]
+    prompts: list[str | None]
+    labels: list[dict[str, Any]]
+    costs: list[float | None]
+    local_files: dict[str, LocalFile] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, specs: Sequence[JobSpec]) -> JobColumns:
+        """The columns of ``specs``."""
+        local: dict[str, LocalFile] = {}
+        for spec in specs:
+            local.update(spec.files)
+        return cls(
+            keys=[s.key for s in specs],
+            endpoints=[s.endpoint for s in specs],
+            arguments=[dict(s.arguments) for s in specs],
+            outputs=[s.output for s in specs],
+            files=[tuple(s.files) for s in specs],
+            clips=[s.clip for s in specs],
+            prompts=[s.prompt for s in specs],
+            labels=[dict(s.labels) for s in specs],
+            costs=[s.estimated_cost for s in specs],
+            local_files=local,
+        )
+
+    def specs(self) -> list[JobSpec]:
+        """One ``JobSpec`` per job."""
+        local = self.local_files
+        no_files: dict[str, LocalFile] = {}
+        return [
+            JobSpec(
+                key,
+                endpoint,
+                arguments,
+                output,
+                {sha: local[sha] for sha in shas} if shas else no_files,
+                clip,
+                prompt,
+                labels,
+                cost,
+            )
+            for key, endpoint, arguments, output, shas, clip, prompt, labels, cost in zip(
+                self.keys,
+                self.endpoints,
+                self.arguments,
+                self.outputs,
+                self.files,
+                self.clips,
+                self.prompts,
+                self.labels,
+                self.costs,
+                strict=True,
+            )
+        ]
+
+    def take(self, indices: Sequence[int]) -> JobColumns:
+        """The columns of the jobs at ``indices`` only."""
+
+        def pick(column: list[Any]) -> list[Any]:
+            return [column[i] for i in indices]
+
+        return JobColumns(
+            pick(self.keys),
+            pick(self.endpoints),
+            pick(self.arguments),
+            pick(self.outputs),
+            pick(self.files),
+            pick(self.clips),
+            pick(self.prompts),
+            pick(self.labels),
+            pick(self.costs),
+            self.local_files,
+        )
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class Plan:
+    """The jobs a manifest asks for, in manifest order, and what was checked to get them."""
+
+    def __init__(
+        self,
+        manifest_path: Path,
+        output_dir: Path,
+        facts: ManifestFacts,
+        limits_applied: list[dict[str, Any]],
+        *,
+        jobs: list[JobSpec] | None = None,
+        columns: JobColumns | None = None,
+        inputs: PlanInputs | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        if jobs is None and columns is None:
+            raise ValueError("a plan needs its jobs or their columns")
+        self.manifest_path = manifest_path
+        self.output_dir = output_dir
+        self.facts = facts
+        self.limits_applied = limits_applied
+        self.inputs = inputs or PlanInputs()
+        #: Names the manifest's whole plan in the plan cache (None: not remembered, or only
+        #: a selection of it): the state file records the last plan added to it by this name.
+        self.fingerprint = fingerprint
+        if jobs is not None:
+            self.__dict__["jobs"] = jobs
+        if columns is not None:
+            self.__dict__["columns"] = columns
+
+    @cached_property
+    def jobs(self) -> list[JobSpec]:
+        """Every job as a ``JobSpec`` (built from the columns on first use)."""
+        return self.columns.specs()
+
+    @cached_property
+    def columns(self) -> JobColumns:
+        """Every job as columns (built from the specs on first use)."""
+        return JobColumns.of(self.jobs)
+
+    @property
+    def keys(self) -> list[str]:
+        """The job keys, in plan order."""
+        if "columns" in self.__dict__:
+            return self.columns.keys
+        return [s.key for s in self.jobs]
+
+    def __len__(self) -> int:
+        return len(self.columns) if "columns" in self.__dict__ else len(self.jobs)
+
+    def cost_by_endpoint(self) -> dict[str, float]:
+        """Estimated USD per endpoint, over the jobs that have a price."""
+        costs: dict[str, float] = {}
+        for endpoint, cost in self._prices():
+            if cost is not None:
+                costs[endpoint] = costs.get(endpoint, 0.0) + cost
+        return {endpoint: round(usd, 6) for endpoint, usd in costs.items()}
+
+    def unpriced_jobs(self) -> dict[str, int]:
+        """How many jobs per endpoint have no price (pass-through, or unknown length)."""
+        counts: dict[str, int] = {}
+        for endpoint, cost in self._prices():
+            if cost is None:
+                counts[endpoint] = counts.get(endpoint, 0) + 1
+        return counts
+
+    def _prices(self) -> Iterator[tuple[str, float | None]]:
+        return zip(self.columns.endpoints, self.columns.costs, strict=True)
+
+    def selected(self, only: Sequence[str], exclude: Sequence[str]) -> Plan:
+        """This plan with only the jobs ``only``/``exclude`` keep (see ``is_selected``)."""
+        if not only and not exclude:
+            return self
+        columns = self.columns
+        kept = [
+            i
+            for i, (clip, prompt) in enumerate(zip(columns.clips, columns.prompts, strict=True))
+            if is_selected((clip, prompt), only, exclude)
+        ]
+        return Plan(
+            self.manifest_path,
+            self.output_dir,
+            self.facts,
+            self.limits_applied,
+            columns=columns.take(kept),
+            inputs=self.inputs,
+        )
+
+
+def is_selected(names: Sequence[str | None], only: Sequence[str], exclude: Sequence[str]) -> bool:
+    """Whether a job with these clip/prompt names passes ``--only``/``--exclude``.
+
+    Kept if some ``only`` pattern (fnmatch) matches one of the names, or ``only`` is empty,
+    and no ``exclude`` pattern does. Selecting never changes a job's key or output.
+    """
+    present = [name for name in names if name is not None]
+
+    def hit(patterns: Sequence[str]) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in patterns for name in present)
+
+    return (not only or hit(only)) and not hit(exclude)
+
+
+def output_dir_for(manifest_path: Path, facts: ManifestFacts, given: Path | None) -> Path:
+    """The absolute output directory: --output-dir, else the manifest's, else the default."""
+    if given is None:
+        # output_dir: is relative to the manifest like every path in it; the default, like
+        # the README's layout, is outputs/<name> under the directory raybatch runs in.
+        if facts.output_dir is not None:
+            given = manifest_path.parent / facts.output_dir
+        else:
+            given = Path(DEFAULT_OUTPUT_ROOT) / facts.name
+    return Path(os.path.normpath(given.absolute()))
+
+
+def glob_files(pattern: str) -> list[str]:
+    """The regular files an absolute glob pattern matches, sorted (``**`` recurses)."""
+    return sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
