@@ -120,6 +120,11 @@ def run(config: dict[str, Any], work: Path) -> dict[str, Any]:
         "machine": machine(),
         "config": {k: v for k, v in config.items() if k not in ("out", "work", "keep")},
     }
+    # raybatch remembers plans in $XDG_CACHE_HOME and output directories in
+    # $XDG_STATE_HOME: both go in the scratch directory, so every run starts from nothing
+    # and the user's own caches are neither used nor touched.
+    for name in ("XDG_CACHE_HOME", "XDG_STATE_HOME"):
+        os.environ[name] = str(work / name.lower())
     phases = config["phases"]
     jobs, limit, durations = config["jobs"], config["limit"], config["durations"]
     if "makespan" in phases:

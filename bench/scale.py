@@ -1,10 +1,11 @@
 """Costs that grow with the batch: ``plan``, ``status`` and resume, at a given job count.
 
 * ``plan``: the real ``python -m runner plan`` on the library manifest (clips × 10 looks,
-  URL clips, real endpoint model), no state yet: wall time and peak RSS.
+  URL clips, real endpoint model), no state yet: wall time and peak RSS; first cold (the
+  manifest never planned), then again (the plan remembered, see runner/plan_cache.py).
 * resume: a ``state.db`` holding every job, half of them ``done`` (their request, result
   and outputs recorded through the real ``Transitions``), built directly instead of by
-  running the batch; then ``python -m runner run`` against a fresh emulator, timed from
+  running the batch, but added the way ``run`` adds a plan; then ``python -m runner run`` against a fresh emulator, timed from
   the spawn to the emulator's first submit. The runner is then stopped (two SIGINTs:
   drain, then leave in-flight requests), so only start-up is measured.
 * ``status``: ``python -m runner status`` on that half-done state.
@@ -28,14 +29,14 @@ def build_state(manifest: Path, done_fraction: float = 0.5) -> int:
     Returns how many jobs were marked done. (The output files are not created: nothing
     in ``run`` or ``status`` reads them back.)
     """
-    from runner.manifest import plan
+    from runner.plan_cache import cached_plan
     from runner.state import OutputFile, StateStore, Transitions
 
-    the_plan = plan(manifest)
+    the_plan = cached_plan(manifest)
     the_plan.output_dir.mkdir(parents=True, exist_ok=True)
     store = StateStore.open(the_plan.output_dir / "state.db")
     try:
-        store.add_jobs(the_plan.jobs)
+        store.add_plan(the_plan)
         done = the_plan.jobs[: int(len(the_plan.jobs) * done_fraction)]
         for start in range(0, len(done), 5000):
             ops = []
@@ -126,6 +127,12 @@ def scale_point(work: Path, jobs: int, *, limit: int, seed: int, timeout: float)
     )
     if planned.returncode != 0:
         raise RuntimeError(f"plan failed, see {work / 'plan.log'}")
+    again = measure(
+        python("-m", "runner", "plan", str(load.manifest)),
+        cwd=work,
+        log=work / "plan-again.log",
+        timeout=timeout,
+    )
     done = build_state(load.manifest)
     status = measure(
         python("-m", "runner", "status", str(load.manifest)),
@@ -139,6 +146,7 @@ def scale_point(work: Path, jobs: int, *, limit: int, seed: int, timeout: float)
         "plan_s": round(planned.wall, 3),
         "plan_cpu_s": round(planned.cpu, 3),
         "plan_peak_rss_mb": round(planned.maxrss_mb, 1),
+        "plan_again_s": round(again.wall, 3),
         "state_done_jobs": done,
         "status_s": round(status.wall, 3),
         "status_peak_rss_mb": round(status.maxrss_mb, 1),

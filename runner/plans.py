@@ -16,9 +16,8 @@ import glob
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from .job import JobSpec, LocalFile
 
@@ -112,6 +111,21 @@ class JobColumns:
             )
         ]
 
+    def spec(self, i: int) -> JobSpec:
+        """Job ``i`` as a ``JobSpec``."""
+        shas = self.files[i]
+        return JobSpec(
+            self.keys[i],
+            self.endpoints[i],
+            self.arguments[i],
+            self.outputs[i],
+            {sha: self.local_files[sha] for sha in shas},
+            self.clips[i],
+            self.prompts[i],
+            self.labels[i],
+            self.costs[i],
+        )
+
     def take(self, indices: Sequence[int]) -> JobColumns:
         """The columns of the jobs at ``indices`` only."""
 
@@ -135,6 +149,48 @@ class JobColumns:
         return len(self.keys)
 
 
+class JobList(Sequence[JobSpec]):
+    """A plan's jobs in order, each ``JobSpec`` built on first access from the columns.
+
+    A resumed run touches only its unfinished jobs; building the other 100k specs would
+    cost it half a second for nothing. ``keys`` are there without building any.
+    """
+
+    def __init__(self, columns: JobColumns, specs: Sequence[JobSpec] | None = None) -> None:
+        self.columns = columns
+        self._specs: list[JobSpec | None] = list(specs) if specs else [None] * len(columns)
+
+    @classmethod
+    def of(cls, specs: Sequence[JobSpec]) -> JobList:
+        """A job list over specs already built."""
+        return specs if isinstance(specs, JobList) else cls(JobColumns.of(specs), specs)
+
+    @property
+    def keys(self) -> list[str]:
+        """Every job's key, in order."""
+        return self.columns.keys
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    @overload
+    def __getitem__(self, index: int) -> JobSpec: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[JobSpec]: ...
+    def __getitem__(self, index: int | slice) -> JobSpec | list[JobSpec]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        spec = self._specs[index]
+        if spec is None:
+            spec = self._specs[index] = self.columns.spec(index)
+        return spec
+
+    def __iter__(self) -> Iterator[JobSpec]:
+        if all(spec is None for spec in self._specs):
+            self._specs = list[JobSpec | None](self.columns.specs())
+        return (self[i] for i in range(len(self)))
+
+
 class Plan:
     """The jobs a manifest asks for, in manifest order, and what was checked to get them."""
 
@@ -150,8 +206,6 @@ class Plan:
         inputs: PlanInputs | None = None,
         fingerprint: str | None = None,
     ) -> None:
-        if jobs is None and columns is None:
-            raise ValueError("a plan needs its jobs or their columns")
         self.manifest_path = manifest_path
         self.output_dir = output_dir
         self.facts = facts
@@ -161,29 +215,24 @@ class Plan:
         #: a selection of it): the state file records the last plan added to it by this name.
         self.fingerprint = fingerprint
         if jobs is not None:
-            self.__dict__["jobs"] = jobs
-        if columns is not None:
-            self.__dict__["columns"] = columns
+            self.jobs = JobList.of(jobs)
+        elif columns is not None:
+            self.jobs = JobList(columns)
+        else:
+            raise ValueError("a plan needs its jobs or their columns")
 
-    @cached_property
-    def jobs(self) -> list[JobSpec]:
-        """Every job as a ``JobSpec`` (built from the columns on first use)."""
-        return self.columns.specs()
-
-    @cached_property
+    @property
     def columns(self) -> JobColumns:
-        """Every job as columns (built from the specs on first use)."""
-        return JobColumns.of(self.jobs)
+        """Every job as columns."""
+        return self.jobs.columns
 
     @property
     def keys(self) -> list[str]:
         """The job keys, in plan order."""
-        if "columns" in self.__dict__:
-            return self.columns.keys
-        return [s.key for s in self.jobs]
+        return self.jobs.keys
 
     def __len__(self) -> int:
-        return len(self.columns) if "columns" in self.__dict__ else len(self.jobs)
+        return len(self.jobs)
 
     def cost_by_endpoint(self) -> dict[str, float]:
         """Estimated USD per endpoint, over the jobs that have a price."""

@@ -100,14 +100,17 @@ class Progress:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        keys = {s.key for s in plan.jobs}
-        brief = store.brief() if store is not None else {}
-        self._state = {s.key: brief[s.key][0] if s.key in brief else "new" for s in plan.jobs}
-        self._request = {k: v[1] for k, v in brief.items() if k in keys and v[1]}
-        self._counts = Counter(bucket(s) for s in self._state.values())
-        self._cost = {s.key: s.estimated_cost or 0.0 for s in plan.jobs}
-        self._labels = {s.key: job_label(s) for s in plan.jobs}
-        self._paid_before = sum(self._cost[k] for k, s in self._state.items() if s in _PAID)
+        # Columns, not specs: a resumed 100k-job run must not build a spec per finished job.
+        columns = plan.columns
+        states = store.states() if store is not None else {}
+        self._state = {key: states.get(key, "new") for key in columns.keys}
+        self._request = store.requests_in_flight() if store is not None else {}
+        self._counts = Counter(map(bucket, self._state.values()))
+        self._paid_before = sum(
+            cost or 0.0
+            for key, cost in zip(columns.keys, columns.costs, strict=True)
+            if self._state[key] in _PAID
+        )
         self._spent = 0.0
         self._bytes = {"up": 0, "down": 0}
         self._started = clock()
@@ -197,7 +200,7 @@ class Progress:
             request = None
             if state == "queued" and bucket(previous) == "waiting":
                 # A new request at fal: ``detail`` is its id, and the submit is paid for.
-                self._spent += self._cost.get(spec.key, 0.0)
+                self._spent += spec.estimated_cost or 0.0
                 if detail:
                     self._request[spec.key] = detail
                 request, detail = detail, None
@@ -205,7 +208,7 @@ class Progress:
                 self._request.pop(spec.key, None)
             else:
                 request = self._request.get(spec.key)
-            label = self._labels.get(spec.key) or job_label(spec)
+            label = job_label(spec)
             line = f"{label} {state}" + (f": {detail}" if detail else "")
             self._write_log(
                 f"job={spec.key[:12]} {line}" + (f" request={request}" if request else "")

@@ -31,8 +31,10 @@ FAILURES_LISTED = 8
 def remaining_cost(plan: Plan, store: StateStore | None, *, retry_failed: bool = False) -> float:
     """Estimated USD of the jobs a run would submit: not done, paid or in flight, and not
     failed or cancelled unless they are to be retried."""
-    states = store.states() if store is not None else {}
     skipped = PAID if retry_failed else PAID | {"failed", "cancelled"}
+    if store is not None and store.holds_exactly(plan.fingerprint, len(plan)):
+        return store.estimated_cost(excluding=skipped)
+    states = store.states() if store is not None else {}
     columns = plan.columns
     return sum(
         cost or 0.0

@@ -44,7 +44,8 @@ from .errors import (
 from .fal import FalClient, Status, Submission, classify_completed
 from .job import JobSpec, LocalFile, resolve_arguments
 from .paths import output_name_for
-from .state import ErrorInfo, JobRow, OutputFile, StateStore, StateWriter, Transitions
+from .plans import JobList
+from .state import ErrorInfo, OutputFile, StateStore, StateWriter, Transitions, Unfinished
 
 _T = TypeVar("_T")
 
@@ -236,7 +237,7 @@ class Scheduler:
         *,
         downloader: httpx.AsyncClient | None = None,
     ) -> None:
-        self.jobs = list(jobs)
+        self.jobs = JobList.of(jobs)
         self.store = store
         self.client = client
         self.output_dir = output_dir
@@ -286,7 +287,7 @@ class Scheduler:
 
     async def run(self) -> RunSummary:
         """Run every job not yet finished; returns how it went (never raises for a job)."""
-        rows = {r.key: r for r in self.store.unfinished_rows()}
+        rows = self.store.unfinished()
         own_client = self._downloader is None
         downloader = self._downloader or httpx.AsyncClient(
             timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=False
@@ -317,13 +318,17 @@ class Scheduler:
     _jobs_scope: anyio.CancelScope | None = None
 
     async def _feed(
-        self, group: anyio.abc.TaskGroup, rows: Mapping[str, JobRow], downloader: httpx.AsyncClient
+        self,
+        group: anyio.abc.TaskGroup,
+        rows: Mapping[str, Unfinished],
+        downloader: httpx.AsyncClient,
     ) -> None:
-        # Finished jobs have no row here (see StateStore.unfinished_rows): nothing to do.
-        progress = {s.key: _Progress.of(rows[s.key]) for s in self.jobs if s.key in rows}
+        # Finished jobs have no row here (see StateStore.unfinished): nothing to do, and
+        # their specs are never built.
+        todo = [self.jobs[i] for i, key in enumerate(self.jobs.keys) if key in rows]
+        progress = {s.key: _Progress.of(rows[s.key]) for s in todo}
         # Jobs already holding a request (or a fetched result) go first: they cost nothing
         # more, and re-attaching early keeps their results from expiring at fal.
-        todo = [s for s in self.jobs if s.key in progress]
         attached = [s for s in todo if progress[s.key].state in _ATTACHED]
         fresh = [s for s in todo if progress[s.key].state == "pending"]
         ambiguous = [s for s in todo if progress[s.key].state == "submitting"]
@@ -644,7 +649,7 @@ class Scheduler:
 
     def _finish_summary(self) -> None:
         states = self.store.states()
-        keys = [s.key for s in self.jobs]
+        keys = self.jobs.keys
         for key in keys:
             state = states.get(key)
             if state == "done":
@@ -671,7 +676,7 @@ class _Progress:
     last_error: str | None = None
 
     @classmethod
-    def of(cls, row: JobRow) -> _Progress:
+    def of(cls, row: Unfinished) -> _Progress:
         request = None
         if row.request_id and row.status_url and row.response_url:
             request = Submission(
