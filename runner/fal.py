@@ -48,11 +48,13 @@ repr, and is scrubbed from every message this module raises.
 from __future__ import annotations
 
 import email.utils
+import functools
 import importlib.metadata
 import json
 import math
 import os
 import re
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -249,6 +251,13 @@ def parse_retry_after(value: str | None) -> float | None:
     return min(max(seconds, 0.0), RETRY_AFTER_CAP)
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one TLS context every client of a run shares: each new one loads the CA bundle
+    again (50-100 ms here, several per run start)."""
+    return httpx.create_ssl_context()
+
+
 class FalClient:
     """fal's queue and storage API over httpx (requests and status streams in separate
     connection pools); never retries."""
@@ -271,7 +280,9 @@ class FalClient:
                 max_connections=max_connections, max_keepalive_connections=keepalive
             )
             return httpx.AsyncClient(
-                transport=pool or httpx.AsyncHTTPTransport(retries=0, limits=limits),
+                transport=pool
+                or httpx.AsyncHTTPTransport(retries=0, limits=limits, verify=tls_context()),
+                verify=tls_context(),
                 timeout=self._timeout,
                 follow_redirects=False,
                 headers={"User-Agent": USER_AGENT, "Accept": "application/json"},

@@ -32,7 +32,7 @@ from .job import JobSpec
 from .plans import Plan
 from .report import human_size
 from .scheduler import RunSummary
-from .state import StateStore
+from .state import PlanSnapshot, StateStore
 
 #: How often non-terminal output prints a status line, in seconds.
 PLAIN_INTERVAL = 10.0
@@ -100,17 +100,18 @@ class Progress:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # Columns, not specs: a resumed 100k-job run must not build a spec per finished job.
-        columns = plan.columns
-        states = store.states() if store is not None else {}
-        self._state = {key: states.get(key, "new") for key in columns.keys}
+        # Only unfinished jobs change state in a run: a resumed 100k-job run reads (and
+        # builds) nothing per finished job.
+        if store is None:
+            snapshot = PlanSnapshot(Counter({"new": len(plan)}), 0.0, {})
+        else:
+            snapshot = store.snapshot(plan, paid=_PAID)
+        self._state = snapshot.unfinished
         self._request = store.requests_in_flight() if store is not None else {}
-        self._counts = Counter(map(bucket, self._state.values()))
-        self._paid_before = sum(
-            cost or 0.0
-            for key, cost in zip(columns.keys, columns.costs, strict=True)
-            if self._state[key] in _PAID
-        )
+        self._counts = Counter[str]()
+        for state, count in snapshot.counts.items():
+            self._counts[bucket(state)] += count
+        self._paid_before = snapshot.paid
         self._spent = 0.0
         self._bytes = {"up": 0, "down": 0}
         self._started = clock()

@@ -24,6 +24,7 @@ import math
 import os
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ JobState = Literal[
 #: States in which a request exists (or may exist) at fal.
 IN_FLIGHT: frozenset[str] = frozenset({"submitting", "queued", "running"})
 TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+# Queries name the unfinished states with IN, never NOT IN (TERMINAL): only IN lets SQLite
+# use the state index instead of reading every row.
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -156,6 +159,14 @@ class JobRow:
         return cls(**data)
 
 
+class PlanSnapshot(NamedTuple):
+    """How a plan's jobs stand in the state file (see ``StateStore.snapshot``)."""
+
+    counts: Counter[str]  # jobs per state; "new" for jobs the table does not hold yet
+    paid: float  # estimated USD of the jobs in the states asked about
+    unfinished: dict[str, str]  # key -> state of each job not done, failed or cancelled
+
+
 class Unfinished(NamedTuple):
     """What a resumed run reads of a job it has yet to finish."""
 
@@ -168,6 +179,10 @@ class Unfinished(NamedTuple):
     cancel_url: str | None
     result: dict[str, Any] | None  # only once completed: the result to download
     error: str | None
+
+
+_PENDING = Unfinished("pending", 0, 0, None, None, None, None, None, None)
+_NEVER_SUBMITTED = list(_PENDING)
 
 
 class JobTally(NamedTuple):
@@ -306,33 +321,56 @@ class StateStore:
             cur = self._conn.execute(
                 "SELECT key, state, attempts, ambiguous, request_id, status_url, response_url,"
                 " cancel_url, CASE state WHEN 'completed' THEN result END, error FROM jobs"
-                " WHERE state NOT IN ('done', 'failed', 'cancelled')"
+                " WHERE state IN ('pending', 'submitting', 'queued', 'running', 'completed')"
             )
             found = {}
-            for (
-                key,
-                state,
-                attempts,
-                lost,
-                request_id,
-                status,
-                response,
-                cancel,
-                result,
-                error,
-            ) in cur:
+            for key, *fields in cur:
+                if fields == _NEVER_SUBMITTED:
+                    # Most unfinished jobs of a big batch: one shared value, no parsing.
+                    found[key] = _PENDING
+                    continue
+                state, attempts, lost, request_id, status, response, cancel, result, error = fields
                 parsed = json.loads(result) if result else None
                 found[key] = Unfinished(
                     state, attempts, lost, request_id, status, response, cancel, parsed, error
                 )
             return found
 
+    def snapshot(self, plan: Plan, *, paid: Iterable[str]) -> PlanSnapshot:
+        """How ``plan``'s jobs stand: counts per state, estimated USD already in ``paid``
+        states, and the state of each job not yet finished."""
+        paid = frozenset(paid)
+        with _translate_errors():
+            cur = self._conn.execute(
+                "SELECT key, state FROM jobs"
+                " WHERE state IN ('pending', 'submitting', 'queued', 'running', 'completed')"
+            )
+            unfinished = dict(cur.fetchall())
+        columns = plan.columns
+        if self.holds_exactly(plan.fingerprint, len(plan)):
+            # The table is this plan: SQLite counts the finished jobs.
+            counts = Counter[str]()
+            spent = 0.0
+            for _endpoint, state, count, usd, *_ in self.endpoint_tallies():
+                counts[state] += count
+                spent += usd if state in paid else 0.0
+            return PlanSnapshot(counts, spent, unfinished)
+        states = self.states()
+        counts = Counter(states.get(key, "new") for key in columns.keys)
+        spent = sum(
+            cost or 0.0
+            for key, cost in zip(columns.keys, columns.costs, strict=True)
+            if states.get(key) in paid
+        )
+        wanted = set(columns.keys)
+        return PlanSnapshot(counts, spent, {k: v for k, v in unfinished.items() if k in wanted})
+
     def requests_in_flight(self) -> dict[str, str]:
         """key → request id, for the jobs not finished that hold one."""
         with _translate_errors():
             cur = self._conn.execute(
                 "SELECT key, request_id FROM jobs WHERE request_id IS NOT NULL"
-                " AND state NOT IN ('done', 'failed', 'cancelled')"
+                " AND state IN ('submitting', 'queued', 'running', 'completed')"
             )
             return dict(cur.fetchall())
 
