@@ -12,9 +12,9 @@ Everything here is best effort: an unreadable, stale or corrupt entry is a miss,
 failed write only costs the next command a re-plan.
 
 Format: two ``marshal`` records (fast to load; Python-version specific, hence the version
-in the fingerprint), the first after its length. The first holds what ``status`` needs
-(facts, inputs, keys, endpoints, prices); the second the rest of each job, read only when
-the jobs themselves are.
+in the fingerprint), each after its sha256, the first also after its length. The first
+holds what ``status`` needs (facts, inputs, keys, endpoints, prices); the second the rest
+of each job, read only when the jobs themselves are.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from . import __version__
 from .job import LocalFile
@@ -38,6 +38,7 @@ FORMAT = 1
 #: Entries kept; each is about 150 bytes per job.
 KEEP = 16
 _CODE_DIRS = ("", "endpoints")
+_DIGEST = 32  # each record is preceded by its sha256: a damaged entry is a miss
 _MAX_MANIFEST_BYTES = 64 * 2**20  # what manifest.py accepts; a larger one is refused there
 
 
@@ -120,17 +121,24 @@ def _load(fingerprint: str, path: Path, output_dir: Path | None) -> Plan | None:
         with open(entry, "rb") as handle:
             # marshal.load(file) reads object by object; one read and loads() is ~15x faster.
             size = int.from_bytes(handle.read(8), "little")
-            head = marshal.loads(handle.read(size))
+            head = marshal.loads(_checked(handle, size))
             if head.get("format") != FORMAT or not _unchanged(head["inputs"]):
                 return None
     except FileNotFoundError:
         return None
-    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError):
+    except Exception:
+        # Whatever the damage (truncated, garbled, an old layout): a miss, and gone.
         with contextlib.suppress(OSError):
             entry.unlink()
         return None
     facts = ManifestFacts(**head["facts"])
-    columns = _LazyColumns(head, _Rest(entry, 8 + size))
+
+    def replan() -> JobColumns:
+        from .manifest import plan
+
+        return plan(path).columns
+
+    columns = _LazyColumns(head, _Rest(entry, 8 + _DIGEST + size, replan))
     with contextlib.suppress(OSError):
         os.utime(entry)  # recently used: pruned last
     return Plan(
@@ -142,6 +150,15 @@ def _load(fingerprint: str, path: Path, output_dir: Path | None) -> Plan | None:
         inputs=PlanInputs(*head["inputs"]),
         fingerprint=fingerprint,
     )
+
+
+def _checked(handle: BinaryIO, size: int | None = None) -> bytes:
+    """A record as written by ``_store`` (its sha256, then its bytes); ValueError if damaged."""
+    digest = handle.read(_DIGEST)
+    data = handle.read() if size is None else handle.read(size)
+    if hashlib.sha256(data).digest() != digest:
+        raise ValueError("damaged plan cache record")
+    return data
 
 
 def _unchanged(inputs: Any) -> bool:
@@ -161,15 +178,20 @@ def _unchanged(inputs: Any) -> bool:
 class _Rest:
     """The second record of an entry, read on first use (a ``status`` never needs it)."""
 
-    def __init__(self, entry: Path, offset: int) -> None:
+    def __init__(self, entry: Path, offset: int, replan: Callable[[], JobColumns]) -> None:
         self.entry = entry
         self.offset = offset
+        self.replan = replan
 
     def read(self) -> dict[str, Any]:
-        with open(self.entry, "rb") as handle:
-            handle.seek(self.offset)
-            rest: dict[str, Any] = marshal.loads(handle.read())
-        return rest
+        """The record; if it is gone or damaged since the head was read, planned afresh."""
+        try:
+            with open(self.entry, "rb") as handle:
+                handle.seek(self.offset)
+                rest: dict[str, Any] = marshal.loads(_checked(handle))
+            return rest
+        except Exception:
+            return _rest_record(self.replan())
 
 
 class _LazyColumns(JobColumns):
@@ -214,26 +236,18 @@ def _store(fingerprint: str, plan: Plan) -> None:
         "clips": columns.clips,
         "prompts": columns.prompts,
     }
-    rest = {
-        "arguments": columns.arguments,
-        "outputs": columns.outputs,
-        "files": columns.files,
-        "labels": columns.labels,
-        "local": {
-            sha: (str(f.path), f.size, f.content_type, f.real, f.mtime_ns)
-            for sha, f in columns.local_files.items()
-        },
-    }
+    rest = _rest_record(columns)
     folder = cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".plan-")  # created 0600
         try:
-            first = marshal.dumps(head)
+            first, second = marshal.dumps(head), marshal.dumps(rest)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(len(first).to_bytes(8, "little"))
-                handle.write(first)
-                marshal.dump(rest, handle)
+                for record in (first, second):
+                    handle.write(hashlib.sha256(record).digest())
+                    handle.write(record)
             os.replace(tmp, _entry(fingerprint))
         except BaseException:
             with contextlib.suppress(OSError):
@@ -244,6 +258,20 @@ def _store(fingerprint: str, plan: Plan) -> None:
         # ValueError: marshal met a value it cannot write (an exotic YAML value); the plan
         # is simply not remembered.
         pass
+
+
+def _rest_record(columns: JobColumns) -> dict[str, Any]:
+    """The second record: what a job needs beyond what ``status`` reads."""
+    return {
+        "arguments": columns.arguments,
+        "outputs": columns.outputs,
+        "files": columns.files,
+        "labels": columns.labels,
+        "local": {
+            sha: (str(f.path), f.size, f.content_type, f.real, f.mtime_ns)
+            for sha, f in columns.local_files.items()
+        },
+    }
 
 
 def _prune(folder: Path) -> None:
