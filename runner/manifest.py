@@ -626,6 +626,9 @@ class _Group:
         return len(self.prompts) * math.prod(len(values) for values in self.matrix)
 
 
+_UNPRICED = object()
+
+
 class _Combo(NamedTuple):
     """One matrix combination of a group: validated input (None if invalid), cost, files,
     and the template variables all its jobs share."""
@@ -1024,6 +1027,7 @@ class _Expansion:
         self._prompts: dict[tuple[str, str], bool] = {}
         self._outputs: dict[str, _JobId] = {}
         self._keys: dict[str, _JobId] = {}
+        self._prices: dict[tuple[str, int, float | None], float | None] = {}
 
     def run(self, groups: list[_Group]) -> list[JobSpec]:
         """Every group's jobs, in order (problems go to the planner's list)."""
@@ -1072,6 +1076,16 @@ class _Expansion:
                         combo.cost,
                     )
 
+    def _price(self, endpoint: str, base: dict[str, Any], seconds: float | None) -> float | None:
+        # Validated inputs are cached per distinct input (``_validate``), so one base dict
+        # object, hence one price, serves every group that shares the input and length.
+        found = self._prices.get((endpoint, id(base), seconds), _UNPRICED)
+        if found is _UNPRICED:
+            found = self._prices[(endpoint, id(base), seconds)] = self.planner.prices.estimate(
+                endpoint, base, seconds
+            )
+        return found  # type: ignore[return-value]
+
     def _combo(
         self,
         group: _Group,
@@ -1082,7 +1096,7 @@ class _Expansion:
         """What every prompt's job of one matrix combination shares."""
         layers = [*group.layers, *combo]
         base = self._validate(group, layers, placed)
-        cost = self.planner.prices.estimate(group.spec.id, base, seconds) if base else None
+        cost = self._price(group.spec.id, base, seconds) if base else None
         files: dict[str, LocalFile] = {}
         for layer in layers:
             files.update(layer.files)
