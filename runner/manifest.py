@@ -22,7 +22,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
-from types import MappingProxyType
 from typing import Annotated, Any, NamedTuple
 
 import yaml
@@ -57,7 +56,7 @@ from runner.endpoints.issues import Loc
 from runner.endpoints.prices import DEFAULT_PRICES
 from runner.endpoints.registry import MediaField
 from runner.errors import ManifestError, Problem
-from runner.job import JobSpec, LocalFile, job_key
+from runner.job import LocalFile, job_key
 from runner.media import (
     MediaError,
     MediaInfo,
@@ -70,7 +69,7 @@ from runner.media import (
     probe_remote,
     reference_problem,
 )
-from runner.plans import ManifestFacts, Plan, PlanInputs, glob_files, output_dir_for
+from runner.plans import JobColumns, ManifestFacts, Plan, PlanInputs, glob_files, output_dir_for
 
 try:
     from yaml import CSafeLoader as _BaseLoader
@@ -552,18 +551,13 @@ def plan(
         manifest.prompts,
     )
     limits = [dataclasses.asdict(limit) for limit in planner.applied.values()]
-    inputs = PlanInputs(
-        tuple(
-            (str(file.path), file.real, file.size, file.mtime_ns) for file in planner.local_files()
-        ),
-        tuple(planner.globbed),
-    )
+    inputs = PlanInputs(tuple(planner.local_inputs()), tuple(planner.globbed))
     whole = Plan(
         path,
         output_dir_for(path, facts, output_dir),
         facts,
         limits,
-        jobs=jobs,
+        columns=jobs,
         inputs=inputs,
     )
     return whole.selected(only, exclude)
@@ -635,8 +629,9 @@ class _Combo(NamedTuple):
 
     base: dict[str, Any] | None
     cost: float | None
-    files: Mapping[str, LocalFile]
-    labels: Mapping[str, Any]
+    files: dict[str, LocalFile]
+    shas: tuple[str, ...]  # of ``files``: what a job's column holds
+    labels: dict[str, Any]  # shared by the combination's jobs: never modified
     variables: dict[str, Any]
 
 
@@ -752,9 +747,15 @@ class _Planner:
                 self._files[reference] = None
         return self._files[reference]
 
-    def local_files(self) -> list[LocalFile]:
-        """Every local file the manifest named, hashed."""
-        return [file for file in self._files.values() if file is not None]
+    def local_inputs(self) -> Iterator[tuple[str, str, int, int]]:
+        """(path as named, real path, size, mtime) of each local file the manifest named.
+
+        The path as named, not ``LocalFile.path``: hashes are shared per real file, so that
+        may be another name of the same bytes, and a symlink retargeted later must count.
+        """
+        for reference, file in self._files.items():
+            if file is not None:
+                yield str(self.base_dir / reference), file.real, file.size, file.mtime_ns
 
     # ----------------------------------------------------------------- groups
 
@@ -980,7 +981,7 @@ class _Planner:
 
     # ----------------------------------------------------------------- expansion
 
-    def expand(self) -> list[JobSpec]:
+    def expand(self) -> JobColumns:
         """All the manifest's jobs in manifest order; raises ``ManifestError``."""
         sources = self.sources()
         groups = self.groups(sources)
@@ -1029,14 +1030,18 @@ class _Expansion:
         self._keys: dict[str, _JobId] = {}
         self._prices: dict[tuple[str, int, float | None], float | None] = {}
 
-    def run(self, groups: list[_Group]) -> list[JobSpec]:
-        """Every group's jobs, in order (problems go to the planner's list)."""
-        jobs: list[JobSpec] = []
+    def run(self, groups: list[_Group]) -> JobColumns:
+        """Every group's jobs, in order, as columns (problems go to the planner's list).
+
+        Columns, not a JobSpec per job: at 100k jobs building the specs (and converting them
+        to columns for the plan cache) was a fifth of planning; specs are built on use.
+        """
+        jobs = JobColumns([], [], [], [], [], [], [], [], [], {})
         for group in groups:
-            jobs.extend(self._group_jobs(group))
+            self._group_jobs(group, jobs)
         return jobs
 
-    def _group_jobs(self, group: _Group) -> Iterator[JobSpec]:
+    def _group_jobs(self, group: _Group, jobs: JobColumns) -> None:
         spec, source = group.spec, group.source
         info = self._source_media(group)
         prompts = self.planner.manifest.prompts
@@ -1047,6 +1052,8 @@ class _Expansion:
         seconds = info.duration if info is not None else None
         combos = [self._combo(group, combo, placed, seconds) for combo in product(*group.matrix)]
         source_id = source.id if source is not None else None
+        for combo in combos:
+            jobs.local_files.update(combo.files)
         for prompt in group.prompts:
             text = prompts[prompt] if prompt is not None else None
             prompt_ok = prompt is None or text is None or self._prompt_ok(spec, prompt, text)
@@ -1064,17 +1071,15 @@ class _Expansion:
                 job = (index, group.loc, source_id, prompt, combo.labels)
                 output = self._output(group, combo, key, job)
                 if output is not None:
-                    yield JobSpec(
-                        key,
-                        spec.id,
-                        arguments,
-                        output,
-                        combo.files,
-                        source_id,
-                        prompt,
-                        combo.labels,
-                        combo.cost,
-                    )
+                    jobs.keys.append(key)
+                    jobs.endpoints.append(spec.id)
+                    jobs.arguments.append(arguments)
+                    jobs.outputs.append(output)
+                    jobs.files.append(combo.shas)
+                    jobs.clips.append(source_id)
+                    jobs.prompts.append(prompt)
+                    jobs.labels.append(combo.labels)
+                    jobs.costs.append(combo.cost)
 
     def _price(self, endpoint: str, base: dict[str, Any], seconds: float | None) -> float | None:
         # Validated inputs are cached per distinct input (``_validate``), so one base dict
@@ -1113,7 +1118,7 @@ class _Expansion:
             endpoint=group.spec.name,
             ext=group.spec.output_ext(variables),
         )
-        return _Combo(base, cost, MappingProxyType(files), MappingProxyType(labels), variables)
+        return _Combo(base, cost, files, tuple(files), labels, variables)
 
     def _source_media(self, group: _Group) -> MediaInfo | None:
         source = group.source

@@ -5,6 +5,8 @@ input, a sha256 per job, and hashing every local clip's bytes. All of it is a fu
 the manifest's bytes, raybatch's code, and the local files and glob matches the manifest
 names, so the expanded plan is stored under a fingerprint of the first two and used again
 only while each of the others is unchanged (same real path, size and mtime; same matches).
+Like make and rsync, that misses a file rewritten in place to the same size within one
+mtime tick; the key of a job built from it would then be the old one.
 
 Entries live in ``$XDG_CACHE_HOME/raybatch/plans/`` (``~/.cache/...``), owner-only, the
 newest :data:`KEEP` kept. They hold the manifest's prompts and arguments, never a key.
