@@ -38,6 +38,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 #: account's limit. fal queues what is beyond the real limit, so this only sets the pace.
 DEFAULT_CONCURRENCY = 8
 
+#: Posters the review page refresh at the end of a run may extract (see review.py).
+RUN_POSTERS = 200
+
 #: The key ``--local`` uses when FAL_KEY is unset: the emulator accepts any key.
 LOCAL_KEY = "local-emulator-key"
 
@@ -247,7 +250,9 @@ def _status(args: argparse.Namespace, the_plan: Plan) -> int:
 
 
 def _report(args: argparse.Namespace, the_plan: Plan) -> int:
-    page = report.write_review_page(the_plan)
+    from .review import write_review_page
+
+    page = write_review_page(the_plan)
     print(f"wrote {page}")
     return EXIT_OK
 
@@ -309,8 +314,12 @@ def _run(args: argparse.Namespace, the_plan: Plan) -> int:
                 print(f"raybatch: {exc}", file=sys.stderr)
         finally:
             store.close()
+    from .review import write_review_page
+
     try:
-        report.write_review_page(the_plan, None)
+        # Bounded: at the end of a 100k-job run, a poster per new video would take an hour
+        # of decoding; `raybatch report` makes the rest.
+        write_review_page(the_plan, posters=RUN_POSTERS)
     except Exception as exc:
         print(f"raybatch: could not refresh the review page: {exc}", file=sys.stderr)
     return _exit_code(summary)

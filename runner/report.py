@@ -361,10 +361,3 @@ def format_status(summary: dict[str, Any]) -> str:
     if summary["retry_command"]:
         lines.append(f"retry the failed jobs: {summary['retry_command']}")
     return "\n".join(lines)
-
-
-def write_review_page(plan: Plan, store: StateStore | None = None) -> Path:
-    """Write ``<output_dir>/index.html`` (see ``review.py``; it opens the state itself)."""
-    from .review import write_review_page as write
-
-    return write(plan)

@@ -60,17 +60,18 @@ KNOWN_STATES = frozenset(_WAITING)
 NO_PROMPT = "(none)"
 
 
-def write_review_page(plan: Plan) -> Path:
+def write_review_page(plan: Plan, *, posters: int | None = None) -> Path:
     """Write ``<output_dir>/index.html`` for ``plan`` and return its path.
 
     Reads the state file read-only (safe while a run goes on); jobs it does not know yet
-    are shown as ``new``. Posters missing for a video are extracted first.
+    are shown as ``new``. Posters missing for a video are extracted first, at most
+    ``posters`` of them (None: all); a video without one shows its own first frame.
     """
     output_dir = plan.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     store = open_state(plan)
     try:
-        keys = {s.key for s in plan.jobs}
+        keys = set(plan.keys)
         rows = (
             {} if store is None else {r.key: r for r in store.rows(results=False) if r.key in keys}
         )
@@ -78,7 +79,7 @@ def write_review_page(plan: Plan) -> Path:
         if store is not None:
             store.close()
     page = _Page(plan, rows)
-    page.make_posters()
+    page.make_posters(posters)
     text = page.render()
     target = output_dir / "index.html"
     tmp = target.with_name(target.name + ".tmp")
@@ -241,8 +242,9 @@ class _Page:
                         found[str(output.get("sha256", ""))] = self.root / path
         return found
 
-    def make_posters(self) -> None:
-        """Extract the posters not made yet (named by content, so never stale), in parallel."""
+    def make_posters(self, limit: int | None = None) -> None:
+        """Extract the posters not made yet (named by content, so never stale), in parallel;
+        at most ``limit`` of them."""
         poster_dir = self.root / POSTER_DIR
         existing = set(os.listdir(poster_dir)) if poster_dir.is_dir() else set()
         todo: dict[str, Path] = {}
@@ -251,7 +253,7 @@ class _Page:
                 continue
             if _poster_name(sha) in existing:
                 self.posters[sha] = str(POSTER_DIR / _poster_name(sha))
-            elif video.is_file():
+            elif video.is_file() and (limit is None or len(todo) < limit):
                 todo[sha] = video
 
         def make(sha: str) -> tuple[str, bool]:

@@ -205,3 +205,16 @@ def test_thousands_of_jobs(demo: Path, tmp_path: Path) -> None:
     assert len(list((out / POSTER_DIR).iterdir())) == 3
     assert html_text.count("refused: &lt;script&gt;") == 1000 and HOSTILE not in html_text
     assert 'value="failed">failed (1000)</option>' in html_text
+
+
+def test_poster_budget_bounds_a_refresh_and_report_completes_it(demo: Path, tmp_path: Path) -> None:
+    """A bounded refresh (the end of a run) extracts at most its budget of posters; a later
+    unbounded one (``raybatch report``) makes the rest, and every card is there either way."""
+    out = tmp_path / "out"
+    library = synthetic_library(demo, out, prompts=3)
+    bounded = Page(write_review_page(library, posters=1).read_text())
+    assert len(list((out / POSTER_DIR).iterdir())) == 1
+    assert len(bounded.find("article", "job")) == 9
+    full = Page(write_review_page(library).read_text())
+    assert len(list((out / POSTER_DIR).iterdir())) == 3
+    assert all(v.get("poster") or v.get("data-poster") for v in full.find("video"))
