@@ -213,7 +213,8 @@ def markdown(f: dict[str, Any]) -> str:
         for p in scale:
             lines.append(
                 f"| {p['jobs']:,} | {_fmt(p['plan_s'])} | {_fmt(p['plan_peak_rss_mb'])} "
-                f"| {_fmt(p.get('plan_again_s'))} | {_fmt(p['resume_to_first_submit_s'])} | {_fmt(p['resume_peak_rss_mb'])} "
+                f"| {_fmt(p.get('plan_again_s'))} | {_fmt(p['resume_to_first_submit_s'])}"
+                f" | {_fmt(p['resume_peak_rss_mb'])} "
                 f"| {_fmt(p['status_s'])} | {_fmt(p['status_peak_rss_mb'])} |"
             )
         lines.append("")
@@ -225,11 +226,18 @@ def markdown(f: dict[str, Any]) -> str:
             "| | raybatch (MiB/s) | curl (MiB/s) | raybatch ÷ curl | raybatch RSS growth (MB) |",
             "|---|---:|---:|---:|---:|",
         ]
+        unsynced = tr.get("curl_download_unsynced_mib_s")
         for way in ("download", "upload"):
             t = tr[way]
             lines.append(
                 f"| {way} | {_fmt(t['raybatch_mib_s'])} | {_fmt(t['curl_mib_s'])} "
                 f"| {_fmt(t['ratio'])} | {_fmt(t['raybatch_rss_growth_mb'])} |"
+            )
+        if unsynced:
+            ratio = tr["download"]["raybatch_mib_s"] / unsynced
+            lines.append(
+                f"| download, against curl without fsync | {_fmt(tr['download']['raybatch_mib_s'])}"
+                f" | {_fmt(unsynced)} | {_fmt(round(ratio, 3))} | |"
             )
         lines.append("")
     lines += ["**Targets**", "", "| target | value | bound | met |", "|---|---:|---:|---|"]

@@ -5,9 +5,10 @@
   manifest never planned), then again (the plan remembered, see runner/plan_cache.py).
 * resume: a ``state.db`` holding every job, half of them ``done`` (their request, result
   and outputs recorded through the real ``Transitions``), built directly instead of by
-  running the batch, but added the way ``run`` adds a plan; then ``python -m runner run`` against a fresh emulator, timed from
-  the spawn to the emulator's first submit. The runner is then stopped (two SIGINTs:
-  drain, then leave in-flight requests), so only start-up is measured.
+  running the batch, but added the way ``run`` adds a plan; then ``python -m runner run``
+  against a fresh emulator, timed from the spawn to the emulator's first submit. The
+  runner is then stopped (two SIGINTs: drain, then leave in-flight requests), so only
+  start-up is measured.
 * ``status``: ``python -m runner status`` on that half-done state.
 """
 

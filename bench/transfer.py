@@ -6,7 +6,18 @@ runner's own code: ``FalClient.upload`` (one streamed POST, or 10 MiB parts four
 above 100 MiB, as fal_client does) and ``download.download`` (streamed to a ``.part``,
 sha256 on the way, fsync, atomic rename). The child times the transfer itself (no
 interpreter start-up) and samples its RSS every 5 ms to report the growth over the RSS
-it had before the transfer. curl's time is its own ``%{time_total}``.
+it had before the transfer. curl's time is its own ``%{time_total}``; for a download,
+plus an fsync of the file it wrote, since raybatch's time includes making its file
+durable (curl's time without it is kept as ``curl_download_unsynced_mib_s``: on this
+kind of disk that alone decides the ratio, whatever either client does).
+
+Every transfer starts from the same state (untimed, see ``_settle``): nothing left to
+write back, since the uploads leave gigabytes of dirty spool files in the emulator and
+whichever transfer ran next would pay for writing them back; and a file's worth of page
+cache just freed, since on a VM whose balloon hands free memory back to the host, writing
+into never-touched page cache costs several times the CPU of reusing pages just freed,
+and otherwise the second transfer each way would inherit what the first left. The two
+sides also take turns going first.
 """
 
 from __future__ import annotations
@@ -119,6 +130,30 @@ def _curl(*args: str, timeout: float) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
+def _settle(work: Path, size: int) -> None:
+    """Untimed, before each transfer: nothing left to write back, ``size`` bytes just freed."""
+    os.sync()
+    scratch = work / "scratch.bin"
+    block = bytes(MIB)
+    with scratch.open("wb") as out:
+        left = size
+        while left:
+            left -= out.write(block[: min(MIB, left)])
+    scratch.unlink()  # its dirty pages are dropped unwritten and go back to the free lists
+
+
+def _fsync(path: Path) -> float:
+    """Seconds to make ``path`` and its name durable, as raybatch's download does."""
+    started = time.perf_counter()
+    for target, flags in ((path, os.O_RDONLY), (path.parent, os.O_RDONLY | os.O_DIRECTORY)):
+        fd = os.open(target, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return time.perf_counter() - started
+
+
 def make_file(path: Path, size: int) -> None:
     """``size`` bytes of incompressible data (one random MiB, repeated)."""
     block = os.urandom(MIB)
@@ -147,43 +182,66 @@ def transfer(work: Path, size: int, *, repeats: int, timeout: float) -> dict[str
                 headers={"Authorization": f"Key {BENCH_KEY}"},
                 timeout=30,
             ).json()["token"]
-            for _ in range(repeats):
+            uploaded: list[str] = []
+
+            def ours_up() -> None:
                 up = _run_child("upload", emu.url, str(source), timeout=timeout)
                 keep("raybatch_upload", up["seconds"])
                 growth["upload"] = max(growth["upload"], up["rss_growth"])
-                keep(
-                    "curl_upload",
-                    _curl(
-                        "-o",
-                        "/dev/null",
-                        "-X",
-                        "POST",
-                        "-T",
-                        str(source),
-                        "-H",
-                        "Expect:",
-                        "-H",
-                        f"Authorization: Bearer {token}",
-                        "-H",
-                        "Content-Type: video/mp4",
-                        "-H",
-                        "X-Fal-File-Name: big.bin",
-                        f"{emu.url}/files/upload",
-                        timeout=timeout,
-                    ),
+                uploaded.append(up["url"])
+
+            def curl_up() -> None:
+                seconds = _curl(
+                    "-o",
+                    "/dev/null",
+                    "-X",
+                    "POST",
+                    "-T",
+                    str(source),
+                    "-H",
+                    "Expect:",
+                    "-H",
+                    f"Authorization: Bearer {token}",
+                    "-H",
+                    "Content-Type: video/mp4",
+                    "-H",
+                    "X-Fal-File-Name: big.bin",
+                    f"{emu.url}/files/upload",
+                    timeout=timeout,
                 )
+                keep("curl_upload", seconds)
+
+            def ours_down() -> None:
                 got = work / "got" / "raybatch.bin"
-                down = _run_child("download", up["url"], str(got), str(size), timeout=timeout)
+                down = _run_child("download", uploaded[-1], str(got), str(size), timeout=timeout)
                 keep("raybatch_download", down["seconds"])
                 growth["download"] = max(growth["download"], down["rss_growth"])
                 got.unlink()
+
+            def curl_down() -> None:
                 curl_got = work / "got" / "curl.bin"
-                keep("curl_download", _curl("-o", str(curl_got), up["url"], timeout=timeout))
+                seconds = _curl("-o", str(curl_got), uploaded[-1], timeout=timeout)
+                keep("curl_download_unsynced", seconds)
+                keep("curl_download", seconds + _fsync(curl_got))
                 curl_got.unlink()
+
+            for n in range(repeats):
+                # Who goes first alternates, so that whatever ``_settle`` cannot even out
+                # does not always fall on the same side.
+                legs = (ours_up, curl_up, ours_down, curl_down)
+                if n % 2:
+                    legs = (curl_up, ours_up, curl_down, ours_down)
+                for leg in legs:
+                    _settle(work, size)
+                    leg()
                 httpx.post(f"{emu.url}/_emulator/reset", timeout=60)  # drop the stored copies
     finally:
         source.unlink(missing_ok=True)
-    figures: dict[str, Any] = {"size_mib": round(size / MIB, 1), "repeats": repeats}
+    figures: dict[str, Any] = {
+        "size_mib": round(size / MIB, 1),
+        "repeats": repeats,
+        "curl_download_unsynced_mib_s": round(best["curl_download_unsynced"], 1),
+    }
     for way in ("upload", "download"):
         ours, theirs = best[f"raybatch_{way}"], best[f"curl_{way}"]
         figures[way] = {

@@ -22,6 +22,16 @@ scheduler's attempt limit runs out. Transport errors, short bodies and checksum 
 size mismatches are ``DownloadError`` too; a mismatched part is deleted, a merely short
 one is kept for resume. ``OSError`` while writing (ENOSPC, EIO, EROFS, EDQUOT, ...) is
 ``DiskError`` (fatal): the part stays, the final name is never touched.
+
+Threads: the GET runs on a blocking ``httpx.Client`` in a worker thread, and a second
+thread hashes and writes, because httpx's asyncio read path (a loop wake-up, a timeout
+scope and an h11 event per socket read, all holding the GIL the hashing needs) capped a
+download near 340 MiB/s on loopback where curl does twice that. The caller's
+``AsyncClient`` lends its timeouts, default headers and proxy settings. Cancelling
+:func:`download` shuts the fetch's sockets down, which wakes a blocked read at once, and
+waits for the threads to let go of the part, so nothing writes it after the call ends;
+only a connect still under way (bounded by the connect timeout) is left to finish alone,
+and it touches no file.
 """
 
 from __future__ import annotations
@@ -29,12 +39,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
+import queue
 import re
+import ssl
 import stat
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -45,6 +59,7 @@ import httpx
 from . import crashpoints
 from .errors import DiskError, DownloadError, UnsafeOutput
 from .paths import output_name_for, relative_to_root, safe_extension, safe_output_path
+from .socket_guard import SocketGuard
 
 __all__ = (
     "Downloaded",
@@ -54,32 +69,33 @@ __all__ = (
     "safe_output_path",
 )
 
-#: Bytes per disk write: large enough that a thread hop per write costs nothing.
+#: Bytes per read of a resumed part while re-hashing it.
 CHUNK_SIZE = 1024 * 1024
-#: Buffers the network may run ahead of the disk.
-_BUFFERS_AHEAD = 4
+#: Chunks (up to ``_READ_BYTES`` each) the network may run ahead of the disk.
+_CHUNKS_AHEAD = 8
 #: Written bytes after which the kernel is asked to start writing the part back to disk,
 #: so the fsync before the rename waits for the last few MiB, not the whole file.
 _WRITE_BEHIND = 16 * 1024 * 1024
-#: Body bytes httpcore may take per socket read. Its default (64 KiB) costs a timeout scope
-#: and an h11 event in Python per 64 KiB: on loopback that caps a download near 200 MiB/s
-#: here, 1 MiB reads give ~1.6x (asyncio still hands over at most 256 KiB per recv, and
-#: a read returns whatever has arrived, so streams and small answers are unaffected).
+#: Body bytes httpcore may take per socket read. Its default (64 KiB) costs an h11 event
+#: and a Python round per 64 KiB, which caps a download near 250 MiB/s on loopback; a read
+#: returns whatever has arrived, so streams and small answers are unaffected.
 _READ_BYTES = 1024 * 1024
+#: How often the bytes written so far are passed to ``on_bytes``.
+_PROGRESS_SECONDS = 0.1
 
 
 def _raise_read_size() -> None:
-    """Let httpcore's HTTP/1.1 connections read up to ``_READ_BYTES`` at a time.
+    """Let httpcore's blocking HTTP/1.1 connections read up to ``_READ_BYTES`` at a time.
 
-    A class attribute of httpcore's (``READ_NUM_BYTES``), set once for the process: the
-    downloader's client is made by the scheduler, and httpx offers no per-client knob.
+    A class attribute of httpcore's (``READ_NUM_BYTES``), set once for the process:
+    httpx offers no per-client knob. Only the downloader uses blocking clients.
     """
     try:
-        from httpcore._async.http11 import AsyncHTTP11Connection
+        from httpcore._sync.http11 import HTTP11Connection
     except ImportError:  # pragma: no cover - a future httpcore; keep its default
         return
-    if getattr(AsyncHTTP11Connection, "READ_NUM_BYTES", _READ_BYTES) < _READ_BYTES:
-        AsyncHTTP11Connection.READ_NUM_BYTES = _READ_BYTES
+    if getattr(HTTP11Connection, "READ_NUM_BYTES", _READ_BYTES) < _READ_BYTES:
+        HTTP11Connection.READ_NUM_BYTES = _READ_BYTES
 
 
 _raise_read_size()
@@ -110,8 +126,11 @@ async def download(
 ) -> Downloaded:
     """Fetch ``url`` to ``dest`` (under ``root``), verified and atomically renamed.
 
-    ``on_bytes`` is called with the size of each chunk as it arrives (not for bytes a
-    resumed part already held). See the module docstring for errors and resume.
+    ``client`` supplies the timeouts, default headers and proxy settings; the transfer
+    itself runs on a blocking client in worker threads (see the module docstring).
+    ``on_bytes`` is called, on the event loop, with the bytes written since its last call
+    (never for bytes a resumed part already held). See the module docstring for errors
+    and resume.
     """
     relative = relative_to_root(root, dest)
     _check_scheme(url)
@@ -123,73 +142,208 @@ async def download(
             headers["Range"] = f"bytes={offset}-"
             if etag:
                 headers["If-Range"] = etag
-        async with _get(client, url, headers) as response:
-            # A digest the server vouches for is the only way to catch bytes flipped in
-            # transit (the size alone cannot); fal's File objects carry no checksum.
-            expected_sha256 = expected_sha256 or _repr_digest(response)
-            start, total = await _extent(response, offset, target)
-            if expected_size is not None and total is not None and total != expected_size:
-                await target.run(target.discard)
-                raise DownloadError(f"the server offers {total} bytes, expected {expected_size}")
-            part = await target.run(target.open_part, start, url, _strong_etag(response))
-            with contextlib.closing(part):
-                await _stream_into(response, target, part, total, on_bytes)
-                return await target.run(
-                    _verify_and_commit, target, part, total, expected_size, expected_sha256
-                )
+        fetch = _Fetch(client, target, url, headers, offset, expected_size, expected_sha256)
+        return await fetch.run(on_bytes)
 
 
-async def _stream_into(
-    response: httpx.Response,
-    target: _Target,
-    part: _Part,
-    total: int | None,
-    on_bytes: Callable[[int], None] | None,
-) -> None:
-    """Append the body to the part; on a broken stream keep every byte that came.
+class _Fetch:
+    """One download's GET, body, verification and commit, run in worker threads.
 
-    The network read and the disk write + hash overlap: a writer task takes ~1 MiB
-    buffers through a small bounded stream, so memory stays at a few MiB whatever the
-    file size. Each side records its own failure instead of raising inside the task
-    group, which would wrap it in an ExceptionGroup.
+    The event loop only starts it, relays progress and, when cancelled, calls
+    :meth:`stop`. ``stop`` and :meth:`_enter_disk` share a lock, so either the fetch is
+    stopped before it touches the part (and never will), or it is already writing and the
+    canceller waits for it to stop.
     """
-    send, receive = anyio.create_memory_object_stream[bytearray](_BUFFERS_AHEAD)
-    write_failed: list[Exception] = []
-    read_failed: list[httpx.RequestError] = []
 
-    async def write_all() -> None:
-        with receive:
-            try:
-                async for data in receive:
-                    await target.run(part.write, data)
-                    if on_bytes is not None:
-                        on_bytes(len(data))
-            except Exception as exc:  # closing ``receive`` stops the reader at its next send
-                write_failed.append(exc)
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        target: _Target,
+        url: str,
+        headers: dict[str, str],
+        offset: int,
+        expected_size: int | None,
+        expected_sha256: str | None,
+    ) -> None:
+        self.target, self.url, self.headers, self.offset = target, url, headers, offset
+        self.expected_size, self.expected_sha256 = expected_size, expected_sha256
+        self.timeout, self.trust_env = client.timeout, client.trust_env
+        self.default_headers = httpx.Headers(client.headers)
+        #: Body bytes appended to the part so far (written by the writer thread only).
+        self.written = 0
+        self._guard = SocketGuard()
+        self._on_disk = False
+        self._done = threading.Event()
 
-    async with anyio.create_task_group() as group:
-        group.start_soon(write_all)
-        with send:
-            pending = bytearray()
-            try:
+    async def run(self, on_bytes: Callable[[int], None] | None) -> Downloaded:
+        """Run the fetch to the end, relaying progress to ``on_bytes``."""
+        reported = 0
+
+        def report() -> None:
+            nonlocal reported
+            written = self.written
+            if on_bytes is not None and written > reported:
+                on_bytes(written - reported)
+            reported = written
+
+        async def relay_progress() -> None:
+            while True:
+                await anyio.sleep(_PROGRESS_SECONDS)
+                report()
+
+        outcome: list[Downloaded] = []
+        failed: list[Exception] = []
+        try:
+            # The outcome is kept, not raised, inside the task group, which would wrap an
+            # error in an ExceptionGroup.
+            async with anyio.create_task_group() as group:
+                if on_bytes is not None:
+                    group.start_soon(relay_progress)
                 try:
-                    async for chunk in response.aiter_bytes():
-                        pending += chunk
-                        if len(pending) >= CHUNK_SIZE:
-                            await send.send(pending)
-                            pending = bytearray()
-                except httpx.RequestError as exc:
-                    read_failed.append(exc)
-                if pending:
-                    await send.send(pending)
-            except anyio.BrokenResourceError:
-                pass  # the writer stopped; its failure is raised below
-    if write_failed:
-        raise write_failed[0]
-    if read_failed:
-        got = f"got {part.size} of {total}" if total else f"got {part.size}"
-        reason = _reason(read_failed[0])
-        raise DownloadError(f"download truncated: {got} bytes ({reason})") from read_failed[0]
+                    outcome.append(await self._in_thread())
+                except Exception as exc:
+                    failed.append(exc)
+                finally:
+                    group.cancel_scope.cancel()
+        finally:
+            report()
+        if failed:
+            raise failed[0]
+        return outcome[0]
+
+    async def _in_thread(self) -> Downloaded:
+        try:
+            return await anyio.to_thread.run_sync(self._fetch, abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
+            if self.stop():
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._done.wait)
+            raise
+
+    def stop(self) -> bool:
+        """Stop the fetch (from any thread); True if it may be writing the part still."""
+        self._guard.stop()
+        with self._guard.lock:
+            return self._on_disk
+
+    def _enter_disk(self) -> None:
+        """Mark the fetch as touching the part from now on, unless it was stopped."""
+        with self._guard.lock:
+            if self._guard.stopped:
+                raise DownloadError("download cancelled")
+            self._on_disk = True
+
+    def _fetch(self) -> Downloaded:
+        """The whole download, blocking (in a worker thread)."""
+        try:
+            with (
+                httpx.Client(
+                    headers=self.default_headers,
+                    timeout=self.timeout,
+                    trust_env=self.trust_env,
+                    verify=_tls_context(self.trust_env),
+                    follow_redirects=False,
+                ) as http,
+                self._get(http) as response,
+            ):
+                # A digest the server vouches for is the only way to catch bytes flipped
+                # in transit (the size alone cannot); fal's File objects carry no checksum.
+                expected_sha256 = self.expected_sha256 or _repr_digest(response)
+                self._enter_disk()
+                try:
+                    return self._save(response, expected_sha256)
+                except OSError as exc:
+                    raise _disk_error(self.target.path.with_name(self.target.part), exc) from exc
+        finally:
+            self._done.set()
+
+    def _save(self, response: httpx.Response, expected_sha256: str | None) -> Downloaded:
+        """Stream the body into the part, then verify and commit it."""
+        target, expected_size = self.target, self.expected_size
+        start, total = _extent(response, self.offset, target)
+        if expected_size is not None and total is not None and total != expected_size:
+            target.discard()
+            raise DownloadError(f"the server offers {total} bytes, expected {expected_size}")
+        with contextlib.closing(target.open_part(start, self.url, _strong_etag(response))) as part:
+            self._stream_into(response, part, total)
+            return _verify_and_commit(target, part, total, expected_size, expected_sha256)
+
+    def _stream_into(self, response: httpx.Response, part: _Part, total: int | None) -> None:
+        """Append the body to the part; on a broken stream keep every byte that came.
+
+        This thread reads; a writer thread hashes and writes, taking chunks through a
+        small bounded queue, so memory stays at a few MiB whatever the file size.
+        """
+        chunks: queue.Queue[bytes | None] = queue.Queue(_CHUNKS_AHEAD)
+        write_failed: list[BaseException] = []
+
+        def write_all() -> None:
+            while (data := chunks.get()) is not None:
+                if write_failed or self._guard.stopped:
+                    continue  # keep draining so the reader never blocks on a full queue
+                try:
+                    part.write(data)
+                    self.written += len(data)
+                except BaseException as exc:
+                    write_failed.append(exc)
+
+        writer = threading.Thread(target=write_all, name="raybatch download writer")
+        writer.start()
+        read_failed: httpx.RequestError | None = None
+        try:
+            for chunk in response.iter_bytes():
+                if write_failed or self._guard.stopped:
+                    break
+                chunks.put(chunk)
+        except httpx.RequestError as exc:
+            read_failed = exc
+        finally:
+            chunks.put(None)
+            writer.join()
+        if write_failed:
+            raise write_failed[0]
+        if self._guard.stopped:
+            raise DownloadError("download cancelled")
+        if read_failed is not None:
+            got = f"got {part.size} of {total}" if total else f"got {part.size}"
+            reason = _reason(read_failed)
+            raise DownloadError(f"download truncated: {got} bytes ({reason})") from read_failed
+
+    @contextlib.contextmanager
+    def _get(self, http: httpx.Client) -> Iterator[httpx.Response]:
+        """GET with redirects followed by hand, each target checked before it is contacted."""
+        url = self.url
+        for _ in range(MAX_REDIRECTS + 1):
+            request = http.build_request(
+                "GET", url, headers=self.headers, extensions={"trace": self._guard.trace}
+            )
+            try:
+                response = http.send(request, stream=True, follow_redirects=False)
+            except httpx.RequestError as exc:
+                raise DownloadError(f"download request failed ({_reason(exc)})") from exc
+            except httpx.InvalidURL as exc:
+                # httpx prepares ``next_request`` for every redirect even when not following
+                # it, and a Location it cannot parse (``data:...``) raises here.
+                raise UnsafeOutput("a download redirect named an invalid URL") from exc
+            if not response.is_redirect:
+                try:
+                    yield response
+                finally:
+                    response.close()
+                return
+            response.close()
+            try:
+                url = str(response.url.join(response.headers["location"]))
+            except httpx.InvalidURL as exc:
+                raise UnsafeOutput("a download redirect named an invalid URL") from exc
+            _check_scheme(url, redirect=True)
+        raise DownloadError(f"download followed more than {MAX_REDIRECTS} redirects")
+
+
+@functools.cache
+def _tls_context(trust_env: bool) -> ssl.SSLContext:
+    """httpx's default TLS context, built once: building it costs ~30 ms (the CA bundle)."""
+    return httpx.create_ssl_context(trust_env=trust_env)
 
 
 def _verify_and_commit(
@@ -235,21 +389,22 @@ class _Part:
         crashpoints.reached("mid_download")
 
     def _write_behind(self) -> None:
-        """Start (not wait for) writeback of what was written since the last call.
+        """Start writeback of what was written, and drop what the disk already has.
 
         On Linux ``POSIX_FADV_DONTNEED`` begins asynchronous writeback of the range's dirty
-        pages (and drops clean ones, keeping a big download out of the page cache), so the
-        disk works while the network does. Elsewhere it is a harmless hint.
+        pages and drops its clean ones. Covering the whole part each time does both: the
+        disk works while the network does, so the fsync before the rename waits for the
+        last few MiB, and pages the disk has finished with are freed while the download
+        runs, so its next writes reuse them. Without that, a 1 GiB download fills 1 GiB of
+        never-touched page cache; on a VM whose balloon hands free memory back to the host
+        (virtio free page reporting), the first write into each such page faults on the
+        host, which here cost 2 s of CPU per GiB against 0.3 s for recycled pages.
+        Elsewhere it is a harmless hint.
         """
         advise = getattr(os, "posix_fadvise", None)
         if advise is not None:
             with contextlib.suppress(OSError):
-                advise(
-                    self.fd,
-                    self._written_back,
-                    self.size - self._written_back,
-                    os.POSIX_FADV_DONTNEED,
-                )
+                advise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)  # length 0: to the end
         self._written_back = self.size
 
     def close(self) -> None:
@@ -383,37 +538,7 @@ class _Target:
         os.close(self.dir_fd)
 
 
-@contextlib.asynccontextmanager
-async def _get(
-    client: httpx.AsyncClient, url: str, headers: dict[str, str]
-) -> AsyncIterator[httpx.Response]:
-    """GET with redirects followed by hand, each target checked before it is contacted."""
-    for _ in range(MAX_REDIRECTS + 1):
-        request = client.build_request("GET", url, headers=headers)
-        try:
-            response = await client.send(request, stream=True, follow_redirects=False)
-        except httpx.RequestError as exc:
-            raise DownloadError(f"download request failed ({_reason(exc)})") from exc
-        except httpx.InvalidURL as exc:
-            # httpx prepares ``next_request`` for every redirect even when not following
-            # it, and a Location it cannot parse (``data:...``) raises here.
-            raise UnsafeOutput("a download redirect named an invalid URL") from exc
-        if not response.is_redirect:
-            try:
-                yield response
-            finally:
-                await response.aclose()
-            return
-        await response.aclose()
-        try:
-            url = str(response.url.join(response.headers["location"]))
-        except httpx.InvalidURL as exc:
-            raise UnsafeOutput("a download redirect named an invalid URL") from exc
-        _check_scheme(url, redirect=True)
-    raise DownloadError(f"download followed more than {MAX_REDIRECTS} redirects")
-
-
-async def _extent(response: httpx.Response, offset: int, target: _Target) -> tuple[int, int | None]:
+def _extent(response: httpx.Response, offset: int, target: _Target) -> tuple[int, int | None]:
     """(first byte of the body, total size if known), from a 200 or 206 answer."""
     code = response.status_code
     length = response.headers.get("content-length")
@@ -425,10 +550,10 @@ async def _extent(response: httpx.Response, offset: int, target: _Target) -> tup
         if match and int(match.group(1)) == offset:
             total = match.group(3)
             return offset, int(total) if total.isdigit() else int(match.group(2)) + 1
-        await target.run(target.discard)
+        target.discard()
         raise DownloadError("the server resumed at the wrong offset; starting over next time")
     if code == 416:
-        await target.run(target.discard)  # the part no longer fits the file: start over
+        target.discard()  # the part no longer fits the file: start over
     raise DownloadError(f"download answered HTTP {code} from {response.url.host}")
 
 

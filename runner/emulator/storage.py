@@ -2,8 +2,15 @@
 
 Files live in memory; a body over :data:`SPOOL_THRESHOLD` (the 1 GiB bench upload) goes
 to a temporary directory the store owns instead, and multipart parts always do, so an
-upload never has to fit in RAM. Files are served with Content-Length, ETag and
-single-range ``Range`` support, the way fal's CDN answers download resumption.
+upload never has to fit in RAM. A large multipart file is served from its parts' spooled
+copies in order rather than joined into one more copy. Files are served with
+Content-Length, ETag and single-range ``Range`` support, the way fal's CDN answers
+download resumption.
+
+The bench times raybatch's transfers through this server, so its own costs stay off the
+event loop: a spooled body is hashed and written in a worker thread while the loop keeps
+reading the socket, and a multipart file's sha256 advances part by part as the parts
+arrive (parts are tagged, not hashed), so completing an upload only hashes what is left.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import io
+import os
 import re
 import shutil
 import tempfile
@@ -30,23 +37,35 @@ from .protocol import drop_connection
 
 SPOOL_THRESHOLD = 32 * 1024 * 1024
 _CHUNK = 1024 * 1024
+#: Bytes handed to the spool writer at a time: one thread hop and one writev each.
+_BATCH = 4 * 1024 * 1024
+#: Chunks per batch at most (writev takes at most IOV_MAX = 1024 buffers).
+_BATCH_CHUNKS = 512
+#: Batches the socket may run ahead of the disk.
+_BATCHES_AHEAD = 2
+#: Read size when hashing spooled parts back (one buffer per call).
+_FEED_BUFFER = 1024 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @dataclass
 class Blob:
-    """A stored file: its bytes in memory, or the path of its spooled copy."""
+    """A stored file: its bytes in memory, the path of its spooled copy, or its parts."""
 
     size: int
     sha256: str
     content_type: str
     data: bytes | None = None
     path: Path | None = None
+    #: A multipart file's parts (each spooled), served back to back.
+    pieces: tuple[Blob, ...] = ()
+    #: A multipart part's ETag: parts are not hashed (``sha256`` is empty), only files are.
+    tag: str | None = None
 
     @property
     def etag(self) -> str:
-        """A strong validator derived from the content, quoted like an HTTP ETag."""
-        return f'"{self.sha256[:32]}"'
+        """A strong validator (a part's tag, else the content's hash), quoted for HTTP."""
+        return f'"{self.tag or self.sha256[:32]}"'
 
     def read(self) -> bytes:
         """The whole content (blocking: call it from a worker thread for large files)."""
@@ -55,33 +74,51 @@ class Blob:
     def iter_sync(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Blocking chunks of ``[start, end)``."""
         end = self.size if end is None else end
-        if self.data is not None:
-            for offset in range(start, end, _CHUNK):
-                yield self.data[offset : min(offset + _CHUNK, end)]
-            return
-        assert self.path is not None
-        with self.path.open("rb") as source:
-            source.seek(start)
-            while start < end and (chunk := source.read(min(_CHUNK, end - start))):
-                start += len(chunk)
-                yield chunk
+        for blob, lo, hi in self._spans(start, end):
+            if blob.data is not None:
+                for offset in range(lo, hi, _CHUNK):
+                    yield blob.data[offset : min(offset + _CHUNK, hi)]
+                continue
+            assert blob.path is not None
+            with blob.path.open("rb") as source:
+                source.seek(lo)
+                while lo < hi and (chunk := source.read(min(_CHUNK, hi - lo))):
+                    lo += len(chunk)
+                    yield chunk
 
     async def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
         """Chunks of ``[start, end)`` without blocking the event loop."""
-        if self.data is not None:
-            for chunk in self.iter_sync(start, end):
-                yield chunk
+        for blob, lo, hi in self._spans(start, end):
+            if blob.data is not None:
+                for chunk in blob.iter_sync(lo, hi):
+                    yield chunk
+                continue
+            async with await anyio.open_file(blob.path or "", "rb") as source:
+                await source.seek(lo)
+                while lo < hi and (chunk := await source.read(min(_CHUNK, hi - lo))):
+                    lo += len(chunk)
+                    yield chunk
+
+    def _spans(self, start: int, end: int) -> Iterator[tuple[Blob, int, int]]:
+        """``(blob, start, end)`` of each single blob that ``[start, end)`` covers."""
+        if not self.pieces:
+            yield self, start, end
             return
-        async with await anyio.open_file(self.path or "", "rb") as source:
-            await source.seek(start)
-            while start < end and (chunk := await source.read(min(_CHUNK, end - start))):
-                start += len(chunk)
-                yield chunk
+        offset = 0
+        for piece in self.pieces:
+            lo, hi = max(start, offset), min(end, offset + piece.size)
+            if lo < hi:
+                yield piece, lo - offset, hi - offset
+            offset += piece.size
+            if offset >= end:
+                return
 
     def discard(self) -> None:
-        """Delete the spooled copy, if any."""
+        """Delete the spooled copy or parts, if any."""
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+        for piece in self.pieces:
+            piece.discard()
 
 
 @dataclass
@@ -92,6 +129,11 @@ class Multipart:
     content_type: str
     parts: dict[int, Blob] = field(default_factory=dict)
     done: bool = False
+    #: Parts 1, 2, ... fed to ``digest`` so far, in order: the file's hash, built as parts land.
+    hashed: list[Blob] = field(default_factory=list)
+    digest: Any = field(default_factory=hashlib.sha256)
+    #: Held while ``parts``, ``hashed`` or ``digest`` change across an await.
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
 
 
 def safe_name(name: str | None) -> str:
@@ -132,29 +174,71 @@ class FileStore:
         return self._dir / uuid.uuid4().hex
 
     async def receive(
-        self, chunks: AsyncIterator[bytes], content_type: str, *, spool_over: int | None = None
+        self,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+        *,
+        spool_over: int | None = None,
+        hashed: bool = True,
     ) -> Blob:
-        """Read a request body into a blob, spooling to disk past ``spool_over`` bytes."""
+        """Read a request body into a blob, spooling to disk past ``spool_over`` bytes.
+
+        ``hashed=False`` (multipart parts) tags the blob with a fresh ETag instead of
+        hashing it.
+        """
         limit = self.spool_threshold if spool_over is None else spool_over
-        digest, size, buffer = hashlib.sha256(), 0, bytearray()
-        path: Path | None = None
+        held: list[bytes] = []
+        held_size = size = 0
+        spool: _Spool | None = None
+        failed: list[BaseException] = []
+        send, queued = anyio.create_memory_object_stream[list[bytes]](_BATCHES_AHEAD)
+
+        async def write_queued() -> None:
+            with queued:
+                async for batch in queued:
+                    if failed or spool is None:
+                        continue  # keep draining so the reader never waits on a dead writer
+                    try:
+                        await anyio.to_thread.run_sync(spool.write, batch)
+                    except OSError as exc:
+                        failed.append(exc)
+
+        # Failures are recorded, not raised, inside the task group, which would wrap them
+        # in an ExceptionGroup (and callers expect a client's disconnect as it is).
         try:
-            async for chunk in chunks:
-                digest.update(chunk)
-                size += len(chunk)
-                buffer += chunk
-                if path is None and size > limit:
-                    path = self._new_path()
-                if path is not None and len(buffer) >= _CHUNK:
-                    await _append(path, buffer)
-            if path is not None:
-                await _append(path, buffer)
+            async with anyio.create_task_group() as group:
+                group.start_soon(write_queued)
+                with send:
+                    try:
+                        async for chunk in chunks:
+                            held.append(chunk)
+                            held_size += len(chunk)
+                            size += len(chunk)
+                            if spool is None and size > limit:
+                                spool = _Spool(self._new_path(), hashed)
+                            if spool is not None and (
+                                held_size >= _BATCH or len(held) >= _BATCH_CHUNKS
+                            ):
+                                await send.send(held)
+                                held, held_size = [], 0
+                        if spool is not None and held:
+                            await send.send(held)
+                    except Exception as exc:
+                        failed.insert(0, exc)
+            if failed:
+                raise failed[0]
         except BaseException:
-            if path is not None:
-                path.unlink(missing_ok=True)
+            if spool is not None:
+                spool.close()
+                spool.path.unlink(missing_ok=True)
             raise
-        data = None if path else bytes(buffer)
-        return Blob(size, digest.hexdigest(), content_type, data, path)
+        tag = None if hashed else uuid.uuid4().hex
+        if spool is not None:
+            spool.close()
+            return Blob(size, spool.hexdigest(), content_type, path=spool.path, tag=tag)
+        data = b"".join(held)
+        digest = await _sha256(data) if hashed else ""
+        return Blob(size, digest, content_type, data, tag=tag)
 
     async def add(self, key: str, data: bytes, content_type: str) -> Blob:
         """Store generated bytes under ``key`` (spooled if large)."""
@@ -180,10 +264,18 @@ class FileStore:
     async def put_part(self, upload_id: str, number: int, chunks: AsyncIterator[bytes]) -> Blob:
         """Receive part ``number`` (always spooled); KeyError for an unknown upload."""
         upload = self.uploads[upload_id]
-        blob = await self.receive(chunks, upload.content_type, spool_over=0)
-        if (old := upload.parts.pop(number, None)) is not None:
-            old.discard()
-        upload.parts[number] = blob
+        blob = await self.receive(chunks, upload.content_type, spool_over=0, hashed=False)
+        async with upload.lock:
+            if (old := upload.parts.pop(number, None)) is not None:
+                old.discard()
+                if any(part is old for part in upload.hashed):
+                    upload.hashed, upload.digest = [], hashlib.sha256()
+            upload.parts[number] = blob
+            # Hash every part that now continues the in-order prefix, so that completing
+            # the upload is left with (at most) the last few parts to hash.
+            while (nxt := upload.parts.get(len(upload.hashed) + 1)) is not None:
+                await anyio.to_thread.run_sync(_feed, upload.digest, [nxt])
+                upload.hashed.append(nxt)
         return blob
 
     async def complete(self, upload_id: str, parts: Any) -> str:
@@ -199,19 +291,34 @@ class FileStore:
             listed = {int(p["partNumber"]): str(p["etag"]).strip('"') for p in parts}
         except (TypeError, KeyError, ValueError) as exc:
             raise ValueError("parts must be a list of {partNumber, etag}") from exc
-        if not listed or any(
-            n not in upload.parts or upload.parts[n].etag.strip('"') != etag
-            for n, etag in listed.items()
-        ):
-            raise ValueError("parts do not match the uploaded parts")
-        ordered = [upload.parts[n] for n in sorted(listed)]
-        size = sum(p.size for p in ordered)
-        target = self._new_path() if size > self.spool_threshold else None
-        blob = await anyio.to_thread.run_sync(_join, ordered, upload.content_type, target)
-        for part in upload.parts.values():
-            part.discard()
-        upload.parts.clear()
-        upload.done = True
+        async with upload.lock:
+            if upload.done:
+                return upload.key
+            if not listed or any(
+                n not in upload.parts or upload.parts[n].etag.strip('"') != etag
+                for n, etag in listed.items()
+            ):
+                raise ValueError("parts do not match the uploaded parts")
+            ordered = [upload.parts[n] for n in sorted(listed)]
+            done = len(upload.hashed)
+            prefix = ordered[:done]
+            if len(prefix) == done and all(
+                a is b for a, b in zip(upload.hashed, prefix, strict=True)
+            ):
+                digest = upload.digest
+            else:  # the running hash covers other parts than these: start again
+                digest, done = hashlib.sha256(), 0
+            await anyio.to_thread.run_sync(_feed, digest, ordered[done:])
+            size = sum(p.size for p in ordered)
+            blob = Blob(size, digest.hexdigest(), upload.content_type, pieces=tuple(ordered))
+            if size <= self.spool_threshold:  # small: keep it in memory like any other
+                blob = Blob(size, blob.sha256, blob.content_type, await _read(blob))
+            for part in upload.parts.values():
+                if blob.data is not None or not any(part is p for p in ordered):
+                    part.discard()
+            upload.parts.clear()
+            upload.hashed = []
+            upload.done = True
         self.put(upload.key, blob)
         return upload.key
 
@@ -255,21 +362,61 @@ class FileStore:
             self._dir = None
 
 
-async def _append(path: Path, buffer: bytearray) -> None:
-    async with await anyio.open_file(path, "ab") as out:
-        await out.write(bytes(buffer))
-    buffer.clear()
+class _Spool:
+    """A body on its way to disk: written and hashed in worker threads, a batch at a time."""
+
+    def __init__(self, path: Path, hashed: bool) -> None:
+        self.path = path
+        self._hasher = hashlib.sha256() if hashed else None
+        self._fd = -1
+
+    def write(self, batch: list[bytes]) -> None:
+        """Hash and append ``batch`` (blocking; hashlib and writev release the GIL)."""
+        if self._fd < 0:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            self._fd = os.open(self.path, flags, 0o600)
+        if self._hasher is not None:
+            for chunk in batch:
+                self._hasher.update(chunk)
+        written = os.writev(self._fd, batch)
+        if written < sum(len(c) for c in batch):  # a short writev: rare, finish plainly
+            rest = memoryview(b"".join(batch))[written:]
+            while rest:
+                rest = rest[os.write(self._fd, rest) :]
+
+    def hexdigest(self) -> str:
+        """The sha256 of everything written, or ``""`` when not hashing."""
+        return self._hasher.hexdigest() if self._hasher is not None else ""
+
+    def close(self) -> None:
+        """Close the file (idempotent); it stays on disk."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
-def _join(parts: list[Blob], content_type: str, target: Path | None) -> Blob:
-    digest = hashlib.sha256()
-    with target.open("wb") if target else io.BytesIO() as out:
-        for part in parts:
-            for chunk in part.iter_sync():
-                digest.update(chunk)
-                out.write(chunk)
-        data = out.getvalue() if isinstance(out, io.BytesIO) else None
-    return Blob(sum(p.size for p in parts), digest.hexdigest(), content_type, data, target)
+async def _sha256(data: bytes) -> str:
+    """The hex sha256 of ``data``, off the event loop when it is big."""
+    if len(data) <= _CHUNK:
+        return hashlib.sha256(data).hexdigest()
+    return await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest())
+
+
+async def _read(blob: Blob) -> bytes:
+    return await anyio.to_thread.run_sync(blob.read)
+
+
+def _feed(digest: Any, parts: list[Blob]) -> None:
+    """Hash ``parts`` in order into ``digest`` (blocking: read back from their spool)."""
+    buffer = bytearray(_FEED_BUFFER)
+    view = memoryview(buffer)
+    for part in parts:
+        if part.path is None:
+            digest.update(part.data or b"")
+            continue
+        with part.path.open("rb", buffering=0) as source:
+            while count := source.readinto(buffer):
+                digest.update(view[:count])
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None | Literal[False]:

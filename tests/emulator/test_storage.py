@@ -158,7 +158,7 @@ def test_large_uploads_spool_to_disk(api: Api, monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.anyio
 async def test_multipart_parts_spool_and_join(tmp_path: Any) -> None:
-    """Multipart parts always go to disk; the joined file stays on disk past the threshold."""
+    """Multipart parts always go to disk; past the threshold the file is served from them."""
     store = FileStore(spool_threshold=8)
 
     async def body(*chunks: bytes) -> AsyncIterator[bytes]:
@@ -173,11 +173,12 @@ async def test_multipart_parts_spool_and_join(tmp_path: Any) -> None:
         upload_id, [{"partNumber": 2, "etag": two.etag}, {"partNumber": 1, "etag": one.etag}]
     )
     joined = store.files["k/file.bin"]
-    assert joined.path is not None and joined.read() == b"0123456789"
+    assert joined.data is None and joined.pieces == (one, two)
+    assert joined.read() == b"0123456789"
+    assert b"".join(joined.iter_sync(3, 9)) == b"345678"
     assert joined.sha256 == hashlib.sha256(b"0123456789").hexdigest()
-    assert not one.path.exists()
     store.clear()
-    assert not joined.path.exists()
+    assert not one.path.exists() and not two.path.exists()
 
 
 def test_render_reads_uploaded_files_and_data_uris(api: Api) -> None:

@@ -1,0 +1,258 @@
+"""The downloader's worker threads: cancelling a stalled download, progress, and headers.
+
+A raw socket server (not uvicorn) controls exactly when bytes stop flowing: its first
+answer to ``/stall`` sends headers and half the body, then goes quiet with the connection
+open; later requests with ``Range`` get the rest. The client's read timeout is ten
+minutes, so a cancellation that came back would have had to interrupt the blocked read,
+not wait for it to time out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from runner import download as dl
+from runner.errors import DownloadError
+
+pytestmark = pytest.mark.anyio
+
+DATA = os.urandom(6 * 1024 * 1024 + 777)
+SHA = hashlib.sha256(DATA).hexdigest()
+ETAG = '"stall-1"'
+PATIENT = httpx.Timeout(600.0, connect=10.0)  # far longer than any test may take
+
+
+class StallingServer:
+    """HTTP/1.1 on loopback that can stop mid-body or before answering at all."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests: list[dict[str, str]] = []
+        self.asked = threading.Event()  # a request arrived
+        self._release = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._conns: list[socket.socket] = []
+        accept = threading.Thread(target=self._accept, daemon=True)
+        accept.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            raw = b""
+            while b"\r\n\r\n" not in raw:
+                got = conn.recv(65536)
+                if not got:
+                    return
+                raw += got
+            lines = raw.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+            path = lines[0].split()[1]
+            headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+            self.requests.append(headers)
+            self.asked.set()
+            if path == "/silent":
+                self._release.wait()
+                return
+            wanted = headers.get("range")
+            if wanted:
+                start = int(wanted.removeprefix("bytes=").rstrip("-"))
+                head = (
+                    "HTTP/1.1 206 Partial Content\r\n"
+                    f"Content-Range: bytes {start}-{len(DATA) - 1}/{len(DATA)}\r\n"
+                    f"Content-Length: {len(DATA) - start}\r\nETag: {ETAG}\r\n\r\n"
+                )
+                conn.sendall(head.encode() + DATA[start:])
+                return
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\nETag: {ETAG}\r\n\r\n"
+            conn.sendall(head.encode() + DATA[: len(DATA) // 2])
+            self._release.wait()  # hold the connection open, sending nothing
+
+    def close(self) -> None:
+        """Let every stalled handler go and stop accepting."""
+        self._release.set()
+        self.sock.close()
+        for conn in self._conns:
+            conn.close()
+        for thread in self._threads:
+            thread.join(5)
+
+
+@pytest.fixture
+def stalling() -> Iterator[StallingServer]:
+    """A fresh stalling server per test."""
+    server = StallingServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Run on asyncio only (what the CLI uses)."""
+    return "asyncio"
+
+
+def names(directory: Path) -> list[str]:
+    """The names in ``directory``, sorted."""
+    return sorted(p.name for p in directory.iterdir())
+
+
+def writer_threads() -> list[threading.Thread]:
+    """Download writer threads still alive."""
+    return [t for t in threading.enumerate() if t.name == "raybatch download writer"]
+
+
+async def test_cancel_mid_body_returns_and_keeps_a_resumable_part(
+    stalling: StallingServer, tmp_path: Path
+) -> None:
+    """Cancelling a download blocked on a silent socket comes back without the read
+    timeout, no thread writes the part afterwards, and the next call resumes it."""
+    got: list[int] = []
+    half = anyio.Event()
+
+    def progress(count: int) -> None:
+        got.append(count)
+        if sum(got) >= len(DATA) // 2:
+            half.set()
+
+    dest = tmp_path / "clip.mp4"
+    async with httpx.AsyncClient(timeout=PATIENT) as client:
+        with anyio.fail_after(60):  # a hang, not a speed limit: the read timeout is 600 s
+            async with anyio.create_task_group() as group:
+
+                async def fetch() -> None:
+                    await dl.download(
+                        client, f"{stalling.url}/stall", dest, root=tmp_path, on_bytes=progress
+                    )
+
+                group.start_soon(fetch)
+                await half.wait()
+                group.cancel_scope.cancel()
+        assert writer_threads() == []
+        part = tmp_path / "clip.mp4.part"
+        kept = part.read_bytes()
+        assert len(kept) == len(DATA) // 2 and kept == DATA[: len(kept)]
+        assert (tmp_path / "clip.mp4.part.json").exists() and not dest.exists()
+
+        got.clear()
+        done = await dl.download(
+            client, f"{stalling.url}/stall", dest, root=tmp_path, on_bytes=got.append
+        )
+    assert stalling.requests[-1]["range"] == f"bytes={len(kept)}-"
+    assert stalling.requests[-1]["if-range"] == ETAG
+    assert done == dl.Downloaded(dest, len(DATA), SHA)
+    assert sum(got) == len(DATA) - len(kept)
+    assert names(tmp_path) == ["clip.mp4"]
+
+
+async def test_cancel_before_the_answer_touches_no_file(
+    stalling: StallingServer, tmp_path: Path
+) -> None:
+    """Cancelled while waiting for the status line: back at once, no part is created."""
+    async with httpx.AsyncClient(timeout=PATIENT) as client:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+
+                async def fetch() -> None:
+                    await dl.download(
+                        client, f"{stalling.url}/silent", tmp_path / "x.mp4", root=tmp_path
+                    )
+
+                group.start_soon(fetch)
+                await anyio.to_thread.run_sync(stalling.asked.wait)
+                group.cancel_scope.cancel()
+    assert names(tmp_path) == []
+
+
+async def test_progress_is_reported_on_the_event_loop(tmp_path: Path) -> None:
+    """``on_bytes`` runs in the caller's thread, never in a worker, and adds up."""
+    server = StallingServer()
+    loop_thread = threading.get_ident()
+    calls: list[tuple[int, int]] = []
+    try:
+        # A part that already holds half the file makes the server answer in full (206).
+        (tmp_path / "p.mp4.part").write_bytes(DATA[:1000])
+        label = {"url": f"{server.url}/stall", "etag": ETAG}
+        (tmp_path / "p.mp4.part.json").write_text(json.dumps(label))
+        async with httpx.AsyncClient(timeout=PATIENT) as client:
+            got = await dl.download(
+                client,
+                f"{server.url}/stall",
+                tmp_path / "p.mp4",
+                root=tmp_path,
+                expected_sha256=SHA,
+                on_bytes=lambda n: calls.append((threading.get_ident(), n)),
+            )
+    finally:
+        server.close()
+    assert got.size == len(DATA)
+    assert {thread for thread, _ in calls} == {loop_thread}
+    assert sum(n for _, n in calls) == len(DATA) - 1000
+
+
+async def test_only_the_callers_default_headers_are_sent(
+    stalling: StallingServer, tmp_path: Path
+) -> None:
+    """The blocking client sends the caller's default headers, and no credentials."""
+    (tmp_path / "h.mp4.part").write_bytes(DATA[:10])
+    label = {"url": f"{stalling.url}/stall", "etag": None}
+    (tmp_path / "h.mp4.part.json").write_text(json.dumps(label))
+    async with httpx.AsyncClient(timeout=PATIENT, headers={"User-Agent": "ua-check"}) as client:
+        await dl.download(client, f"{stalling.url}/stall", tmp_path / "h.mp4", root=tmp_path)
+    seen = stalling.requests[-1]
+    assert seen["user-agent"] == "ua-check"
+    assert seen["accept-encoding"] == "identity"
+    assert "authorization" not in seen and "if-range" not in seen
+
+
+async def test_a_short_body_is_still_a_download_error(tmp_path: Path) -> None:
+    """The server hanging up mid-body is DownloadError with the bytes that came kept."""
+    server = StallingServer()
+    got: list[int] = []
+    half = anyio.Event()
+
+    def progress(count: int) -> None:
+        got.append(count)
+        if sum(got) >= len(DATA) // 2:
+            half.set()
+
+    async def hang_up() -> None:
+        await half.wait()
+        server.close()
+
+    failed: list[DownloadError] = []
+    async with httpx.AsyncClient(timeout=PATIENT) as client:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                group.start_soon(hang_up)
+                try:
+                    await dl.download(
+                        client,
+                        f"{server.url}/stall",
+                        tmp_path / "s.mp4",
+                        root=tmp_path,
+                        on_bytes=progress,
+                    )
+                except DownloadError as exc:
+                    failed.append(exc)
+    assert len(failed) == 1 and "truncated" in str(failed[0])
+    assert (tmp_path / "s.mp4.part").stat().st_size == len(DATA) // 2

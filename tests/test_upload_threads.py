@@ -1,0 +1,241 @@
+"""Multipart uploads on the blocking client: against the emulator, its faults, and a CDN
+that stops reading.
+
+``FalClient`` sends multipart parts from worker threads unless a transport was injected
+(``tests/test_fal.py`` covers that asyncio path with a scripted fal). Here the parts go
+over real sockets: to the emulator (with small parts, so a few KiB make many of them),
+and to a raw server that takes a PUT's headers and then never reads its body, so the
+client blocks in ``send`` until it is cancelled.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from runner import fal
+from runner.emulator.config import EmulatorConfig
+from runner.emulator.server import EmulatorServer
+from runner.errors import AuthError, InputRejected, ServiceUnavailable, TransportError
+from runner.fal import FalClient, FalConfig
+
+pytestmark = pytest.mark.anyio
+
+KEY = "test-key-0123456789"
+DATA = os.urandom(5 * 4096 + 123)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Run on asyncio only (what the CLI uses)."""
+    return "asyncio"
+
+
+@pytest.fixture
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Multipart above 10 KiB, in 4 KiB parts: DATA makes six of them."""
+    monkeypatch.setattr(fal, "MULTIPART_THRESHOLD", 10 * 1024)
+    monkeypatch.setattr(fal, "PART_SIZE", 4096)
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    """DATA in a file."""
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(DATA)
+    return path
+
+
+def emulator(faults: str = "") -> EmulatorServer:
+    """A started emulator with the given fault spec."""
+    server = EmulatorServer(EmulatorConfig(job_seconds=(0.1, 0.2), synthetic=True, faults=faults))
+    server.start()
+    return server
+
+
+async def fetch(url: str) -> httpx.Response:
+    """GET ``url``."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.get(url)
+
+
+def stats(server: EmulatorServer) -> dict[str, object]:
+    """The emulator's counters."""
+    answer: dict[str, object] = httpx.get(f"{server.url}/_emulator/stats", timeout=10).json()
+    return answer
+
+
+async def test_parts_arrive_whole_and_in_order(small_parts: None, clip: Path) -> None:
+    """Six parts, four at a time, join into exactly the file; the served copy says so."""
+    server = emulator()
+    try:
+        async with FalClient(FalConfig.single_origin(server.url, KEY)) as client:
+            url = await client.upload(clip, "video/mp4")
+        served = await fetch(url)
+        counted = stats(server)
+    finally:
+        server.stop()
+    assert served.content == DATA
+    digest = base64.b64encode(hashlib.sha256(DATA).digest()).decode()
+    assert served.headers["repr-digest"] == f"sha-256=:{digest}:"
+    assert counted["uploads"] == 1 and counted["upload_calls"] == 1 + 6 + 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "words"),
+    [
+        ("upload#3=auth", AuthError, "CDN rejected the upload token"),
+        ("upload#4=503", ServiceUnavailable, None),
+    ],
+)
+async def test_a_failing_part_is_classified_like_any_upload(
+    small_parts: None, clip: Path, fault: str, error: type[Exception], words: str | None
+) -> None:
+    """A part the CDN refuses raises what ``_send`` would; a refused token is dropped."""
+    server = emulator(fault)
+    try:
+        async with FalClient(FalConfig.single_origin(server.url, KEY)) as client:
+            with pytest.raises(error, match=words):
+                await client.upload(clip, "video/mp4")
+            assert (client._token is None) == (error is AuthError)
+            again = await client.upload(clip, "video/mp4")  # the fault fired once
+        assert (await fetch(again)).content == DATA
+    finally:
+        server.stop()
+
+
+async def test_a_part_dropped_mid_request_is_a_transport_error(
+    small_parts: None, clip: Path
+) -> None:
+    """The CDN hanging up on a part is a retryable transport failure, not a crash."""
+    server = emulator("upload#2=reset-before")
+    try:
+        async with FalClient(FalConfig.single_origin(server.url, KEY)) as client:
+            with pytest.raises(TransportError, match="in transit"):
+                await client.upload(clip, "video/mp4")
+    finally:
+        server.stop()
+
+
+async def test_a_file_that_shrinks_is_input_rejected(
+    small_parts: None, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source that ends early while its parts are read is InputRejected, as in one POST."""
+    real = fal._file_chunks_blocking
+
+    def shrinking(path: Path, offset: int, length: int) -> Iterator[bytes]:
+        os.truncate(path, 100)
+        return real(path, offset, length)
+
+    monkeypatch.setattr(fal, "_file_chunks_blocking", shrinking)
+    server = emulator()
+    try:
+        async with FalClient(FalConfig.single_origin(server.url, KEY)) as client:
+            with pytest.raises(InputRejected, match="shrank"):
+                await client.upload(clip, "video/mp4")
+    finally:
+        server.stop()
+
+
+class DeafCdn:
+    """Token and multipart answers like fal's; part PUTs are read up to the headers only."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.putting = threading.Event()
+        self._release = threading.Event()
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            while True:
+                raw = b""
+                while b"\r\n\r\n" not in raw:
+                    got = conn.recv(65536)
+                    if not got:
+                        return
+                    raw += got
+                head, _, rest = raw.partition(b"\r\n\r\n")
+                method, path = head.split(b" ", 2)[:2]
+                if method == b"PUT":
+                    self.putting.set()
+                    self._release.wait()  # never read the body
+                    return
+                length = int(_header(head, b"content-length") or 0)
+                while len(rest) < length:
+                    rest += conn.recv(65536)
+                if path.startswith(b"/storage/auth/token"):
+                    body = {"token": "deaf-token-0123456789", "token_type": "Bearer"}
+                    body["expires_at"] = "2999-01-01T00:00:00+00:00"
+                else:
+                    body = {"access_url": f"{self.url}/files/x/big.mp4", "uploadId": "UP"}
+                payload = json.dumps(body).encode()
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                    + payload
+                )
+
+    def close(self) -> None:
+        """Release the stalled handlers and stop accepting."""
+        self._release.set()
+        self.sock.close()
+        for conn in self._conns:
+            conn.close()
+
+
+def _header(head: bytes, name: bytes) -> bytes | None:
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name:
+            return value.strip()
+    return None
+
+
+@pytest.fixture
+def deaf() -> Iterator[DeafCdn]:
+    """A CDN that stops reading part bodies."""
+    server = DeafCdn()
+    yield server
+    server.close()
+
+
+async def test_cancel_while_a_part_send_is_blocked(
+    deaf: DeafCdn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts too big for the socket buffers block in ``send``; cancelling comes back
+    without waiting for the (ten-minute) write timeout."""
+    monkeypatch.setattr(fal, "MULTIPART_THRESHOLD", 1024 * 1024)
+    monkeypatch.setattr(fal, "PART_SIZE", 32 * 1024 * 1024)
+    big = tmp_path / "big.mp4"
+    with big.open("wb") as out:
+        out.truncate(40 * 1024 * 1024)
+    config = FalConfig.single_origin(deaf.url, KEY)
+    async with FalClient(config, timeout=600.0) as client:
+        with anyio.fail_after(60):  # a hang, not a speed limit: the write timeout is 600 s
+            async with anyio.create_task_group() as group:
+                group.start_soon(client.upload, big, "video/mp4")
+                await anyio.to_thread.run_sync(deaf.putting.wait)
+                await anyio.sleep(0.2)  # let the sends fill the socket buffers and block
+                group.cancel_scope.cancel()
