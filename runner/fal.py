@@ -299,6 +299,12 @@ class FalClient:
         self._http = client(transport, min(max_connections, _REQUEST_KEEPALIVE))
         self._streams = self._http if transport is not None else client(None, max_connections)
         self._key_origins = {_origin(config.queue_url), _origin(config.rest_url)}
+        # "scheme://host[:port]/" of each: a URL starting with one has that origin, which
+        # spares parsing the URL of every queue request (3 % of a short job's CPU).
+        self._key_prefixes = tuple(
+            f"{scheme}://{host}" + (f":{port}" if port else "") + "/"
+            for scheme, host, port in self._key_origins
+        )
         self._token: _CdnToken | None = None
         self._token_lock = anyio.Lock()
 
@@ -601,6 +607,8 @@ class FalClient:
         return f"Key {self.config.key}"
 
     def _may_send_key(self, url: str) -> bool:
+        if url.startswith(self._key_prefixes):
+            return True
         try:
             return _origin(url) in self._key_origins
         except httpx.InvalidURL:

@@ -485,9 +485,17 @@ async def test_key_only_sent_to_configured_hosts() -> None:
         calls += 1
         return httpx.Response(200, json={"status": "COMPLETED", "logs": None})
 
+    host = httpx.URL(Q).host
+    lookalikes = [
+        "https://evil.test/luma/agent/requests/x/status",
+        f"https://{host}@evil.test/luma/agent/requests/x/status",  # userinfo, not the host
+        f"https://{host}.evil.test/luma/agent/requests/x/status",
+        f"http://{host}/luma/agent/requests/x/status",  # another scheme, another origin
+    ]
     async with client_for(handler) as client:
-        with pytest.raises(UnsafeOutput):
-            await client.status("https://evil.test/luma/agent/requests/x/status")
+        for url in lookalikes:
+            with pytest.raises(UnsafeOutput):
+                await client.status(url)
     assert calls == 0
 
 
