@@ -55,7 +55,7 @@ import math
 import os
 import re
 import ssl
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -900,7 +900,7 @@ async def _file_chunks(path: Path, offset: int, length: int) -> AsyncIterator[by
         raise InputRejected(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def _file_chunks_blocking(path: Path, offset: int, length: int) -> Iterator[bytes]:
+def _file_chunks_blocking(path: Path, offset: int, length: int) -> Generator[bytes, None, None]:
     """``length`` bytes of ``path`` from ``offset``, 1 MiB at a time (blocking)."""
     try:
         with path.open("rb", buffering=0) as file:
@@ -941,8 +941,17 @@ class _BlockingParts:
         request = self._http.build_request(
             "PUT", url, headers=headers, content=content, extensions={"trace": self._guard.trace}
         )
+
+        def send() -> httpx.Response:
+            try:
+                return self._http.send(request)
+            finally:
+                # httpx does not close a request's content iterator when the send fails
+                # (a cancel shuts the socket): close it here, in the thread that runs it.
+                content.close()
+
         try:
-            return await anyio.to_thread.run_sync(self._http.send, request, abandon_on_cancel=True)
+            return await anyio.to_thread.run_sync(send, abandon_on_cancel=True)
         except anyio.get_cancelled_exc_class():
             self.stop()
             raise
