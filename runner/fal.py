@@ -887,19 +887,13 @@ def _header_safe(name: str) -> str:
 
 
 async def _file_chunks(path: Path, offset: int, length: int) -> AsyncIterator[bytes]:
-    """``length`` bytes of ``path`` from ``offset``, read in a worker thread 1 MiB at a time."""
+    """``_file_chunks_blocking``, each read in a worker thread."""
+    chunks = _file_chunks_blocking(path, offset, length)
     try:
-        async with await anyio.open_file(path, "rb") as file:
-            await file.seek(offset)
-            left = length
-            while left:
-                chunk = await file.read(min(_READ_CHUNK, left))
-                if not chunk:
-                    raise InputRejected(f"{path} shrank while it was being uploaded")
-                left -= len(chunk)
-                yield chunk
-    except OSError as exc:
-        raise InputRejected(f"cannot read {path}: {exc.strerror}") from exc
+        while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+            yield chunk
+    finally:
+        chunks.close()
 
 
 def _file_chunks_blocking(path: Path, offset: int, length: int) -> Generator[bytes, None, None]:

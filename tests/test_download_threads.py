@@ -14,7 +14,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -24,6 +24,8 @@ import pytest
 from runner import download as dl
 from runner.errors import DownloadError
 
+from .raw_server import RawServer
+
 pytestmark = pytest.mark.anyio
 
 DATA = os.urandom(6 * 1024 * 1024 + 777)
@@ -32,32 +34,15 @@ ETAG = '"stall-1"'
 PATIENT = httpx.Timeout(600.0, connect=10.0)  # far longer than any test may take
 
 
-class StallingServer:
+class StallingServer(RawServer):
     """HTTP/1.1 on loopback that can stop mid-body or before answering at all."""
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.requests: list[dict[str, str]] = []
         self.asked = threading.Event()  # a request arrived
-        self._release = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._conns: list[socket.socket] = []
-        accept = threading.Thread(target=self._accept, daemon=True)
-        accept.start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self._conns.append(conn)
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn:
             raw = b""
             while b"\r\n\r\n" not in raw:
@@ -71,7 +56,7 @@ class StallingServer:
             self.requests.append(headers)
             self.asked.set()
             if path == "/silent":
-                self._release.wait()
+                self.released.wait()
                 return
             wanted = headers.get("range")
             if wanted:
@@ -85,16 +70,7 @@ class StallingServer:
                 return
             head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\nETag: {ETAG}\r\n\r\n"
             conn.sendall(head.encode() + DATA[: len(DATA) // 2])
-            self._release.wait()  # hold the connection open, sending nothing
-
-    def close(self) -> None:
-        """Let every stalled handler go and stop accepting."""
-        self._release.set()
-        self.sock.close()
-        for conn in self._conns:
-            conn.close()
-        for thread in self._threads:
-            thread.join(5)
+            self.released.wait()  # hold the connection open, sending nothing
 
 
 @pytest.fixture
@@ -116,6 +92,20 @@ def names(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
 
+def _progress_until_half() -> tuple[list[int], Callable[[int], None], anyio.Event]:
+    """Byte counts reported, the callback that records them, and an event set once half of
+    ``DATA`` has been reported."""
+    got: list[int] = []
+    half = anyio.Event()
+
+    def progress(count: int) -> None:
+        got.append(count)
+        if sum(got) >= len(DATA) // 2:
+            half.set()
+
+    return got, progress, half
+
+
 def writer_threads() -> list[threading.Thread]:
     """Download writer threads still alive."""
     return [t for t in threading.enumerate() if t.name == "raybatch download writer"]
@@ -126,13 +116,7 @@ async def test_cancel_mid_body_returns_and_keeps_a_resumable_part(
 ) -> None:
     """Cancelling a download blocked on a silent socket comes back without the read
     timeout, no thread writes the part afterwards, and the next call resumes it."""
-    got: list[int] = []
-    half = anyio.Event()
-
-    def progress(count: int) -> None:
-        got.append(count)
-        if sum(got) >= len(DATA) // 2:
-            half.set()
+    got, progress, half = _progress_until_half()
 
     dest = tmp_path / "clip.mp4"
     async with httpx.AsyncClient(timeout=PATIENT) as client:
@@ -227,13 +211,7 @@ async def test_only_the_callers_default_headers_are_sent(
 async def test_a_short_body_is_still_a_download_error(tmp_path: Path) -> None:
     """The server hanging up mid-body is DownloadError with the bytes that came kept."""
     server = StallingServer()
-    got: list[int] = []
-    half = anyio.Event()
-
-    def progress(count: int) -> None:
-        got.append(count)
-        if sum(got) >= len(DATA) // 2:
-            half.set()
+    got, progress, half = _progress_until_half()
 
     async def hang_up() -> None:
         await half.wait()

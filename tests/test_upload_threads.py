@@ -29,6 +29,8 @@ from runner.emulator.server import EmulatorServer
 from runner.errors import AuthError, InputRejected, ServiceUnavailable, TransportError
 from runner.fal import FalClient, FalConfig
 
+from .raw_server import RawServer
+
 pytestmark = pytest.mark.anyio
 
 KEY = "test-key-0123456789"
@@ -147,27 +149,14 @@ async def test_a_file_that_shrinks_is_input_rejected(
         server.stop()
 
 
-class DeafCdn:
+class DeafCdn(RawServer):
     """Token and multipart answers like fal's; part PUTs are read up to the headers only."""
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.putting = threading.Event()
-        self._release = threading.Event()
-        self._conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self._conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn:
             while True:
                 raw = b""
@@ -180,7 +169,7 @@ class DeafCdn:
                 method, path = head.split(b" ", 2)[:2]
                 if method == b"PUT":
                     self.putting.set()
-                    self._release.wait()  # never read the body
+                    self.released.wait()  # never read the body
                     return
                 length = int(_header(head, b"content-length") or 0)
                 while len(rest) < length:
@@ -196,13 +185,6 @@ class DeafCdn:
                     + f"Content-Length: {len(payload)}\r\n\r\n".encode()
                     + payload
                 )
-
-    def close(self) -> None:
-        """Release the stalled handlers and stop accepting."""
-        self._release.set()
-        self.sock.close()
-        for conn in self._conns:
-            conn.close()
 
 
 def _header(head: bytes, name: bytes) -> bytes | None:
