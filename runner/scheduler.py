@@ -7,6 +7,10 @@ Shape (anyio structured concurrency, after aiometer's "wait for capacity, then s
   here — a 100k-job batch never has 100k coroutines;
 * a slot is held from submit until the result is fetched; uploads and downloads have
   their own limiters, so a job waiting for bytes never keeps a remote slot idle;
+* a fetched result then waits for a download in a queue of as many places as there are
+  slots, and its slot is given up once it has a place. Downloads that fall behind (short
+  jobs, a slow disk or link) so slow submission down instead of piling up job tasks and
+  results without bound: 5k jobs of 0.1 s once had 3,600 of them waiting;
 * status comes from fal's SSE stream (one request per job, no polling delay); if the
   stream breaks, that job falls back to adaptive polling under a global rate limit;
 * every transition is committed through the single :class:`~runner.state.StateWriter`
@@ -247,6 +251,7 @@ class Scheduler:
         self.summary = RunSummary()
         self._writer = StateWriter(store)
         self._slots = anyio.Semaphore(self.options.slots)
+        self._download_queue = anyio.Semaphore(self.options.slots)
         self._upload_limit = anyio.CapacityLimiter(self.options.uploads)
         self._download_limit = anyio.CapacityLimiter(self.options.downloads)
         self._status_gate = _RateGate(self.options.status_per_second)
@@ -358,8 +363,7 @@ class Scheduler:
         for i in attached:
             job = progress[jobs.keys[i]]
             holds_slot = job.result is None
-            if holds_slot:
-                await self._slots.acquire()
+            await (self._slots if holds_slot else self._download_queue).acquire()
             group.start_soon(self._job, jobs[i], job, holds_slot, downloader)
         for i in fresh:
             await self._slots.acquire()
@@ -375,9 +379,11 @@ class Scheduler:
     async def _job(
         self, spec: JobSpec, job: _Progress, holds_slot: bool, downloader: httpx.AsyncClient
     ) -> None:
-        slot = _Slot(self._slots, holds_slot)
+        """One job to its end; it starts holding a slot, or else a download-queue place."""
+        slot = _Hold(self._slots, holds_slot)
+        place = _Hold(self._download_queue, not holds_slot)
         try:
-            await self._job_inner(spec, job, slot, downloader)
+            await self._job_inner(spec, job, slot, place, downloader)
         except _Stop:
             self.observer.on_state(spec, "pending", self._stop_submitting)
         except FatalError as exc:
@@ -388,9 +394,15 @@ class Scheduler:
                 self._jobs_scope.cancel()
         finally:
             slot.release()
+            place.release()
 
     async def _job_inner(
-        self, spec: JobSpec, job: _Progress, slot: _Slot, downloader: httpx.AsyncClient
+        self,
+        spec: JobSpec,
+        job: _Progress,
+        slot: _Hold,
+        place: _Hold,
+        downloader: httpx.AsyncClient,
     ) -> None:
         while True:
             try:
@@ -403,8 +415,9 @@ class Scheduler:
                     job.result, units = await self._fetch(spec, submission)
                     await self._writer.apply(Transitions.completed(spec.key, job.result, units))
                     crashpoints.reached("after_result")
+                await place.ensure()
                 slot.release()
-                await self._download_all(spec, job.result, downloader)
+                await self._download_all(spec, job.result, downloader, place)
                 return
             except _Finished:
                 return
@@ -428,7 +441,7 @@ class Scheduler:
 
     # -- stages ----------------------------------------------------------------------------
 
-    async def _ensure_submitted(self, spec: JobSpec, job: _Progress, slot: _Slot) -> Submission:
+    async def _ensure_submitted(self, spec: JobSpec, job: _Progress, slot: _Hold) -> Submission:
         if job.request is not None:
             return job.request
         # Interrupted submits (ambiguous) are not the job's fault: only attempts that
@@ -602,7 +615,11 @@ class Scheduler:
         return result.data, result.billable_units
 
     async def _download_all(
-        self, spec: JobSpec, result: dict[str, Any], downloader: httpx.AsyncClient
+        self,
+        spec: JobSpec,
+        result: dict[str, Any],
+        downloader: httpx.AsyncClient,
+        place: _Hold,
     ) -> None:
         files = find_files(result)
         if not files:
@@ -610,6 +627,7 @@ class Scheduler:
         outputs: list[OutputFile] = []
         self.observer.on_state(spec, "downloading", None)
         async with self._download_limit:
+            place.release()
             for (field_path, file), rel in zip(
                 files, output_paths(PurePosixPath(spec.output), files), strict=True
             ):
@@ -695,8 +713,9 @@ class _Progress:
         return cls(row.state, row.attempts, row.ambiguous, request, result, row.error)
 
 
-class _Slot:
-    """A job's hold on one remote slot, released exactly once."""
+class _Hold:
+    """A job's hold on one place of a semaphore (a remote slot, a download-queue place),
+    released exactly once."""
 
     def __init__(self, semaphore: anyio.Semaphore, held: bool) -> None:
         self._semaphore = semaphore

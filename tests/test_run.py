@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import signal
@@ -13,7 +14,7 @@ import av
 import numpy as np
 import pytest
 
-from .conftest import Emulator, run_cli, spawn_cli
+from .conftest import Emulator, run_cli, spawn_cli, start_emulator, stop_emulator
 
 JOBS_IN_DEMO = 9
 
@@ -185,3 +186,49 @@ def test_running_from_another_directory_does_not_pay_twice(
         cwd=second_cwd,
     )
     assert again.returncode == 0 and emulator.stats()["submits"] == JOBS_IN_DEMO
+
+
+def test_downloads_falling_behind_slow_submission_down(tmp_path: Path) -> None:
+    """When downloads lag, fetched results wait in a bounded queue and submission slows."""
+    emulator = start_emulator(
+        "--synthetic", "--job-seconds", "0.05:0.1", "--max-running", "40", "--faults",
+        "cdn=slow:0.3",
+    )  # fmt: skip
+    manifest = tmp_path / "short.yaml"
+    manifest.write_text(
+        "name: short\nendpoint: test/passthrough/v1\noutput: '{prompt}/{n}.bin'\n"
+        "concurrency: 2\nprompts: {a: one, b: two}\n"
+        "jobs:\n  - prompts: [a, b]\n    matrix: {n: " + str(list(range(18))) + "}\n"
+    )
+    out = tmp_path / "out"
+    try:
+        run = spawn_cli(
+            "run", manifest, "--fal-url", emulator.url, "--output-dir", out, cwd=tmp_path
+        )
+        waiting: list[int] = []  # fetched results not yet downloaded, sampled while it runs
+        while run.poll() is None:
+            if (out / "state.db").exists():
+                with (
+                    contextlib.closing(
+                        sqlite3.connect(f"file:{out / 'state.db'}?mode=ro", uri=True, timeout=5)
+                    ) as db,
+                    contextlib.suppress(sqlite3.OperationalError),
+                ):  # not created yet
+                    waiting.append(
+                        db.execute(
+                            "SELECT count(*) FROM jobs WHERE state = 'completed'"
+                        ).fetchone()[0]
+                    )
+            time.sleep(0.05)
+        _, stderr = run.communicate(timeout=60)
+        stats = emulator.stats()
+    finally:
+        stop_emulator(emulator)
+
+    assert run.returncode == 0, stderr
+    assert stats["submit_calls"] == 36 and stats["cdn_calls"] == 36
+    # "completed" = result fetched: concurrency 2 gives 4 slots, whose jobs may hold them
+    # waiting for one of 4 queue places, and 4 downloads under way (their file not yet in
+    # place). Unbounded, most of the 36 fast jobs would be waiting at once.
+    assert max(waiting) <= 12, max(waiting)
+    assert max(waiting) >= 4, "the downloads never fell behind: the test proves nothing"
