@@ -23,15 +23,16 @@ size mismatches are ``DownloadError`` too; a mismatched part is deleted, a merel
 one is kept for resume. ``OSError`` while writing (ENOSPC, EIO, EROFS, EDQUOT, ...) is
 ``DiskError`` (fatal): the part stays, the final name is never touched.
 
-Threads: the GET runs on a blocking ``httpx.Client`` in a worker thread, and a second
+Threads: the whole download (the output's directories, the resume point, the GET, the
+commit) is one call into a worker thread, on a blocking ``httpx.Client``, and a second
 thread hashes and writes, because httpx's asyncio read path (a loop wake-up, a timeout
 scope and an h11 event per socket read, all holding the GIL the hashing needs) capped a
 download near 340 MiB/s on loopback where curl does twice that. The caller's
 ``AsyncClient`` lends its timeouts, default headers and proxy settings. Cancelling
 :func:`download` shuts the fetch's sockets down, which wakes a blocked read at once, and
 waits for the threads to let go of the part, so nothing writes it after the call ends;
-only a connect still under way (bounded by the connect timeout) is left to finish alone,
-and it touches no file.
+only what cannot be interrupted (making the output's directories, a connect under way,
+bounded by the connect timeout) is left to finish alone, and it writes no file.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import httpx
@@ -102,7 +103,6 @@ _raise_read_size()
 MAX_REDIRECTS = 5
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _SYMLINK_ERRNOS = {errno.ELOOP, errno.ENOTDIR, errno.EMLINK}  # EMLINK: FreeBSD's ELOOP
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -134,38 +134,31 @@ async def download(
     """
     relative = relative_to_root(root, dest)
     _check_scheme(url)
-    target = await anyio.to_thread.run_sync(_Target.open, root, relative)
-    with contextlib.closing(target):
-        offset, etag = await target.run(target.resume_point, url)
-        headers = {"Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-            if etag:
-                headers["If-Range"] = etag
-        fetch = _Fetch(client, target, url, headers, offset, expected_size, expected_sha256)
-        return await fetch.run(on_bytes)
+    fetch = _Fetch(client, root, relative, url, expected_size, expected_sha256)
+    return await fetch.run(on_bytes)
 
 
 class _Fetch:
-    """One download's GET, body, verification and commit, run in worker threads.
+    """One download's directories, GET, body, verification and commit, in worker threads.
 
-    The event loop only starts it, relays progress and, when cancelled, calls
-    :meth:`stop`. ``stop`` and :meth:`_enter_disk` share a lock, so either the fetch is
-    stopped before it touches the part (and never will), or it is already writing and the
-    canceller waits for it to stop.
+    The event loop only starts it (one hand-off to a worker: each one costs the GIL going
+    back and forth, which on short jobs was a good part of the CPU), relays progress and,
+    when cancelled, calls :meth:`stop`. ``stop`` and :meth:`_enter_disk` share a lock, so
+    either the fetch is stopped before it touches the part (and never will; it may still
+    have created the output's directories), or it is already writing and the canceller
+    waits for it to stop.
     """
 
     def __init__(
         self,
         client: httpx.AsyncClient,
-        target: _Target,
+        root: Path,
+        relative: PurePosixPath,
         url: str,
-        headers: dict[str, str],
-        offset: int,
         expected_size: int | None,
         expected_sha256: str | None,
     ) -> None:
-        self.target, self.url, self.headers, self.offset = target, url, headers, offset
+        self.root, self.relative, self.url = root, relative, url
         self.expected_size, self.expected_sha256 = expected_size, expected_sha256
         self.timeout, self.trust_env = client.timeout, client.trust_env
         self.default_headers = httpx.Headers(client.headers)
@@ -236,31 +229,48 @@ class _Fetch:
     def _fetch(self) -> Downloaded:
         """The whole download, blocking (in a worker thread)."""
         try:
-            with (
-                httpx.Client(
-                    headers=self.default_headers,
-                    timeout=self.timeout,
-                    trust_env=self.trust_env,
-                    verify=_tls_context(self.trust_env),
-                    follow_redirects=False,
-                ) as http,
-                self._get(http) as response,
-            ):
-                # A digest the server vouches for is the only way to catch bytes flipped
-                # in transit (the size alone cannot); fal's File objects carry no checksum.
-                expected_sha256 = self.expected_sha256 or _repr_digest(response)
-                self._enter_disk()
+            with contextlib.closing(_Target.open(self.root, self.relative)) as target:
                 try:
-                    return self._save(response, expected_sha256)
+                    offset, etag = target.resume_point(self.url)
                 except OSError as exc:
-                    raise _disk_error(self.target.path.with_name(self.target.part), exc) from exc
+                    raise _disk_error(target.path.with_name(target.part), exc) from exc
+                headers = {"Accept-Encoding": "identity"}
+                if offset:
+                    headers["Range"] = f"bytes={offset}-"
+                    if etag:
+                        headers["If-Range"] = etag
+                with (
+                    httpx.Client(
+                        headers=self.default_headers,
+                        timeout=self.timeout,
+                        trust_env=self.trust_env,
+                        verify=_tls_context(self.trust_env),
+                        follow_redirects=False,
+                    ) as http,
+                    self._get(http, headers) as response,
+                ):
+                    # A digest the server vouches for is the only way to catch bytes
+                    # flipped in transit (the size alone cannot); fal's File objects carry
+                    # no checksum.
+                    expected_sha256 = self.expected_sha256 or _repr_digest(response)
+                    self._enter_disk()
+                    try:
+                        return self._save(response, target, offset, expected_sha256)
+                    except OSError as exc:
+                        raise _disk_error(target.path.with_name(target.part), exc) from exc
         finally:
             self._done.set()
 
-    def _save(self, response: httpx.Response, expected_sha256: str | None) -> Downloaded:
+    def _save(
+        self,
+        response: httpx.Response,
+        target: _Target,
+        offset: int,
+        expected_sha256: str | None,
+    ) -> Downloaded:
         """Stream the body into the part, then verify and commit it."""
-        target, expected_size = self.target, self.expected_size
-        start, total = _extent(response, self.offset, target)
+        expected_size = self.expected_size
+        start, total = _extent(response, offset, target)
         if expected_size is not None and total is not None and total != expected_size:
             target.discard()
             raise DownloadError(f"the server offers {total} bytes, expected {expected_size}")
@@ -310,12 +320,12 @@ class _Fetch:
             raise DownloadError(f"download truncated: {got} bytes ({reason})") from read_failed
 
     @contextlib.contextmanager
-    def _get(self, http: httpx.Client) -> Iterator[httpx.Response]:
+    def _get(self, http: httpx.Client, headers: dict[str, str]) -> Iterator[httpx.Response]:
         """GET with redirects followed by hand, each target checked before it is contacted."""
         url = self.url
         for _ in range(MAX_REDIRECTS + 1):
             request = http.build_request(
-                "GET", url, headers=self.headers, extensions={"trace": self._guard.trace}
+                "GET", url, headers=headers, extensions={"trace": self._guard.trace}
             )
             try:
                 response = http.send(request, stream=True, follow_redirects=False)
@@ -417,7 +427,7 @@ class _Part:
 class _Target:
     """The destination's directory, held open by fd, and the names inside it.
 
-    Methods are blocking; call them through :meth:`run`.
+    Methods are blocking: the fetch's worker thread calls them.
     """
 
     def __init__(self, dir_fd: int, name: str, path: Path) -> None:
@@ -452,13 +462,6 @@ class _Target:
             os.close(fd)
             raise
         return cls(fd, relative.name, root / relative)
-
-    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run a blocking step in a worker thread; an OSError there becomes ``DiskError``."""
-        try:
-            return await anyio.to_thread.run_sync(fn, *args)
-        except OSError as exc:
-            raise _disk_error(self.path.with_name(self.part), exc) from exc
 
     def resume_point(self, url: str) -> tuple[int, str | None]:
         """(bytes already in the part, its ETag) if the part came from ``url``, else (0, None)."""
