@@ -279,11 +279,43 @@ class _Fetch:
             return _verify_and_commit(target, part, total, expected_size, expected_sha256)
 
     def _stream_into(self, response: httpx.Response, part: _Part, total: int | None) -> None:
-        """Append the body to the part; on a broken stream keep every byte that came.
+        """Append the body to the part; on a broken stream keep every byte that came."""
+        if total is not None and total - part.size <= _READ_BYTES:
+            # A body of one read: a writer thread would cost more (its start, the GIL going
+            # back and forth) than it could overlap.
+            read_failed = self._read_body(response, functools.partial(self._append, part))
+        else:
+            read_failed = self._read_behind_writer(response, part)
+        if self._guard.stopped:
+            raise DownloadError("download cancelled")
+        if read_failed is not None:
+            got = f"got {part.size} of {total}" if total else f"got {part.size}"
+            reason = _reason(read_failed)
+            raise DownloadError(f"download truncated: {got} bytes ({reason})") from read_failed
 
-        This thread reads; a writer thread hashes and writes, taking chunks through a
-        small bounded queue, so memory stays at a few MiB whatever the file size.
-        """
+    def _append(self, part: _Part, data: bytes) -> bool:
+        """Write ``data`` to the part; True: go on reading."""
+        part.write(data)
+        self.written += len(data)
+        return True
+
+    def _read_body(
+        self, response: httpx.Response, write: Callable[[bytes], bool]
+    ) -> httpx.RequestError | None:
+        """Pass the body to ``write`` until it ends, breaks (returned), or is stopped."""
+        try:
+            for chunk in response.iter_bytes():
+                if self._guard.stopped or not write(chunk):
+                    break
+        except httpx.RequestError as exc:
+            return exc
+        return None
+
+    def _read_behind_writer(
+        self, response: httpx.Response, part: _Part
+    ) -> httpx.RequestError | None:
+        """Read here while a writer thread hashes and writes, taking chunks through a
+        small bounded queue, so memory stays at a few MiB whatever the file size."""
         chunks: queue.Queue[bytes | None] = queue.Queue(_CHUNKS_AHEAD)
         write_failed: list[BaseException] = []
 
@@ -292,32 +324,26 @@ class _Fetch:
                 if write_failed or self._guard.stopped:
                     continue  # keep draining so the reader never blocks on a full queue
                 try:
-                    part.write(data)
-                    self.written += len(data)
+                    self._append(part, data)
                 except BaseException as exc:
                     write_failed.append(exc)
 
+        def put(data: bytes) -> bool:
+            if write_failed:
+                return False
+            chunks.put(data)
+            return True
+
         writer = threading.Thread(target=write_all, name="raybatch download writer")
         writer.start()
-        read_failed: httpx.RequestError | None = None
         try:
-            for chunk in response.iter_bytes():
-                if write_failed or self._guard.stopped:
-                    break
-                chunks.put(chunk)
-        except httpx.RequestError as exc:
-            read_failed = exc
+            read_failed = self._read_body(response, put)
         finally:
             chunks.put(None)
             writer.join()
         if write_failed:
             raise write_failed[0]
-        if self._guard.stopped:
-            raise DownloadError("download cancelled")
-        if read_failed is not None:
-            got = f"got {part.size} of {total}" if total else f"got {part.size}"
-            reason = _reason(read_failed)
-            raise DownloadError(f"download truncated: {got} bytes ({reason})") from read_failed
+        return read_failed
 
     @contextlib.contextmanager
     def _get(self, http: httpx.Client, headers: dict[str, str]) -> Iterator[httpx.Response]:

@@ -423,23 +423,33 @@ async def test_symlink_part_refused(
 # -- disk failures -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("one_read", [False, True], ids=["writer-thread", "one-read"])
 async def test_enospc_while_writing(
-    server: str, client: httpx.AsyncClient, root: Path, monkeypatch: pytest.MonkeyPatch
+    server: str,
+    client: httpx.AsyncClient,
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    one_read: bool,
 ) -> None:
-    """ENOSPC mid-write is DiskError naming the path; the part stays, no final file."""
-    real, calls = dl._write_all, []
+    """ENOSPC mid-write is DiskError naming the path; the part stays, no final file —
+    whether a writer thread writes the body or (a body of one read) the fetch itself."""
+    real, calls, writers = dl._write_all, [], set()
 
     def full(fd: int, data: bytes) -> None:
         calls.append(len(data))
+        writers.add(threading.current_thread().name)
         if len(calls) > 2:  # the label and one chunk get through, then the disk is full
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(fd, data)
 
     monkeypatch.setattr(dl, "_write_all", full)
+    if one_read:
+        monkeypatch.setattr(dl, "_READ_BYTES", len(DATA))  # the whole body counts as one read
     with pytest.raises(DiskError, match=r"d\.mp4\.part.*ENOSPC"):
         await dl.download(client, f"{server}/file", root / "d.mp4", root=root)
     assert not (root / "d.mp4").exists()
     assert (root / "d.mp4.part").exists()
+    assert ("raybatch download writer" in writers) is not one_read
 
 
 async def test_eio_on_fsync(
