@@ -162,7 +162,7 @@ class _Fetch:
         self.expected_size, self.expected_sha256 = expected_size, expected_sha256
         self.timeout, self.trust_env = client.timeout, client.trust_env
         self.default_headers = httpx.Headers(client.headers)
-        #: Body bytes appended to the part so far (written by the writer thread only).
+        #: Body bytes appended to the part so far (by whichever thread writes the part).
         self.written = 0
         self._guard = SocketGuard()
         self._on_disk = False

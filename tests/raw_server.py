@@ -7,6 +7,25 @@ import socket
 import threading
 
 
+def read_head(conn: socket.socket) -> tuple[bytes, bytes] | None:
+    """A request's head (request line and headers) and the bytes read past it; None if
+    the peer hung up first."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        got = conn.recv(65536)
+        if not got:
+            return None
+        raw += got
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def headers_of(head: bytes) -> dict[str, str]:
+    """A request head's headers, names lower-cased."""
+    lines = head.decode().split("\r\n")[1:]
+    return {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines)}
+
+
 class RawServer:
     """Accepts on 127.0.0.1 and runs :meth:`serve` per connection in its own thread.
 

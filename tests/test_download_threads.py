@@ -24,7 +24,7 @@ import pytest
 from runner import download as dl
 from runner.errors import DownloadError
 
-from .raw_server import RawServer
+from .raw_server import RawServer, headers_of, read_head
 
 pytestmark = pytest.mark.anyio
 
@@ -44,15 +44,12 @@ class StallingServer(RawServer):
 
     def serve(self, conn: socket.socket) -> None:
         with conn:
-            raw = b""
-            while b"\r\n\r\n" not in raw:
-                got = conn.recv(65536)
-                if not got:
-                    return
-                raw += got
-            lines = raw.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
-            path = lines[0].split()[1]
-            headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+            request = read_head(conn)
+            if request is None:
+                return
+            head, _ = request
+            path = head.split(b" ", 2)[1].decode()
+            headers = headers_of(head)
             self.requests.append(headers)
             self.asked.set()
             if path == "/silent":

@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -29,7 +30,7 @@ from runner.emulator.server import EmulatorServer
 from runner.errors import AuthError, InputRejected, ServiceUnavailable, TransportError
 from runner.fal import FalClient, FalConfig
 
-from .raw_server import RawServer
+from .raw_server import RawServer, headers_of, read_head
 
 pytestmark = pytest.mark.anyio
 
@@ -58,11 +59,15 @@ def clip(tmp_path: Path) -> Path:
     return path
 
 
-def emulator(faults: str = "") -> EmulatorServer:
-    """A started emulator with the given fault spec."""
+@contextmanager
+def emulator(faults: str = "") -> Iterator[EmulatorServer]:
+    """A running emulator with the given fault spec, stopped on leaving."""
     server = EmulatorServer(EmulatorConfig(job_seconds=(0.1, 0.2), synthetic=True, faults=faults))
     server.start()
-    return server
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 async def fetch(url: str) -> httpx.Response:
@@ -79,14 +84,11 @@ def stats(server: EmulatorServer) -> dict[str, object]:
 
 async def test_parts_arrive_whole_and_in_order(small_parts: None, clip: Path) -> None:
     """Six parts, four at a time, join into exactly the file; the served copy says so."""
-    server = emulator()
-    try:
+    with emulator() as server:
         async with FalClient(FalConfig.single_origin(server.url, KEY)) as client:
             url = await client.upload(clip, "video/mp4")
         served = await fetch(url)
         counted = stats(server)
-    finally:
-        server.stop()
     assert served.content == DATA
     digest = base64.b64encode(hashlib.sha256(DATA).digest()).decode()
     assert served.headers["repr-digest"] == f"sha-256=:{digest}:"
@@ -104,29 +106,23 @@ async def test_a_failing_part_is_classified_like_any_upload(
     small_parts: None, clip: Path, fault: str, error: type[Exception], words: str | None
 ) -> None:
     """A part the CDN refuses raises what ``_send`` would; a refused token is dropped."""
-    server = emulator(fault)
-    try:
+    with emulator(fault) as server:
         async with FalClient(FalConfig.single_origin(server.url, KEY)) as client:
             with pytest.raises(error, match=words):
                 await client.upload(clip, "video/mp4")
             assert (client._token is None) == (error is AuthError)
             again = await client.upload(clip, "video/mp4")  # the fault fired once
         assert (await fetch(again)).content == DATA
-    finally:
-        server.stop()
 
 
 async def test_a_part_dropped_mid_request_is_a_transport_error(
     small_parts: None, clip: Path
 ) -> None:
     """The CDN hanging up on a part is a retryable transport failure, not a crash."""
-    server = emulator("upload#2=reset-before")
-    try:
+    with emulator("upload#2=reset-before") as server:
         async with FalClient(FalConfig.single_origin(server.url, KEY)) as client:
             with pytest.raises(TransportError, match="in transit"):
                 await client.upload(clip, "video/mp4")
-    finally:
-        server.stop()
 
 
 async def test_a_file_that_shrinks_is_input_rejected(
@@ -140,13 +136,10 @@ async def test_a_file_that_shrinks_is_input_rejected(
         return real(path, offset, length)
 
     monkeypatch.setattr(fal, "_file_chunks_blocking", shrinking)
-    server = emulator()
-    try:
+    with emulator() as server:
         async with FalClient(FalConfig.single_origin(server.url, KEY)) as client:
             with pytest.raises(InputRejected, match="shrank"):
                 await client.upload(clip, "video/mp4")
-    finally:
-        server.stop()
 
 
 class DeafCdn(RawServer):
@@ -158,20 +151,14 @@ class DeafCdn(RawServer):
 
     def serve(self, conn: socket.socket) -> None:
         with conn:
-            while True:
-                raw = b""
-                while b"\r\n\r\n" not in raw:
-                    got = conn.recv(65536)
-                    if not got:
-                        return
-                    raw += got
-                head, _, rest = raw.partition(b"\r\n\r\n")
+            while (request := read_head(conn)) is not None:
+                head, rest = request
                 method, path = head.split(b" ", 2)[:2]
                 if method == b"PUT":
                     self.putting.set()
                     self.released.wait()  # never read the body
                     return
-                length = int(_header(head, b"content-length") or 0)
+                length = int(headers_of(head).get("content-length", 0))
                 while len(rest) < length:
                     rest += conn.recv(65536)
                 if path.startswith(b"/storage/auth/token"):
@@ -185,14 +172,6 @@ class DeafCdn(RawServer):
                     + f"Content-Length: {len(payload)}\r\n\r\n".encode()
                     + payload
                 )
-
-
-def _header(head: bytes, name: bytes) -> bytes | None:
-    for line in head.split(b"\r\n")[1:]:
-        key, _, value = line.partition(b":")
-        if key.strip().lower() == name:
-            return value.strip()
-    return None
 
 
 @pytest.fixture
