@@ -30,7 +30,8 @@ def build_state(manifest: Path, done_fraction: float = 0.5) -> int:
     Returns how many jobs were marked done. (The output files are not created: nothing
     in ``run`` or ``status`` reads them back.)
     """
-    from runner.plan_cache import cached_plan
+    from runner.plan import cached_plan
+
     from runner.state import OutputFile, StateStore, Transitions
 
     the_plan = cached_plan(manifest)

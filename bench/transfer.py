@@ -79,7 +79,7 @@ async def _child_upload(url: str, path: Path) -> dict[str, Any]:
 
 
 async def _child_download(url: str, dest: Path, size: int) -> dict[str, Any]:
-    from runner.download import download
+    from runner.outputs import download
 
     async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as client:
         with _RssSampler() as rss:

@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from . import __version__, registry, report
+from . import __version__, report
 from .errors import FatalError, ManifestError, RaybatchError
-from .plan_cache import cached_plan
-from .plans import Plan
-from .state import DirectoryLock, StateStore, Transitions, write_results
+from .plan import Plan, cached_plan, check_default_output_dir, remember
+from .report import write_results
+from .state import DirectoryLock, StateStore, Transitions
 
 if TYPE_CHECKING:
     from .fal import FalConfig
-    from .scheduler import RunOptions, RunSummary, Scheduler
+    from .pipeline import RunOptions, RunSummary, Scheduler
 
 # Each command imports what it uses when it runs: ``status`` on a remembered plan needs
 # neither pydantic, PyAV, httpx nor the emulator, and their imports cost most of a second.
@@ -250,7 +250,7 @@ def _status(args: argparse.Namespace, the_plan: Plan) -> int:
 
 
 def _report(args: argparse.Namespace, the_plan: Plan) -> int:
-    from .review import write_review_page
+    from .report import write_review_page
 
     page = write_review_page(the_plan)
     print(f"wrote {page}")
@@ -267,7 +267,7 @@ def _run(args: argparse.Namespace, the_plan: Plan) -> int:
     max_cost = args.max_cost if args.max_cost is not None else the_plan.facts.max_cost
     output_dir = the_plan.output_dir
     if args.output_dir is None and the_plan.facts.output_dir is None:
-        registry.check_default_output_dir(the_plan.manifest_path, output_dir)
+        check_default_output_dir(the_plan.manifest_path, output_dir)
     # Every refusal comes before anything is written.
     with _existing_state(the_plan) as existing:
         remaining = report.remaining_cost(the_plan, existing, retry_failed=args.retry_failed)
@@ -279,12 +279,12 @@ def _run(args: argparse.Namespace, the_plan: Plan) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     with DirectoryLock(output_dir):
         store = StateStore.open(output_dir / "state.db")
-        registry.remember(the_plan.manifest_path, output_dir)
+        remember(the_plan.manifest_path, output_dir)
         try:
             store.add_plan(the_plan)
             if args.retry_failed:
                 _reset_failed(store, the_plan)
-            from .scheduler import RunOptions
+            from .pipeline import RunOptions
 
             options = RunOptions(
                 concurrency=concurrency,
@@ -314,7 +314,7 @@ def _run(args: argparse.Namespace, the_plan: Plan) -> int:
                 print(f"raybatch: {exc}", file=sys.stderr)
         finally:
             store.close()
-    from .review import write_review_page
+    from .report import write_review_page
 
     try:
         # Bounded: at the end of a 100k-job run, a poster per new video would take an hour
@@ -357,8 +357,8 @@ def _execute(
     http_timeout: float,
 ) -> RunSummary:
     from .fal import FalClient
-    from .progress import Progress
-    from .scheduler import Scheduler
+    from .pipeline import Scheduler
+    from .report import Progress
 
     progress = Progress(the_plan, store, verbose=verbose)
 
@@ -429,7 +429,7 @@ def _cancel(args: argparse.Namespace, the_plan: Plan) -> int:
 
 async def _cancel_all(store: StateStore, the_plan: Plan, config: FalConfig) -> list[str]:
     from .fal import FalClient
-    from .scheduler import cancel_requests
+    from .pipeline import cancel_requests
 
     async with FalClient(config) as client:
         outcomes = await cancel_requests(store, [s.key for s in the_plan.jobs], client)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from runner.review import write_review_page
+from runner.report import write_review_page
 
 from .conftest import MANIFESTS, ROOT, run_cli
 from .test_review import synthetic_library

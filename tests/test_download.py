@@ -25,14 +25,15 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from runner import download as dl
+from runner import outputs as dl
 from runner.errors import DiskError, DownloadError, UnsafeOutput
-from runner.paths import (
+from runner.outputs import (
+    _download,
+    _sink,
     check_relative,
     output_name_for,
     relative_to_root,
     safe_extension,
-    safe_output_path,
 )
 
 pytestmark = pytest.mark.anyio
@@ -375,7 +376,7 @@ async def test_escaping_paths_refused(
     """Paths that leave root, hold NUL, or have over-long components write nothing anywhere."""
     before = sorted(root.parent.rglob("*"))
     with pytest.raises(UnsafeOutput):
-        safe_output_path(root, relative)
+        check_relative(relative)
     with pytest.raises(UnsafeOutput):
         await dl.download(
             client, f"{server}/file", root / relative if relative else root, root=root
@@ -433,7 +434,7 @@ async def test_enospc_while_writing(
 ) -> None:
     """ENOSPC mid-write is DiskError naming the path; the part stays, no final file —
     whether a writer thread writes the body or (a body of one read) the fetch itself."""
-    real, calls, writers = dl._write_all, [], set()
+    real, calls, writers = _sink.write_all, [], set()
 
     def full(fd: int, data: bytes) -> None:
         calls.append(len(data))
@@ -442,9 +443,11 @@ async def test_enospc_while_writing(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(fd, data)
 
-    monkeypatch.setattr(dl, "_write_all", full)
+    monkeypatch.setattr(_sink, "write_all", full)
     if one_read:
-        monkeypatch.setattr(dl, "_READ_BYTES", len(DATA))  # the whole body counts as one read
+        monkeypatch.setattr(
+            _download, "_READ_BYTES", len(DATA)
+        )  # the whole body counts as one read
     with pytest.raises(DiskError, match=r"d\.mp4\.part.*ENOSPC"):
         await dl.download(client, f"{server}/file", root / "d.mp4", root=root)
     assert not (root / "d.mp4").exists()
@@ -472,7 +475,7 @@ async def test_eio_on_fsync(
 
 def test_safe_paths_accepted(tmp_path: Path) -> None:
     """Ordinary relative output paths pass unchanged."""
-    assert safe_output_path(tmp_path, "renders/a b/clip.mp4") == tmp_path / "renders/a b/clip.mp4"
+    assert check_relative("renders/a b/clip.mp4") == PurePosixPath("renders/a b/clip.mp4")
     assert check_relative(PurePosixPath("x/./y.mp4")) == PurePosixPath("x/y.mp4")
     assert relative_to_root(tmp_path, tmp_path / "a" / ".." / "b") == PurePosixPath("b")
 

@@ -21,7 +21,7 @@ import anyio
 import httpx
 import pytest
 
-from runner import download as dl
+from runner import outputs as dl
 from runner.errors import DownloadError
 
 from .raw_server import RawServer, headers_of, read_head

@@ -34,7 +34,14 @@ from runner.errors import (
     TransportError,
     UnsafeOutput,
 )
-from runner.fal import FalClient, FalConfig, Status, classify_completed, parse_retry_after
+from runner.fal import (
+    FalClient,
+    FalConfig,
+    Status,
+    _storage as fal_storage,
+    classify_completed,
+    parse_retry_after,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -729,8 +736,8 @@ async def test_cdn_rejecting_token_drops_it(clip: Path) -> None:
 
 async def test_multipart_upload_wire(clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Large files: create, PUT each part from disk with its number, complete with ETags."""
-    monkeypatch.setattr(fal, "MULTIPART_THRESHOLD", 1000)
-    monkeypatch.setattr(fal, "PART_SIZE", 400)
+    monkeypatch.setattr(fal_storage, "MULTIPART_THRESHOLD", 1000)
+    monkeypatch.setattr(fal_storage, "PART_SIZE", 400)
     storage = FakeStorage()
     async with client_for(storage) as client:
         url = await client.upload(clip, "video/mp4")
@@ -755,8 +762,8 @@ async def test_multipart_upload_wire(clip: Path, monkeypatch: pytest.MonkeyPatch
 
 async def test_multipart_part_failure_aborts(clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failed part raises its own class (not an ExceptionGroup) and nothing is completed."""
-    monkeypatch.setattr(fal, "MULTIPART_THRESHOLD", 1000)
-    monkeypatch.setattr(fal, "PART_SIZE", 400)
+    monkeypatch.setattr(fal_storage, "MULTIPART_THRESHOLD", 1000)
+    monkeypatch.setattr(fal_storage, "PART_SIZE", 400)
     storage = FakeStorage()
     storage.part_status = 503
     async with client_for(storage) as client:

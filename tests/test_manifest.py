@@ -12,7 +12,8 @@ import pytest
 
 from runner.endpoints import EndpointSpec
 from runner.errors import ManifestError, Problem
-from runner.manifest import MAX_SHOWN_PROBLEMS, Manifest, load_manifest, manifest_schema, plan
+from runner.manifest import MAX_SHOWN_PROBLEMS, Manifest, manifest_schema, plan
+from runner.manifest._models import load
 
 ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT / "manifests" / "media"
@@ -54,8 +55,8 @@ def problems_of(path: Path, **options: object) -> list[Problem]:
 
 
 def test_load_manifest_reads_structure() -> None:
-    """load_manifest returns the validated model with shorthand clips spelled out."""
-    manifest = load_manifest(FULL)
+    """Loading returns the validated model with shorthand clips spelled out."""
+    manifest, _ = load(FULL)
     assert isinstance(manifest, Manifest)
     assert (manifest.name, manifest.concurrency, manifest.max_cost) == ("full", 8, 50.0)
     assert manifest.clips[0].path == "../../manifests/media/city.mp4"

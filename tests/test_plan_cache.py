@@ -1,4 +1,4 @@
-"""Remembered plans (runner/plan_cache.py): used only while everything they were made from
+"""Remembered plans (runner/plan/_cache.py): used only while everything they were made from
 is unchanged, equal to a fresh plan, private, and never a reason for a command to fail."""
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from typing import Any
 import pytest
 
 import runner.manifest
-from runner import plan_cache
-from runner.plan_cache import cache_dir, cached_plan
-from runner.plans import Plan
+from runner.plan import Plan, _cache as plan_cache, cache_dir, cached_plan
 
 from .conftest import TEST_KEY, run_cli, start_emulator, stop_emulator
 

@@ -11,9 +11,10 @@ import pytest
 
 from runner.job import JobSpec
 from runner.manifest import plan
-from runner.plans import Plan
-from runner.progress import PLAIN_INTERVAL, Progress
-from runner.scheduler import RunSummary
+from runner.pipeline import RunSummary
+from runner.plan import Plan
+from runner.report import Progress
+from runner.report._progress import PLAIN_INTERVAL
 from runner.state import ErrorInfo, OutputFile, StateStore, Transitions
 
 from .conftest import run_cli

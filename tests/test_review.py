@@ -15,8 +15,9 @@ from pathlib import Path
 import av
 
 from runner.manifest import plan
-from runner.plans import Plan
-from runner.review import EAGER_MEDIA, POSTER_DIR, write_review_page
+from runner.plan import Plan
+from runner.report import write_review_page
+from runner.report._review import EAGER_MEDIA, POSTER_DIR
 from runner.state import ErrorInfo, OutputFile, StateStore, Transitions
 
 from .conftest import run_cli

@@ -14,6 +14,7 @@ import pytest
 
 from runner.errors import ServiceUnavailable, StateError, StateLocked
 from runner.job import JobSpec, job_key
+from runner.report import write_results
 from runner.state import (
     DirectoryLock,
     ErrorInfo,
@@ -21,7 +22,6 @@ from runner.state import (
     StateStore,
     StateWriter,
     Transitions,
-    write_results,
 )
 
 pytestmark = pytest.mark.anyio

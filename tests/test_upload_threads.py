@@ -24,11 +24,10 @@ import anyio
 import httpx
 import pytest
 
-from runner import fal
 from runner.emulator.config import EmulatorConfig
 from runner.emulator.server import EmulatorServer
 from runner.errors import AuthError, InputRejected, ServiceUnavailable, TransportError
-from runner.fal import FalClient, FalConfig
+from runner.fal import FalClient, FalConfig, _storage as fal
 
 from .raw_server import RawServer, headers_of, read_head
 

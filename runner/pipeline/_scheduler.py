@@ -33,8 +33,8 @@ from typing import Any, Literal, Protocol, TypeVar
 import anyio
 import httpx
 
-from . import crashpoints, download as dl
-from .errors import (
+from .. import crashpoints, outputs as dl
+from ..errors import (
     FatalError,
     PermanentError,
     RateLimited,
@@ -45,11 +45,12 @@ from .errors import (
     RetryableError,
     SubmitUnconfirmed,
 )
-from .fal import FalClient, Status, Submission, classify_completed, tls_context
-from .job import JobSpec, LocalFile, resolve_arguments
-from .paths import output_name_for
-from .plans import JobList
-from .state import ErrorInfo, OutputFile, StateStore, StateWriter, Transitions, Unfinished
+from ..fal import FalClient, Status, Submission, classify_completed
+from ..job import JobSpec, LocalFile, resolve_arguments
+from ..net import tls_context
+from ..outputs import file_size, find_files, output_paths
+from ..plan import JobList
+from ..state import ErrorInfo, OutputFile, StateStore, StateWriter, Transitions, Unfinished
 
 _T = TypeVar("_T")
 
@@ -182,49 +183,6 @@ class _Once:
                 del self._running[key]
                 event.set()
         return self._values[key]
-
-
-def find_files(value: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
-    """Every fal ``File`` object in a result, with its field path (e.g. ``images.0``)."""
-    found: list[tuple[str, dict[str, Any]]] = []
-    if isinstance(value, dict):
-        if isinstance(value.get("url"), str) and (
-            "content_type" in value or "file_name" in value or "file_size" in value
-        ):
-            return [(path, value)]
-        for name, item in value.items():
-            found += find_files(item, f"{path}.{name}" if path else str(name))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            found += find_files(item, f"{path}.{i}" if path else str(i))
-    return found
-
-
-def output_paths(
-    output: PurePosixPath, files: Sequence[tuple[str, dict[str, Any]]]
-) -> list[PurePosixPath]:
-    """Where each result file goes: the first under the job's output path, the others
-    beside it as ``<stem>.<field><ext>``. fal supplies the field names and file names, so
-    both are reduced to harmless characters (see ``paths.output_name_for``)."""
-    paths = [output]
-    for field_path, file in files[1:]:
-        name = output_name_for(
-            _text(file.get("file_name")),
-            stem=output.stem,
-            label=field_path,
-            content_type=_text(file.get("content_type")),
-        )
-        paths.append(output.parent / name)
-    return paths
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _size(value: object) -> int | None:
-    # fal's file_size is advisory; a non-integer one is ignored rather than trusted.
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class Scheduler:
@@ -637,7 +595,7 @@ class Scheduler:
                     file["url"],
                     self.output_dir / rel,
                     root=self.output_dir,
-                    expected_size=_size(file.get("file_size")),
+                    expected_size=file_size(file.get("file_size")),
                     on_bytes=functools.partial(self.observer.on_bytes, "down"),
                 )
                 got = await self._retrying(fetch)

@@ -28,11 +28,11 @@ from typing import Any
 
 import av
 
-from .endpoints.registry import spec_for
-from .job import LOCAL_PREFIX, JobSpec, LocalFile, canonical_json, substitute
-from .plans import Plan
-from .report import PAID, human_size, open_state
-from .state import JobRow
+from ..endpoints.registry import spec_for
+from ..job import LOCAL_PREFIX, JobSpec, LocalFile, canonical_json, substitute
+from ..plan import Plan
+from ..state import JobRow
+from ._summary import PAID, human_size, open_state
 
 #: Where posters go, relative to the output directory.
 POSTER_DIR = PurePosixPath(".review/posters")

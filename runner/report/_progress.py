@@ -28,11 +28,11 @@ from typing import IO, Any, Literal
 
 from tqdm import tqdm
 
-from .job import JobSpec
-from .plans import Plan
-from .report import human_size
-from .scheduler import RunSummary
-from .state import PlanSnapshot, StateStore
+from ..job import JobSpec
+from ..pipeline import RunSummary
+from ..plan import Plan
+from ..state import PlanSnapshot, StateStore
+from ._summary import human_size
 
 #: How often non-terminal output prints a status line, in seconds.
 PLAIN_INTERVAL = 10.0

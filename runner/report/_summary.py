@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import StateError
-from .plans import Plan
-from .state import IN_FLIGHT, SCHEMA_VERSION, JobRow, StateStore
+from ..errors import StateError
+from ..plan import Plan
+from ..state import IN_FLIGHT, SCHEMA_VERSION, JobRow, StateStore
 
 #: Display order of job states.
 STATES = ("pending", "submitting", "queued", "running", "completed", "done", "failed", "cancelled")

@@ -1,4 +1,5 @@
-"""Cutting a blocking httpx request short from another thread.
+"""Network plumbing every HTTP client of a run shares: the TLS context, and cutting a
+blocking httpx request short from another thread.
 
 A blocking ``recv`` or ``send`` in a worker thread cannot be cancelled, but shutting its
 socket down ends it at once with an error. httpcore's ``trace`` extension reports each
@@ -10,8 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 from typing import Any
+
+import httpx
+
+
+def tls_context(*, trust_env: bool = True) -> ssl.SSLContext:
+    """httpx's default TLS context. Building one loads the CA bundle (30-100 ms): a session
+    builds it once and hands it to every client it makes."""
+    return httpx.create_ssl_context(trust_env=trust_env)
 
 
 class SocketGuard:

@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import ManifestError
+from ..errors import ManifestError
 
 
 def _index() -> Path:

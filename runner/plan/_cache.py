@@ -32,14 +32,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import __version__
-from .job import LocalFile
-from .plans import JobColumns, ManifestFacts, Plan, PlanInputs, glob_files, output_dir_for
+from .. import __version__
+from ..job import LocalFile
+from ._plan import JobColumns, ManifestFacts, Plan, PlanInputs, glob_files, output_dir_for
 
 FORMAT = 1
 #: Entries kept; each is about 150 bytes per job.
 KEEP = 16
-_CODE_DIRS = ("", "endpoints")
+_NOT_PLANNING = frozenset({"emulator", "__pycache__"})
 _DIGEST = 32  # each record is preceded by its sha256: a damaged entry is a miss
 _MAX_MANIFEST_BYTES = 64 * 2**20  # what manifest.py accepts; a larger one is refused there
 
@@ -65,7 +65,7 @@ def cached_plan(
     fingerprint = None if probe_remote else _fingerprint(path)
     whole = _load(fingerprint, path, output_dir) if fingerprint else None
     if whole is None:
-        from .manifest import plan
+        from ..manifest import plan
 
         whole = plan(path, output_dir=output_dir, probe_remote=probe_remote)
         if fingerprint is not None:
@@ -101,15 +101,17 @@ def _regular_only(name: str, flags: int) -> int:
 
 
 def _code_stamp() -> str:
-    """raybatch's planning code as installed: an edited checkout must not reuse old plans."""
-    root = Path(__file__).parent
+    """raybatch's code as installed (every module but the emulator's, by size and mtime):
+    an edited checkout must not reuse old plans."""
+    root = Path(__file__).parent.parent
     parts = []
-    for sub in _CODE_DIRS:
-        with os.scandir(root / sub) as entries:
-            for entry in entries:
-                if entry.name.endswith(".py"):
-                    info = entry.stat()
-                    parts.append(f"{sub}/{entry.name}:{info.st_size}:{info.st_mtime_ns}")
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if d not in _NOT_PLANNING)
+        for name in files:
+            if name.endswith(".py"):
+                info = os.stat(os.path.join(directory, name))
+                where = os.path.relpath(os.path.join(directory, name), root)
+                parts.append(f"{where}:{info.st_size}:{info.st_mtime_ns}")
     return ",".join(sorted(parts))
 
 
@@ -136,7 +138,7 @@ def _load(fingerprint: str, path: Path, output_dir: Path | None) -> Plan | None:
     facts = ManifestFacts(**head["facts"])
 
     def replan() -> JobColumns:
-        from .manifest import plan
+        from ..manifest import plan
 
         return plan(path).columns
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
-from .job import JobSpec, LocalFile
+from ..job import JobSpec, LocalFile
 
 #: Where outputs go when neither the manifest nor --output-dir says: outputs/<name>,
 #: relative to the directory raybatch runs in.

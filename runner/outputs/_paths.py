@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 
-from .errors import UnsafeOutput
+from ..errors import UnsafeOutput
 
 __all__ = (
     "MAX_NAME_BYTES",
@@ -22,7 +22,6 @@ __all__ = (
     "output_name_for",
     "relative_to_root",
     "safe_extension",
-    "safe_output_path",
 )
 
 #: The longest file name most filesystems take (ext4, APFS, XFS: 255 bytes).
@@ -62,15 +61,6 @@ def check_relative(relative: str | PurePosixPath) -> PurePosixPath:
             " (room is kept for the .part files beside it)"
         )
     return path
-
-
-def safe_output_path(root: Path, relative: str | PurePosixPath) -> Path:
-    """``root / relative`` after :func:`check_relative`; refuses anything that escapes ``root``.
-
-    Symlinks are not looked at here (this is pure path logic); the downloader refuses
-    to write through them when it opens the file.
-    """
-    return root / check_relative(relative)
 
 
 def relative_to_root(root: Path, dest: Path) -> PurePosixPath:

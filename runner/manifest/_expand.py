@@ -1,0 +1,317 @@
+"""Groups × matrix × prompts into job columns: validated inputs, keys, prices, outputs."""
+
+from __future__ import annotations
+
+import functools
+import re
+import string
+from collections.abc import Mapping
+from itertools import product
+from typing import TYPE_CHECKING, Any
+
+from ..endpoints import (
+    EndpointSpec,
+    Issue,
+    did_you_mean,
+    format_loc,
+)
+from ..endpoints.issues import Loc
+from ..job import LocalFile, job_key
+from ..media import (
+    MediaInfo,
+)
+from ..plan import JobColumns
+from ._types import (
+    NONE,
+    STAND_IN_FILE,
+    STAND_IN_PROMPT,
+    UNPRICED,
+    UNSAFE_ID_CHARS,
+    Combo,
+    Group,
+    JobId,
+    Layer,
+    Source,
+    Vars,
+)
+
+if TYPE_CHECKING:
+    from ._planner import Planner
+
+SEPARATORS = re.compile(r"[/\\]")
+DRIVE = re.compile(r"[A-Za-z]:")
+
+
+class Expansion:
+    """Turns groups into jobs: one validation per distinct input, then one job per prompt."""
+
+    def __init__(self, planner: Planner) -> None:
+        self.planner = planner
+        self.problems = planner.problems
+        self.index = 0
+        self._validated: dict[tuple[object, ...], dict[str, Any] | None] = {}
+        self._prompts: dict[tuple[str, str], bool] = {}
+        self._outputs: dict[str, JobId] = {}
+        self._keys: dict[str, JobId] = {}
+        self._prices: dict[tuple[str, int, float | None], float | None] = {}
+
+    def run(self, groups: list[Group]) -> JobColumns:
+        """Every group's jobs, in order, as columns (problems go to the planner's list).
+
+        Columns, not a JobSpec per job: at 100k jobs building the specs (and converting them
+        to columns for the plan cache) was a fifth of planning; specs are built on use.
+        """
+        jobs = JobColumns([], [], [], [], [], [], [], [], [], {})
+        for group in groups:
+            self._group_jobs(group, jobs)
+        return jobs
+
+    def _group_jobs(self, group: Group, jobs: JobColumns) -> None:
+        spec, source = group.spec, group.source
+        info = self._source_media(group)
+        prompts = self.planner.manifest.prompts
+        source_field = group.source_field
+        placed = tuple(
+            f for f in (source_field, "prompt" if group.prompts != [None] else None) if f
+        )
+        seconds = info.duration if info is not None else None
+        combos = [self._combo(group, combo, placed, seconds) for combo in product(*group.matrix)]
+        source_id = source.id if source is not None else None
+        for combo in combos:
+            jobs.local_files.update(combo.files)
+        for prompt in group.prompts:
+            text = prompts[prompt] if prompt is not None else None
+            prompt_ok = prompt is None or text is None or self._prompt_ok(spec, prompt, text)
+            for combo in combos:
+                index = self.index
+                self.index += 1
+                if combo.base is None or not prompt_ok:
+                    continue
+                arguments = dict(combo.base)
+                if text is not None:
+                    arguments["prompt"] = text
+                if source_field is not None and source is not None:
+                    arguments[source_field] = source.reference
+                key = job_key(spec.id, arguments)
+                job = (index, group.loc, source_id, prompt, combo.labels)
+                output = self._output(group, combo, key, job)
+                if output is not None:
+                    jobs.keys.append(key)
+                    jobs.endpoints.append(spec.id)
+                    jobs.arguments.append(arguments)
+                    jobs.outputs.append(output)
+                    jobs.files.append(combo.shas)
+                    jobs.clips.append(source_id)
+                    jobs.prompts.append(prompt)
+                    jobs.labels.append(combo.labels)
+                    jobs.costs.append(combo.cost)
+
+    def _price(self, endpoint: str, base: dict[str, Any], seconds: float | None) -> float | None:
+        # Validated inputs are cached per distinct input (``_validate``), so one base dict
+        # object, hence one price, serves every group that shares the input and length.
+        found = self._prices.get((endpoint, id(base), seconds), UNPRICED)
+        if found is UNPRICED:
+            found = self._prices[(endpoint, id(base), seconds)] = self.planner.prices.estimate(
+                endpoint, base, seconds
+            )
+        return found  # type: ignore[return-value]
+
+    def _combo(
+        self,
+        group: Group,
+        combo: tuple[Layer, ...],
+        placed: tuple[str, ...],
+        seconds: float | None,
+    ) -> Combo:
+        """What every prompt's job of one matrix combination shares."""
+        layers = [*group.layers, *combo]
+        base = self._validate(group, layers, placed)
+        cost = self._price(group.spec.id, base, seconds) if base else None
+        files: dict[str, LocalFile] = {}
+        for layer in layers:
+            files.update(layer.files)
+        if group.source is not None and group.source.file is not None:
+            files[group.source.file.sha256] = group.source.file
+        labels = {str(layer.loc[-2]): next(iter(layer.values.values())) for layer in combo}
+        source = group.source
+        variables = dict(base or {})
+        if source is not None and group.source_field is not None:
+            variables[group.source_field] = source.reference
+        variables.update(
+            clip=source.id if source is not None else NONE,
+            image=source.id if source is not None else NONE,
+            endpoint=group.spec.name,
+            ext=group.spec.output_ext(variables),
+        )
+        return Combo(base, cost, files, tuple(files), labels, variables)
+
+    def _source_media(self, group: Group) -> MediaInfo | None:
+        source = group.source
+        if source is None:
+            return None
+        measured = source.file or source.reference
+        return self.planner.check_media(measured, source.shown, group.spec, source.kind, source.loc)
+
+    def _validate(
+        self, group: Group, layers: list[Layer], placed: tuple[str, ...]
+    ) -> dict[str, Any] | None:
+        # Layers are built once per manifest place, so their identity names the input; an
+        # empty layer (most sources have no input of their own) changes nothing.
+        cache_key = (group.spec.id, placed, *(id(layer) for layer in layers if layer.values))
+        if cache_key in self._validated:
+            return self._validated[cache_key]
+        merged: dict[str, Any] = {}
+        for layer in layers:
+            merged.update(layer.values)
+        for name in placed:
+            merged[name] = STAND_IN_PROMPT if name == "prompt" else STAND_IN_FILE
+        arguments, issues = group.spec.validate(merged)
+        for issue in issues:
+            self._report(group, layers, issue)
+        self._validated[cache_key] = arguments
+        return arguments
+
+    def _report(self, group: Group, layers: list[Layer], issue: Issue) -> None:
+        name = issue.loc[0] if issue.loc else None
+        origin = next((layer for layer in reversed(layers) if name in layer.values), None)
+        spec = group.spec
+        if origin is not None:
+            self.problems.add(origin.origin(issue.loc), issue.message)
+        elif issue.type == "missing":
+            self.problems.add(
+                (*group.loc, "input", *issue.loc),
+                f"required by {spec.id}; set it in defaults:, this entry's input: or matrix:",
+            )
+        else:
+            self.problems.add((*group.loc, "input", *issue.loc), issue.message)
+
+    def _prompt_ok(self, spec: EndpointSpec, name: str, text: str) -> bool:
+        key = (spec.id, name)
+        if key not in self._prompts:
+            issues = spec.check_field("prompt", text)
+            for issue in issues:
+                self.problems.add(("prompts", name), f"{issue.message} for {spec.id}")
+            self._prompts[key] = not issues
+        return self._prompts[key]
+
+    def _output(self, group: Group, combo: Combo, key: str, job: JobId) -> str | None:
+        """The job's output path, or None (and a problem) when it may not be written."""
+        template = group.template
+        if not template.usable:
+            return None
+        values = Vars(combo.variables)
+        values["prompt"] = job[3] or NONE
+        values["key"] = key[:12]
+        values["index"] = job[0]
+        try:
+            rendered = template.text.format_map(values)
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+            self.problems.add(
+                template.loc, f"cannot render {template.text!r}: {exc}", alike=template
+            )
+            return None
+        problem = _path_problem(rendered)
+        if problem is not None:
+            self.problems.add(
+                template.loc,
+                f"{template.text!r} renders {rendered!r}, which {problem}",
+                alike=template,
+            )
+            return None
+        # One spelling per file: "a//b", "./a/b" and "a\\b" are all a/b, and case-insensitive
+        # file systems (macOS, Windows) would put A.mp4 and a.mp4 in one file.
+        path = rendered
+        if "\\" in path or "//" in path or "./" in path:
+            path = "/".join(
+                part for part in path.replace("\\", "/").split("/") if part not in ("", ".")
+            )
+        first = self._outputs.setdefault(path.casefold(), job)
+        if first is not job:
+            self.problems.add(
+                template.loc,
+                f"{_describe(first)} and {_describe(job)} both render to {path!r} with"
+                f" template {template.text!r}; add a variable that tells them apart",
+                alike=("output", template),
+            )
+            return None
+        first = self._keys.setdefault(key, job)
+        if first is not job:
+            self.problems.add(
+                group.loc,
+                f"{_describe(first)} and {_describe(job)} are the same job (same endpoint,"
+                " input and file bytes); remove one",
+                alike=("key", group.loc),
+            )
+            return None
+        return path
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def input_layer(source: Source) -> Layer:
+    return Layer(source.entry.input, (*source.loc, "input"))
+
+
+def matrix_layers(matrix: Mapping[str, list[Any]], loc: Loc) -> dict[str, list[Layer]]:
+    return {
+        name: [Layer({name: value}, (*loc, name, i), matrix=True) for i, value in enumerate(values)]
+        for name, values in matrix.items()
+    }
+
+
+def url_id(url: str) -> str:
+    if url.startswith("data:"):
+        return "data"
+    stem = url.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return safe_id(stem.rpartition(".")[0] or stem) or "url"
+
+
+def safe_id(text: str) -> str:
+    return UNSAFE_ID_CHARS.sub("_", text).strip("_") or "file"
+
+
+def _describe(job: JobId) -> str:
+    _index, loc, source_id, prompt, labels = job
+    matrix = ", ".join(f"{name}={value}" for name, value in labels.items())
+    described = f"{source_id or NONE} × {prompt or NONE}" + (f" ({matrix})" if matrix else "")
+    return f"{format_loc(loc)} ({described})" if loc[0] == "jobs" else described
+
+
+@functools.lru_cache(maxsize=256)
+def template_problem(text: str, known: frozenset[str]) -> str | None:
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        return f"{text!r} is not a valid template: {exc} (write {{{{ and }}}} for braces)"
+    for _literal, name, _spec, _conversion in parsed:
+        if name is None:
+            continue
+        if name == "" or not name.isidentifier():
+            return f"{text!r}: {{{name}}} is not a template variable (use names like {{clip}})"
+        if name not in known:
+            return f"{text!r}: unknown variable {{{name}}}{did_you_mean(name, known)}"
+    return _path_problem(text.replace("{", "").replace("}", ""), template=True)
+
+
+def _path_problem(rendered: str, *, template: bool = False) -> str | None:
+    """Why an output path may not be written inside output_dir, or None."""
+    if (
+        not template
+        and rendered[:1] not in ("", "/", "\\")
+        and rendered[1:2] != ":"
+        and ".." not in rendered
+        and "\0" not in rendered
+        and rendered[-1] not in "/\\."
+    ):
+        return None  # the common case, decided without splitting
+    if "\0" in rendered:
+        return "contains a NUL character"
+    if rendered.startswith(("/", "\\")) or DRIVE.match(rendered):
+        return "is absolute; outputs are written inside output_dir"
+    parts = SEPARATORS.split(rendered)
+    if ".." in parts:
+        return "climbs out of output_dir with '..'"
+    if not template and (not parts[-1].strip() or parts[-1] == "."):
+        return "has no file name"
+    return None

@@ -1,0 +1,205 @@
+"""The manifest's structure as pydantic models, and its JSON Schema."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic.config import JsonDict
+
+from ..endpoints import (
+    LimitOverrides,
+    PriceOverride,
+    Ruled,
+    is_endpoint_id,
+    issues_from,
+)
+from ..endpoints.base import Violation
+from ..endpoints.issues import Loc
+from ..media import (
+    is_remote,
+    reference_problem,
+)
+from ._problems import Problems
+from ._types import NAME
+from ._yaml import read_yaml
+
+# --------------------------------------------------------------------------- the manifest
+
+
+def _check_name(value: str) -> str:
+    if not NAME.fullmatch(value):
+        raise ValueError(f"{value!r} may only contain letters, digits, '.', '_' and '-'")
+    return value
+
+
+def _check_endpoint(value: str) -> str:
+    if not is_endpoint_id(value):
+        raise ValueError(f"{value!r} is not a fal endpoint id (owner/app[/path])")
+    return value
+
+
+def _one_or_many(value: object) -> object:
+    return [value] if isinstance(value, dict) else value
+
+
+Name = Annotated[str, Field(max_length=200), AfterValidator(_check_name)]
+EndpointId = Annotated[str, AfterValidator(_check_endpoint)]
+Values = Annotated[list[Any], Field(min_length=1)]
+Matrix = dict[str, Values]
+
+
+# Shorthands are spelt out before validation (a string for a clip entry, one price row for a
+# list of them); the JSON Schema says so too, so that editors accept what raybatch accepts.
+def _sources_schema(schema: JsonDict) -> None:
+    shorthand: JsonDict = {"type": "string", "description": "a path, a glob, or an http(s) URL"}
+    schema["items"] = {"anyOf": [shorthand, schema["items"]]}
+
+
+def _price_rows_schema(schema: JsonDict) -> None:
+    rows = schema["additionalProperties"]
+    assert isinstance(rows, dict)
+    schema["additionalProperties"] = {"anyOf": [rows["items"], rows]}
+
+
+class _Entry(Ruled):
+    """A manifest mapping: unknown keys refused, numbers accepted where text is expected."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        coerce_numbers_to_str=True,
+        use_attribute_docstrings=True,
+        allow_inf_nan=False,  # "1e999" is YAML text, and float() would make it infinite
+    )
+
+
+class SourceEntry(_Entry):
+    """One ``clips:`` or ``images:`` entry: a local path or glob, or a URL."""
+
+    id: Name | None = None
+    """The name jobs and templates use ({clip}); default: the file's stem."""
+    path: str | None = None
+    """A local file or glob, relative to the manifest."""
+    url: str | None = None
+    """An http(s) URL or a data: URI, sent to fal as it is."""
+    endpoint: EndpointId | None = None
+    """This source's endpoint, instead of the manifest's."""
+    input: dict[str, Any] = {}
+    """Endpoint input for this source's jobs, over defaults:."""
+
+    @field_validator("url")
+    @classmethod
+    def _remote(cls, value: str | None) -> str | None:
+        problem = None if value is None else reference_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    def violations(self) -> Iterator[Violation]:
+        """Exactly one of path and url."""
+        yield from super().violations()
+        if (self.path is None) == (self.url is None):
+            yield "path", "give exactly one of path: (a local file or glob) and url:"
+
+
+class JobEntry(_Entry):
+    """One ``jobs:`` entry: an irregular job, or a small family of them via ``matrix``."""
+
+    endpoint: EndpointId | None = None
+    """The endpoint, if not the source's or the manifest's."""
+    clip: Name | None = None
+    """The id of a clip (or image) from clips:/images:."""
+    image: Name | None = None
+    """The id of an image (or clip) from images:/clips:."""
+    prompt: Name | None = None
+    """The name of one prompt from prompts:."""
+    prompts: list[Name] | None = None
+    """Names of prompts from prompts:, one job each."""
+    input: dict[str, Any] = {}
+    """Endpoint input for this entry, over defaults: and the source's input."""
+    matrix: Matrix = {}
+    """Input field -> values: one job per combination (the top matrix: does not apply)."""
+    output: str | None = None
+    """Output path template for this entry, instead of the manifest's."""
+
+    def violations(self) -> Iterator[Violation]:
+        """At most one source reference and one way of naming prompts."""
+        yield from super().violations()
+        if self.clip is not None and self.image is not None:
+            yield "image", "give clip: or image:, not both"
+        if self.prompt is not None and self.prompts is not None:
+            yield "prompts", "give prompt: or prompts:, not both"
+
+
+class Manifest(_Entry):
+    """A raybatch manifest: what to render, with which endpoint, into which files."""
+
+    name: Name
+    """Names the batch and its default output directory, outputs/<name>."""
+    endpoint: EndpointId | None = None
+    """The fal endpoint of every job that does not name its own."""
+    output: str | None = None
+    """Output path template inside output_dir, e.g. "{clip}/{prompt}.mp4"."""
+    output_dir: str | None = None
+    """Where outputs and the state go, relative to the manifest."""
+    concurrency: Annotated[int, Field(ge=1, le=1000)] | None = None
+    """Requests in flight at fal at once (your account's concurrency limit)."""
+    defaults: dict[str, Any] = {}
+    """Endpoint input for every job, where the job's endpoint takes the field."""
+    clips: list[SourceEntry] = Field(default=[], json_schema_extra=_sources_schema)
+    """Source videos: paths, globs or URLs, each crossed with every prompt and the matrix."""
+    images: list[SourceEntry] = Field(default=[], json_schema_extra=_sources_schema)
+    """Source stills (image-to-video, Uni-1 edit), crossed like clips."""
+    prompts: dict[Name, str] = {}
+    """Prompt name -> prompt text."""
+    matrix: Matrix = {}
+    """Input field -> values: every source × prompt runs once per combination."""
+    jobs: list[JobEntry] = []
+    """Explicit jobs for irregular cases and for endpoints that take no source."""
+    limits: dict[EndpointId, LimitOverrides] = {}
+    """Per-endpoint overrides of the limits table."""
+    prices: dict[EndpointId, Annotated[list[PriceOverride], BeforeValidator(_one_or_many)]] = Field(
+        default={}, json_schema_extra=_price_rows_schema
+    )
+    """Per-endpoint price rows (USD) replacing the price table's."""
+    max_cost: Annotated[float, Field(ge=0)] | None = None
+    """Budget cap in USD for the remaining jobs (--max-cost overrides it)."""
+
+    @field_validator("clips", "images", mode="before")
+    @classmethod
+    def _shorthand(cls, value: object) -> object:
+        # A bare string is a path, a glob or a URL; spell it out as the entry it stands for.
+        if not isinstance(value, list):
+            return value
+        return [
+            ({"url": item} if is_remote(item) else {"path": item})
+            if isinstance(item, str)
+            else item
+            for item in value
+        ]
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The JSON Schema of a manifest (for editors: ``# yaml-language-server: $schema=...``)."""
+    return Manifest.model_json_schema()
+
+
+def load(path: Path) -> tuple[Manifest, dict[Loc, int]]:
+    data, lines = read_yaml(path)
+    try:
+        return Manifest.model_validate(data), lines
+    except ValidationError as exc:
+        problems = Problems(str(path), lines)
+        for issue in issues_from(exc, Manifest):
+            problems.add(issue.loc, issue.message)
+        problems.raise_if_any()
+        raise  # pragma: no cover - raise_if_any always raises when there were issues

@@ -1,0 +1,37 @@
+"""A plan: the jobs a manifest asks for, and the cache that remembers it.
+
+A remembered plan is used again only when its content provably did not change: the
+manifest's bytes, raybatch's code, and every file it read or its globs matched.
+"""
+
+from __future__ import annotations
+
+from ._cache import cache_dir, cached_plan
+from ._plan import (
+    DEFAULT_OUTPUT_ROOT,
+    JobColumns,
+    JobList,
+    ManifestFacts,
+    Plan,
+    PlanInputs,
+    glob_files,
+    is_selected,
+    output_dir_for,
+)
+from ._registry import check_default_output_dir, remember
+
+__all__ = (
+    "DEFAULT_OUTPUT_ROOT",
+    "JobColumns",
+    "JobList",
+    "ManifestFacts",
+    "Plan",
+    "PlanInputs",
+    "cache_dir",
+    "cached_plan",
+    "check_default_output_dir",
+    "glob_files",
+    "is_selected",
+    "output_dir_for",
+    "remember",
+)

@@ -1,0 +1,30 @@
+"""What a user reads about a batch: ``plan``/``status`` summaries, ``results.jsonl``,
+progress while it runs, and the review page."""
+
+from __future__ import annotations
+
+from ._progress import Progress
+from ._results import result_record, write_results
+from ._review import extract_poster, write_review_page
+from ._summary import (
+    format_plan,
+    format_status,
+    open_state,
+    plan_summary,
+    remaining_cost,
+    status_summary,
+)
+
+__all__ = (
+    "Progress",
+    "extract_poster",
+    "format_plan",
+    "format_status",
+    "open_state",
+    "plan_summary",
+    "remaining_cost",
+    "result_record",
+    "status_summary",
+    "write_results",
+    "write_review_page",
+)

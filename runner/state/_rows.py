@@ -1,0 +1,138 @@
+"""What the state file holds, as Python values: a job row, an output file, an error."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple, TypeVar
+
+JobState = Literal[
+    "pending", "submitting", "queued", "running", "completed", "done", "failed", "cancelled"
+]
+#: States in which a request exists (or may exist) at fal.
+IN_FLIGHT: frozenset[str] = frozenset({"submitting", "queued", "running"})
+TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+# Queries name the unfinished states with IN, never NOT IN (TERMINAL): only IN lets SQLite
+# use the state index instead of reading every row.
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFile:
+    """One verified output file, as recorded when its job is done."""
+
+    path: str
+    sha256: str
+    size: int
+    url: str
+    field: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form stored in the state and in ``results.jsonl``."""
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+            "url": self.url,
+            "field": self.field,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job as the state file knows it."""
+
+    key: str
+    endpoint: str
+    clip: str | None
+    prompt: str | None
+    output: str
+    state: str
+    attempts: int
+    ambiguous: int
+    request_id: str | None
+    status_url: str | None
+    response_url: str | None
+    cancel_url: str | None
+    result: dict[str, Any] | None
+    billable_units: float | None
+    outputs: list[dict[str, Any]]
+    estimated_cost: float | None
+    error_kind: str | None
+    error_class: str | None
+    error_type: str | None
+    error: str | None
+    created_at: float
+    submitted_at: float | None
+    started_at: float | None
+    completed_at: float | None
+    finished_at: float | None
+    updated_at: float
+
+    @classmethod
+    def from_sql(cls, row: sqlite3.Row, *, result: bool = True) -> JobRow:
+        """Build a row object from a ``SELECT *`` row (without the result JSON if not
+        ``result``: parsing it dominates reading many rows, and displays never use it)."""
+        data = dict(row)
+        data.pop("arguments", None)
+        data["result"] = json.loads(data["result"]) if result and data["result"] else None
+        data["outputs"] = json.loads(data["outputs"]) if data["outputs"] else []
+        return cls(**data)
+
+
+class PlanSnapshot(NamedTuple):
+    """How a plan's jobs stand in the state file (see ``StateStore.snapshot``)."""
+
+    counts: Counter[str]  # jobs per state; "new" for jobs the table does not hold yet
+    paid: float  # estimated USD of the jobs in the states asked about
+    unfinished: dict[str, str]  # key -> state of each job not done, failed or cancelled
+
+
+class Unfinished(NamedTuple):
+    """What a resumed run reads of a job it has yet to finish."""
+
+    state: str
+    attempts: int
+    ambiguous: int
+    request_id: str | None
+    status_url: str | None
+    response_url: str | None
+    cancel_url: str | None
+    result: dict[str, Any] | None  # only once completed: the result to download
+    error: str | None
+
+
+PENDING_ROW = Unfinished("pending", 0, 0, None, None, None, None, None, None)
+NEVER_SUBMITTED = list(PENDING_ROW)
+
+
+class JobTally(NamedTuple):
+    """What ``status`` counts of a job."""
+
+    state: str
+    ambiguous: int
+    billable_units: float | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What the state keeps of a failure."""
+
+    kind: str
+    cls: str
+    message: str
+    error_type: str | None = None
+
+    @classmethod
+    def of(cls, exc: BaseException) -> ErrorInfo:
+        """Describe an exception (classified errors keep their kind and error_type)."""
+        return cls(
+            kind=str(getattr(exc, "kind", "fatal")),
+            cls=type(exc).__name__,
+            message=str(exc) or type(exc).__name__,
+            error_type=getattr(exc, "error_type", None),
+        )
