@@ -31,14 +31,13 @@ def build_state(manifest: Path, done_fraction: float = 0.5) -> int:
     in ``run`` or ``status`` reads them back.)
     """
     from runner.plan import cached_plan
-
     from runner.state import OutputFile, StateStore, Transitions
 
     the_plan = cached_plan(manifest)
     the_plan.output_dir.mkdir(parents=True, exist_ok=True)
     store = StateStore.open(the_plan.output_dir / "state.db")
     try:
-        store.add_plan(the_plan)
+        store.execute_batch([Transitions.add_plan(the_plan.jobs, the_plan.identity)])
         done = the_plan.jobs[: int(len(the_plan.jobs) * done_fraction)]
         for start in range(0, len(done), 5000):
             ops = []
@@ -56,9 +55,9 @@ def build_state(manifest: Path, done_fraction: float = 0.5) -> int:
                 }
                 output = OutputFile(str(spec.output), f"{n:064x}", 262144, url, "video")
                 ops += [
-                    Transitions.intent(spec.key, 1),
+                    Transitions.intent(spec.key, 1, spec.estimated_cost),
                     Transitions.submitted(
-                        spec.key, 1, request_id, f"{base}/status", base, f"{base}/cancel"
+                        spec.key, request_id, f"{base}/status", base, f"{base}/cancel"
                     ),
                     Transitions.running(spec.key),
                     Transitions.completed(spec.key, result, 5.0),

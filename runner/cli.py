@@ -1,48 +1,31 @@
-"""The ``raybatch`` command: flags, exit codes and wiring; the logic lives elsewhere.
+"""The ``raybatch`` command: parses arguments, calls ``runner.session``, prints, and
+turns the outcome into an exit code.
 
 Exit codes: 0 every job done, 1 some jobs failed or were not started, 2 manifest or usage
-error, 3 fatal (bad key, disk, state), 130 interrupted.
+error, 3 fatal (bad key, disk, state, fal unreachable too long), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
+import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-import anyio.abc
-
-from . import __version__, report
-from .errors import FatalError, ManifestError, RaybatchError
-from .plan import Plan, cached_plan, check_default_output_dir, remember
-from .report import write_results
-from .state import DirectoryLock, StateStore, Transitions
+from . import __version__, session
+from .errors import ManifestError, RaybatchError
 
 if TYPE_CHECKING:
-    from .fal import FalConfig
-    from .pipeline import RunOptions, RunSummary, Scheduler
-
-# Each command imports what it uses when it runs: ``status`` on a remembered plan needs
-# neither pydantic, PyAV, httpx nor the emulator, and their imports cost most of a second.
+    from .pipeline import RunSummary
+    from .plan import Plan
+    from .report import Progress
+    from .state import StateStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
-#: Remote requests at once when neither the manifest nor --concurrency says: a small
-#: account's limit. fal queues what is beyond the real limit, so this only sets the pace.
-DEFAULT_CONCURRENCY = 8
-
-#: Posters the review page refresh at the end of a run may extract (see review.py).
-RUN_POSTERS = 200
-
-#: The key ``--local`` uses when FAL_KEY is unset: the emulator accepts any key.
-LOCAL_KEY = "local-emulator-key"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -144,7 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=8,
         metavar="N",
-        help="tries per step (upload, submit, status, result, download) before giving up",
+        help="tries per call (upload, submit, status, result, download) before giving up",
+    )
+    p.add_argument(
+        "--max-outage",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="how long fal may stay unreachable before the run stops (default 1800)",
     )
     p.add_argument(
         "--http-timeout",
@@ -176,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .emulator import server as emulator_server
 
         return emulator_server.main(argv[1:], prog="raybatch emulator")
+    # The retry library logs each retry; the engine reports what matters itself.
+    logging.getLogger("stamina").addHandler(logging.NullHandler())
     try:
         args = build_parser().parse_args(argv)
         return _dispatch(args)
@@ -199,35 +191,21 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(json.dumps(manifest_schema(), indent=2))
         return EXIT_OK
-    the_plan = cached_plan(
+    plan = session.load(
         args.manifest,
         output_dir=args.output_dir,
         only=args.only,
         exclude=args.exclude,
         probe_remote=getattr(args, "probe_remote", False),
     )
-    command = {
+    command: Callable[[argparse.Namespace, Plan], int] = {
         "plan": _plan,
         "run": _run,
         "status": _status,
         "cancel": _cancel,
         "report": _report,
     }[args.command]
-    return command(args, the_plan)
-
-
-# -- plan / status / report ----------------------------------------------------------------
-
-
-@contextmanager
-def _existing_state(the_plan: Plan) -> Iterator[StateStore | None]:
-    """The plan's state file opened for reading, or None when nothing has run yet."""
-    store = report.open_state(the_plan)
-    try:
-        yield store
-    finally:
-        if store is not None:
-            store.close()
+    return command(args, plan)
 
 
 def _show(args: argparse.Namespace, summary: dict[str, Any], text: Callable[..., str]) -> int:
@@ -235,164 +213,57 @@ def _show(args: argparse.Namespace, summary: dict[str, Any], text: Callable[...,
     return EXIT_OK
 
 
-def _plan(args: argparse.Namespace, the_plan: Plan) -> int:
-    with _existing_state(the_plan) as store:
-        summary = report.plan_summary(the_plan, store)
-    return _show(args, summary, report.format_plan)
+def _plan(args: argparse.Namespace, plan: Plan) -> int:
+    from .report import format_plan
+
+    return _show(args, session.plan_summary(plan), format_plan)
 
 
-def _status(args: argparse.Namespace, the_plan: Plan) -> int:
-    with _existing_state(the_plan) as store:
-        summary = report.status_summary(
-            the_plan, store, only=args.only, exclude=args.exclude, output_dir=args.output_dir
-        )
-    return _show(args, summary, report.format_status)
+def _status(args: argparse.Namespace, plan: Plan) -> int:
+    from .report import format_status
+
+    summary = session.status(plan, only=args.only, exclude=args.exclude, output_dir=args.output_dir)
+    return _show(args, summary, format_status)
 
 
-def _report(args: argparse.Namespace, the_plan: Plan) -> int:
-    from .report import write_review_page
-
-    page = write_review_page(the_plan)
-    print(f"wrote {page}")
+def _report(args: argparse.Namespace, plan: Plan) -> int:
+    print(f"wrote {session.report(plan)}")
     return EXIT_OK
 
 
-# -- run -----------------------------------------------------------------------------------
+def _run(args: argparse.Namespace, plan: Plan) -> int:
+    from .pipeline import RunOptions
 
+    options = RunOptions(
+        concurrency=args.concurrency or plan.facts.concurrency or session.DEFAULT_CONCURRENCY,
+        max_cost=args.max_cost if args.max_cost is not None else plan.facts.max_cost,
+        on_ambiguous=args.on_ambiguous,
+        resubmit_expired=args.resubmit_expired,
+        watch=args.watch,
+        grace=args.grace,
+        retries=max(1, args.retries),
+        max_outage=args.max_outage,
+    )
 
-def _run(args: argparse.Namespace, the_plan: Plan) -> int:
-    concurrency = args.concurrency or the_plan.facts.concurrency or DEFAULT_CONCURRENCY
-    if concurrency < 1:
-        raise ManifestError("usage: --concurrency must be at least 1")
-    max_cost = args.max_cost if args.max_cost is not None else the_plan.facts.max_cost
-    output_dir = the_plan.output_dir
-    if args.output_dir is None and the_plan.facts.output_dir is None:
-        check_default_output_dir(the_plan.manifest_path, output_dir)
-    # Every refusal comes before anything is written.
-    with _existing_state(the_plan) as existing:
-        remaining = report.remaining_cost(the_plan, existing, retry_failed=args.retry_failed)
-    if max_cost is not None and remaining > max_cost + 1e-9:
-        raise ManifestError(
-            f"the remaining jobs are estimated at ${remaining:.2f}, above --max-cost"
-            f" ${max_cost:.2f}; nothing was submitted (raise the cap or use --only)"
-        )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with DirectoryLock(output_dir):
-        store = StateStore.open(output_dir / "state.db")
-        remember(the_plan.manifest_path, output_dir)
-        try:
-            store.add_plan(the_plan)
-            if args.retry_failed:
-                _reset_failed(store, the_plan)
-            from .pipeline import RunOptions
+    @contextmanager
+    def observe(the_plan: Plan, store: StateStore) -> Iterator[Progress]:
+        from .report import Progress
 
-            options = RunOptions(
-                concurrency=concurrency,
-                max_cost=max_cost,
-                on_ambiguous=args.on_ambiguous,
-                resubmit_expired=args.resubmit_expired,
-                watch=args.watch,
-                grace=args.grace,
-                stage_attempts=max(1, args.retries),
-            )
-            with _fal_origin(args) as config:
-                summary = _execute(
-                    the_plan,
-                    store,
-                    config,
-                    options,
-                    verbose=args.verbose,
-                    http_timeout=args.http_timeout,
-                )
-            try:
-                write_results(store, output_dir / "results.jsonl", [s.key for s in the_plan.jobs])
-            except FatalError as exc:
-                if summary.fatal is None:
-                    raise
-                # The run already stopped on a fatal error (a full disk, most likely): that
-                # one is the message and the exit code; this one is a consequence.
-                print(f"raybatch: {exc}", file=sys.stderr)
-        finally:
-            store.close()
-    from .report import write_review_page
+        with Progress(the_plan, store, verbose=args.verbose) as shown:
+            yield shown
 
-    try:
-        # Bounded: at the end of a 100k-job run, a poster per new video would take an hour
-        # of decoding; `raybatch report` makes the rest.
-        write_review_page(the_plan, posters=RUN_POSTERS)
-    except Exception as exc:
-        print(f"raybatch: could not refresh the review page: {exc}", file=sys.stderr)
-    return _exit_code(summary)
-
-
-def _reset_failed(store: StateStore, the_plan: Plan) -> None:
-    states = store.states()
-    again = [s.key for s in the_plan.jobs if states.get(s.key) in ("failed", "cancelled")]
-    if again:
-        store.execute_batch([Transitions.reset(key) for key in again])
-
-
-@contextmanager
-def _fal_origin(args: argparse.Namespace) -> Iterator[FalConfig]:
-    """The fal configuration for this run, starting the emulator for ``--local``."""
-    from .fal import FalConfig
-
-    if not args.local:
-        yield FalConfig.from_env(args.fal_url)
-        return
-    from .emulator import launch
-
-    with launch.local_emulator() as url:
-        key = os.environ.get("FAL_KEY") or LOCAL_KEY
-        yield FalConfig.single_origin(url, key)
-
-
-def _execute(
-    the_plan: Plan,
-    store: StateStore,
-    config: FalConfig,
-    options: RunOptions,
-    *,
-    verbose: bool,
-    http_timeout: float,
-) -> RunSummary:
-    from .fal import FalClient
-    from .pipeline import Scheduler
-    from .report import Progress
-
-    progress = Progress(the_plan, store, verbose=verbose)
-
-    async def main() -> RunSummary:
-        async with FalClient(config, timeout=http_timeout) as client:
-            scheduler = Scheduler(
-                the_plan.jobs, store, client, the_plan.output_dir, options, progress
-            )
-            async with anyio.create_task_group() as tg:
-                # start(), not start_soon(): the handlers are in place before the first submit.
-                await tg.start(_signals, scheduler)
-                summary = await scheduler.run()
-                tg.cancel_scope.cancel()
-            return summary
-
-    with progress:
-        summary = anyio.run(main)
-        progress.finish(summary)
-    return summary
-
-
-async def _signals(
-    scheduler: Scheduler, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-) -> None:
-    """First SIGINT/SIGTERM drains; the second leaves in-flight requests to a later run."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
-        task_status.started()
-        count = 0
-        async for _ in received:
-            count += 1
-            if count == 1:
-                scheduler.drain()
-            else:
-                scheduler.abort()
+    result = session.run(
+        plan,
+        options,
+        fal=session.fal_origin(local=args.local, fal_url=args.fal_url),
+        retry_failed=args.retry_failed,
+        observe=observe,
+        handle_signals=True,
+        http_timeout=args.http_timeout,
+    )
+    for warning in result.warnings:
+        print(f"raybatch: {warning}", file=sys.stderr)
+    return _exit_code(result.summary)
 
 
 def _exit_code(summary: RunSummary) -> int:
@@ -406,39 +277,18 @@ def _exit_code(summary: RunSummary) -> int:
     return EXIT_OK
 
 
-# -- cancel --------------------------------------------------------------------------------
-
-
-def _cancel(args: argparse.Namespace, the_plan: Plan) -> int:
-    path = the_plan.output_dir / "state.db"
-    if not path.exists():
-        print("nothing to cancel: no state file yet")
-        return EXIT_OK
+def _cancel(args: argparse.Namespace, plan: Plan) -> int:
     from .fal import FalConfig
 
-    store = StateStore.open(path, create=False)
-    try:
-        with DirectoryLock(the_plan.output_dir):
-            outcome = anyio.run(_cancel_all, store, the_plan, FalConfig.from_env(args.fal_url))
-    finally:
-        store.close()
-    for line in outcome:
-        print(line)
-    return EXIT_OK
-
-
-async def _cancel_all(store: StateStore, the_plan: Plan, config: FalConfig) -> list[str]:
-    from .fal import FalClient
-    from .pipeline import cancel_requests
-
-    async with FalClient(config) as client:
-        outcomes = await cancel_requests(store, [s.key for s in the_plan.jobs], client)
-    lines = [f"{o.key[:12]} {o.label}: {o.note}" for o in outcomes]
+    outcomes = session.cancel(plan, FalConfig.from_env(args.fal_url))
+    if outcomes is None:
+        print("nothing to cancel: no state file yet")
+        return EXIT_OK
+    for o in outcomes:
+        print(f"{o.key[:12]} {o.label}: {o.note}")
     cancelled = sum(o.cancelled for o in outcomes)
-    lines.append(
-        f"{cancelled} job(s) marked cancelled; `raybatch run --retry-failed` runs them again"
-    )
-    return lines
+    print(f"{cancelled} job(s) marked cancelled; `raybatch run --retry-failed` runs them again")
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

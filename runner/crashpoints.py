@@ -1,8 +1,9 @@
 """Named points where the crash tests may kill the runner on purpose.
 
-``RAYBATCH_CRASH_AT=<point>:<n>`` makes the n-th arrival at ``point`` end the process
-at once with ``os._exit(137)`` — what SIGKILL does, but at an exact place instead of a
-random moment. Unset (always, outside tests), :func:`reached` is one dict lookup.
+``RAYBATCH_CRASH_AT=<point>:<n>``, read by ``raybatch run`` when it starts (see
+:func:`arm`), makes the n-th arrival at ``point`` end the process at once with
+``os._exit(137)`` — what SIGKILL does, but at an exact place instead of a random moment.
+Unarmed (always, outside tests), :func:`reached` is one comparison.
 
 Points, in the order a job meets them:
 
@@ -13,6 +14,8 @@ Points, in the order a job meets them:
     mid_download     a chunk of an output was written to its ``.part`` file
     after_rename     an output is under its final name; ``done`` is not yet committed
     after_done       ``done`` is committed
+    after_step       a local step's output is under its final name; ``done`` is not yet
+                     committed
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ POINTS = (
     "mid_download",
     "after_rename",
     "after_done",
+    "after_step",
 )
 
 
@@ -39,14 +43,23 @@ def _parse(spec: str | None) -> tuple[str, int] | None:
     return name, int(count or "1")
 
 
-_TARGET = _parse(os.environ.get("RAYBATCH_CRASH_AT"))
-_seen: dict[str, int] = {}
+class _Armed:
+    """The point asked for, and how often it was reached (one per process: a test hook)."""
+
+    target: tuple[str, int] | None = None
+    seen = 0
+
+
+def arm(spec: str | None) -> None:
+    """Crash at ``<point>:<n>`` (the value of ``RAYBATCH_CRASH_AT``); None disarms."""
+    _Armed.target, _Armed.seen = _parse(spec), 0
 
 
 def reached(point: str) -> None:
     """Note that ``point`` was reached; exit at once if this is the arrival asked for."""
-    if _TARGET is None or _TARGET[0] != point:
+    target = _Armed.target
+    if target is None or target[0] != point:
         return
-    _seen[point] = _seen.get(point, 0) + 1
-    if _seen[point] == _TARGET[1]:
+    _Armed.seen += 1
+    if _Armed.seen == target[1]:
         os._exit(137)

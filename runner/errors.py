@@ -17,13 +17,21 @@ The tree is the classification: code that decides what to do with a failure asks
     │   ├── ContentModerated     the input or prompt was refused by moderation
     │   ├── RemoteJobFailed      the request COMPLETED with a non-retryable ``error_type``
     │   ├── RequestLost          fal does not know the request id (404 NOT_FOUND)
+    │   ├── RequestRefused       fal refused a call about a request (another 4xx)
     │   ├── ResultExpired        the result was gone before it was fetched
-    │   └── UnsafeOutput         an output URL or file name that may not be followed
+    │   ├── UnsafeOutput         an output URL or file name that may not be followed
+    │   └── LocalStepFailed      a local step (cut, frame, stitch) could not do its work
     └── FatalError               stop the whole run: exit 3
         ├── AuthError            HTTP 401/403: the key is wrong
         ├── DiskError            ENOSPC, EIO and friends while writing outputs or state
+        ├── OutageTooLong        fal stayed unreachable past the outage limit
         └── StateError           the state file cannot be used
-            └── StateLocked      another run holds the output directory
+            ├── StateLocked      another run holds the output directory
+            └── IllegalTransition  a job moved from a state it cannot leave that way (a bug)
+
+What happens on each is decided in one place, the fault-policy table
+(``runner/pipeline/_policy.py``). ``outage`` marks a failure that says the service itself
+may be down (no answer at all, or a 5xx): the run's outage gate counts those.
 
 Messages never contain the API key: the client builds them from status codes, fal's
 ``detail`` and request ids only.
@@ -42,6 +50,8 @@ class RaybatchError(Exception):
 
     kind: ClassVar[Kind] = "fatal"
     exit_code: ClassVar[int] = 3
+    #: The service may be down (no answer, or a 5xx); see the module docstring.
+    outage: bool = False
 
     def __init__(
         self,
@@ -72,8 +82,8 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        field = f" {self.field}:" if self.field else ""
-        return f"{where}:{field} {self.message}"
+        parts = [f"{where}:" if where else "", f"{self.field}:" if self.field else ""]
+        return " ".join([*filter(None, parts), self.message])
 
 
 class ManifestError(RaybatchError):
@@ -101,6 +111,8 @@ class RetryableError(RaybatchError):
 class TransportError(RetryableError):
     """The request failed in transit: connection refused or reset, or a timeout."""
 
+    outage = True
+
 
 class SubmitUnconfirmed(TransportError):
     """A submit POST failed after it may have reached fal: the request may exist and bill."""
@@ -117,13 +129,20 @@ class RateLimited(RetryableError):
 class ServiceUnavailable(RetryableError):
     """fal's ingress or the app answered with a 5xx."""
 
+    outage = True
+
 
 class RemoteJobError(RetryableError):
     """The request completed with an ``error_type`` that a new attempt may not hit."""
 
 
 class DownloadError(RetryableError):
-    """An output download broke off, arrived short, or did not match its checksum."""
+    """An output download broke off, arrived short, or did not match its checksum
+    (``outage`` when no answer came, or a 5xx)."""
+
+    def __init__(self, message: str, *, outage: bool = False, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.outage = outage
 
 
 class PermanentError(RaybatchError):
@@ -149,12 +168,21 @@ class RequestLost(PermanentError):
     """fal does not know this request id (404 NOT_FOUND)."""
 
 
+class RequestRefused(PermanentError):
+    """fal refused a status or cancel call about a request with a 4xx other than 404: the
+    request may still exist (and bill), so it is never submitted again silently."""
+
+
 class ResultExpired(PermanentError):
     """The request's result was no longer retrievable when we asked for it."""
 
 
 class UnsafeOutput(PermanentError):
     """An output URL or file name that raybatch refuses to follow or write."""
+
+
+class LocalStepFailed(PermanentError):
+    """A local step (cutting a segment, extracting a frame, stitching) failed on its input."""
 
 
 class FatalError(RaybatchError):
@@ -172,9 +200,17 @@ class DiskError(FatalError):
     """Writing an output or the state failed at the OS level (ENOSPC, EIO, ...)."""
 
 
+class OutageTooLong(FatalError):
+    """fal (or its CDN) stayed unreachable for longer than the run's outage limit."""
+
+
 class StateError(FatalError):
     """The state file is unusable: corrupt, from a newer version, or unreadable."""
 
 
 class StateLocked(StateError):
     """Another raybatch process holds this output directory."""
+
+
+class IllegalTransition(StateError):
+    """A transition from a state it does not start from: a bug, never a user's mistake."""

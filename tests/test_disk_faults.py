@@ -7,7 +7,7 @@ Two ways of making the disk fail (style-reliability §B.5, T3):
   skipped elsewhere), where ENOSPC comes from the kernel wherever the run happens to
   write: an output, the state's WAL, ``results.jsonl``;
 * a patched file layer, for errors no test can provoke for real (EIO): ``os.write``,
-  ``os.fsync`` and ``os.replace`` as ``runner/outputs/_sink.py`` sees them, and the state's
+  ``os.fsync`` and ``os.replace`` as ``runner/outputs/_atomic.py`` sees them, and the state's
   SQLite ``COMMIT``, failing from their k-th call. These runs go through
   ``runner.cli.main`` in-process (the console script's code path) so the patch applies.
 
@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from runner import cli
-from runner.outputs import _sink as dl
+from runner.outputs import _atomic as dl
 from runner.report import _progress as progress
 from runner.state import _store as state_module
 

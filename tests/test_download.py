@@ -28,8 +28,8 @@ from starlette.routing import Route
 from runner import outputs as dl
 from runner.errors import DiskError, DownloadError, UnsafeOutput
 from runner.outputs import (
+    _atomic,
     _download,
-    _sink,
     check_relative,
     output_name_for,
     relative_to_root,
@@ -434,7 +434,7 @@ async def test_enospc_while_writing(
 ) -> None:
     """ENOSPC mid-write is DiskError naming the path; the part stays, no final file —
     whether a writer thread writes the body or (a body of one read) the fetch itself."""
-    real, calls, writers = _sink.write_all, [], set()
+    real, calls, writers = _atomic.write_all, [], set()
 
     def full(fd: int, data: bytes) -> None:
         calls.append(len(data))
@@ -443,11 +443,9 @@ async def test_enospc_while_writing(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(fd, data)
 
-    monkeypatch.setattr(_sink, "write_all", full)
+    monkeypatch.setattr(_atomic, "write_all", full)
     if one_read:
-        monkeypatch.setattr(
-            _download, "_READ_BYTES", len(DATA)
-        )  # the whole body counts as one read
+        monkeypatch.setattr(_download, "READ_BYTES", len(DATA))  # the whole body counts as one read
     with pytest.raises(DiskError, match=r"d\.mp4\.part.*ENOSPC"):
         await dl.download(client, f"{server}/file", root / "d.mp4", root=root)
     assert not (root / "d.mp4").exists()

@@ -28,6 +28,7 @@ from runner.errors import (
     RemoteJobError,
     RemoteJobFailed,
     RequestLost,
+    RequestRefused,
     ResultExpired,
     ServiceUnavailable,
     SubmitUnconfirmed,
@@ -333,7 +334,7 @@ CASES: list[Any] = [
     pytest.param(
         "result", 404, {}, {"detail": "Path /x not found"}, RemoteJobFailed, "Path", id="app-404"
     ),
-    pytest.param("status", 405, {}, {}, RequestLost, "405", id="status-405"),
+    pytest.param("status", 405, {}, {}, RequestRefused, "405", id="status-405"),
     pytest.param("submit", 404, {}, {"detail": "no app"}, InputRejected, "no app", id="submit-404"),
     pytest.param("status", 202, {}, "not json", ServiceUnavailable, "not a JSON", id="malformed"),
     pytest.param("status", 200, {}, {"status": "FAILED"}, ServiceUnavailable, "FAILED", id="state"),

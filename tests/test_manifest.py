@@ -14,6 +14,7 @@ from runner.endpoints import EndpointSpec
 from runner.errors import ManifestError, Problem
 from runner.manifest import MAX_SHOWN_PROBLEMS, Manifest, manifest_schema, plan
 from runner.manifest._models import load
+from runner.report import plan_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT / "manifests" / "media"
@@ -90,8 +91,9 @@ def test_full_example_expands_every_feature() -> None:
         "enable_web_search": False,
     }
     assert result.output_dir == FULL.parent / "out" / "full"
-    assert result.cost_by_endpoint()[V2V] == pytest.approx(8 * 0.72 + 4 * 1.08 + 3.24)
-    assert result.unpriced_jobs() == {}
+    costs = plan_summary(result, None)["endpoints"]
+    assert costs[V2V]["estimated_cost"] == pytest.approx(8 * 0.72 + 4 * 1.08 + 3.24)
+    assert all(e["unpriced"] == 0 for e in costs.values())
     assert {(limit["name"], limit["source"]) for limit in result.limits_applied} >= {
         ("max_source_seconds", "manifest"),
         ("image_containers", "fal upload widget for Luma stills"),
@@ -244,8 +246,10 @@ def test_pass_through_endpoint_jobs(tmp_path: Path) -> None:
         "video_url": job.arguments["video_url"],
     }
     assert job.estimated_cost is None and str(job.output) == "city/noir"
-    assert result.unpriced_jobs() == {"fal-ai/some-upscaler/v2": 1}
-    assert result.cost_by_endpoint() == {}
+    costs = plan_summary(result, None)["endpoints"]
+    assert list(costs) == ["fal-ai/some-upscaler/v2"]
+    assert costs["fal-ai/some-upscaler/v2"]["unpriced"] == 1
+    assert costs["fal-ai/some-upscaler/v2"]["estimated_cost"] == 0.0
 
 
 def test_only_and_exclude_filter_without_changing_jobs(tmp_path: Path) -> None:

@@ -15,8 +15,9 @@ from runner.pipeline import RunSummary
 from runner.plan import Plan
 from runner.report import Progress
 from runner.report._progress import PLAIN_INTERVAL
-from runner.state import ErrorInfo, OutputFile, StateStore, Transitions
+from runner.state import OutputFile, Spend, StateStore
 
+from . import states
 from .conftest import run_cli
 
 CANARY = "fal-canary-key-7f3e9a1c5b2d4e6f"
@@ -52,7 +53,8 @@ def _walk(progress: Progress, spec: JobSpec, *states: tuple[str, str | None]) ->
 
 
 def _finish(progress: Progress, done: int, failed: int) -> None:
-    progress.finish(RunSummary(done=done, failed=failed, spent=1.44))
+    before = Spend(0.72, 5.0, 1, 0, 0)
+    progress.on_finish(RunSummary(done=done, failed=failed), Spend(2.16, 15.0, 3, 0, 0), before)
 
 
 def test_plain_output_prints_a_status_line_every_interval(demo_plan: Plan) -> None:
@@ -84,12 +86,13 @@ def test_plain_output_prints_a_status_line_every_interval(demo_plan: Plan) -> No
     line = periodic[0]
     assert "1/9 jobs: done 1 · failed 0 · in flight 0 · queued at fal 1 · waiting 7" in line
     assert "up 3.0 MiB down 512.0 KiB" in line
-    assert "spent $1.44" in line  # two submits of $0.72 each
+    assert "spent $0.00 (this run $0.00)" in line  # spend is the state's: none here
     # 1 job finished in 10 s, 8 left: 80 s at the observed throughput.
     assert line.endswith("elapsed 0:00:10 eta 0:01:20")
     assert any(ln.endswith(" city/neon failed: ContentModerated: refused") for ln in lines)
     assert "2/9 jobs" in lines[-2] and "failed 1" in lines[-2]
     assert lines[-1].startswith("finished in 0:00:10: 1 done, 1 failed")
+    assert lines[-1].endswith("spent $2.16 (this run $1.44)")
 
 
 def test_verbose_prints_one_line_per_transition(demo_plan: Plan) -> None:
@@ -140,7 +143,7 @@ def test_terminal_gets_job_and_byte_bars(demo_plan: Plan) -> None:
 
     assert "\r" in text
     assert "jobs  11%|" in text and "1/9, done 1 · failed 0" in text
-    assert "spent $0.72" in text and "eta 0:00:32" in text
+    assert "spent $0.00 (this run $0.00)" in text and "eta 0:00:32" in text
     assert "bytes up 0 B" in text and "down 2.0 KiB" in text
 
 
@@ -148,18 +151,16 @@ def test_counts_start_from_the_state_file(demo_plan: Plan) -> None:
     """A resumed run counts jobs already done or at fal, and what they cost before."""
     store = StateStore.open(demo_plan.output_dir / "state.db")
     try:
-        store.add_jobs(demo_plan.jobs)
+        states.add(store, demo_plan.jobs)
         a, b, c = (s.key for s in demo_plan.jobs[:3])
         output = OutputFile("city/noir.mp4", "0" * 64, 1, "http://x/y.mp4", "video")
-        store.execute_batch(
+        states.apply(
+            store,
             [
-                Transitions.intent(a, 1),
-                Transitions.submitted(a, 1, "req-a", "s", "r", "c"),
-                Transitions.done(a, [output]),
-                Transitions.intent(b, 1),
-                Transitions.submitted(b, 1, "req-b", "s", "r", "c"),
-                Transitions.failed(c, ErrorInfo("permanent", "InputRejected", "no")),
-            ]
+                *states.done(a, [output], request_id="req-a"),
+                *states.submitted(b, "req-b"),
+                *states.failed(c, "InputRejected", "no"),
+            ],
         )
         out = io.StringIO()
         with Progress(demo_plan, store, stream=out, ticker=False) as progress:
@@ -171,7 +172,7 @@ def test_counts_start_from_the_state_file(demo_plan: Plan) -> None:
 
     assert "1 done, 1 at fal, 6 to submit, 1 failed" in out.getvalue()
     assert "done 1 · failed 1 · in flight 1 · queued at fal 0 · waiting 6" in line
-    assert "spent $0.00 (+$1.44 before)" in line
+    assert "spent $1.44 (this run $0.00)" in line
     # A re-attached request keeps its id in the log.
     assert "city/sepia running request=req-b" in log
 

@@ -18,8 +18,9 @@ from runner.manifest import plan
 from runner.plan import Plan
 from runner.report import write_review_page
 from runner.report._review import EAGER_MEDIA, POSTER_DIR
-from runner.state import ErrorInfo, OutputFile, StateStore, Transitions
+from runner.state import OutputFile, StateStore
 
+from . import states
 from .conftest import run_cli
 
 #: Text a prompt or an error message could carry to break out of the page.
@@ -78,7 +79,7 @@ def synthetic_library(demo: Path, out: Path, prompts: int = 1000) -> Plan:
     sha = hashlib.sha256(media.read_bytes()).hexdigest()
     store = StateStore.open(out / "state.db")
     try:
-        store.add_jobs(library.jobs)
+        states.add(store, library.jobs)
         ops = []
         for index, spec in enumerate(library.jobs):
             if index % 3 == 0:
@@ -86,11 +87,10 @@ def synthetic_library(demo: Path, out: Path, prompts: int = 1000) -> Plan:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.link(media, target)
                 output = OutputFile(str(spec.output), sha, media.stat().st_size, "u", "video")
-                ops.append(Transitions.done(spec.key, [output]))
+                ops += states.done(spec.key, [output])
             elif index % 3 == 1:
-                error = ErrorInfo("permanent", "ContentModerated", f"refused: {HOSTILE}")
-                ops.append(Transitions.failed(spec.key, error))
-        store.execute_batch(ops)
+                ops += states.failed(spec.key, "ContentModerated", f"refused: {HOSTILE}")
+        states.apply(store, ops)
     finally:
         store.close()
     return library

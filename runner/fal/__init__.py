@@ -32,7 +32,7 @@ other 5xx                                                ServiceUnavailable (say
                                                          it looked like fal's ingress)
 other 4xx                                                submit/token/upload: InputRejected;
                                                          result: RemoteJobFailed;
-                                                         status/cancel: RequestLost
+                                                         status/cancel: RequestRefused
 2xx with malformed JSON or missing fields                submit: SubmitUnconfirmed (unless
                                                          x-fal-request-id names it);
                                                          others: ServiceUnavailable

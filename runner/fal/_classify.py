@@ -17,6 +17,7 @@ from ..errors import (
     RemoteJobError,
     RemoteJobFailed,
     RequestLost,
+    RequestRefused,
     ResultExpired,
     ServiceUnavailable,
     SubmitUnconfirmed,
@@ -133,7 +134,9 @@ def classify(response: httpx.Response, op: Op) -> RaybatchError:
         if op == "result":
             return RemoteJobFailed(message, **kw)
         if op in ("status", "cancel"):
-            return RequestLost(message, **kw)
+            # Only 404 NOT_FOUND says fal does not know the request; any other refusal
+            # leaves it possibly alive (and billing): never a reason to pay again.
+            return RequestRefused(message, **kw)
         return InputRejected(message, **kw)
     return ServiceUnavailable(f"fal answered {op} with unexpected HTTP {code}", **kw)
 

@@ -4,7 +4,7 @@ and the one place a request is sent and its failure classified."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Literal, cast
 from urllib.parse import quote
 
@@ -164,20 +164,32 @@ class FalClient(StorageOps):
         )
         return parse_status(json_object(response, "status"))
 
-    async def stream_status(self, status_url: str, *, logs: bool = False) -> AsyncIterator[Status]:
+    async def stream_status(
+        self, status_url: str, *, logs: bool = False, idle: float | None = None
+    ) -> AsyncGenerator[Status, None]:
         """Statuses from fal's SSE stream until COMPLETED (yielded last, after the response
         is closed, so a consumer that stops there leaves nothing open).
 
-        A read idle for the client timeout, or a stream that ends early, is
-        ``TransportError``: fall back to polling. Wrap in ``contextlib.aclosing`` to stop
-        early.
+        A stream silent for ``idle`` seconds (default: the client timeout), sending neither
+        events nor pings, or one that ends early, is ``TransportError``: fall back to
+        polling. A refused open (say, 429 for too many streams) is its classified error.
+        Wrap in ``contextlib.aclosing`` to stop early.
         """
         url = f"{status_url.rstrip('/')}/stream"
         final: Status | None = None
         headers = {"Accept": "text/event-stream", "Authorization": self._key_auth(url)}
+        timeout = self._timeout
+        if idle is not None:
+            timeout = httpx.Timeout(
+                connect=timeout.connect, read=idle, write=timeout.write, pool=timeout.pool
+            )
         try:
             async with self._streams.stream(
-                "GET", url, params={"logs": "1" if logs else "0"}, headers=headers
+                "GET",
+                url,
+                params={"logs": "1" if logs else "0"},
+                headers=headers,
+                timeout=timeout,
             ) as response:
                 if not response.is_success:
                     await response.aread()

@@ -16,7 +16,7 @@ from ..endpoints import (
     format_loc,
 )
 from ..endpoints.issues import Loc
-from ..job import LocalFile, job_key
+from ..job import LocalFile, estimated_work, job_key
 from ..media import (
     MediaInfo,
 )
@@ -61,7 +61,7 @@ class Expansion:
         Columns, not a JobSpec per job: at 100k jobs building the specs (and converting them
         to columns for the plan cache) was a fifth of planning; specs are built on use.
         """
-        jobs = JobColumns([], [], [], [], [], [], [], [], [], {})
+        jobs = JobColumns.empty()
         for group in groups:
             self._group_jobs(group, jobs)
         return jobs
@@ -105,6 +105,9 @@ class Expansion:
                     jobs.prompts.append(prompt)
                     jobs.labels.append(combo.labels)
                     jobs.costs.append(combo.cost)
+                    jobs.parents.append(())
+                    jobs.takes.append(1)
+                    jobs.weights.append(estimated_work(arguments))
 
     def _price(self, endpoint: str, base: dict[str, Any], seconds: float | None) -> float | None:
         # Validated inputs are cached per distinct input (``_validate``), so one base dict

@@ -80,6 +80,7 @@ def plan(
         limits,
         columns=jobs,
         inputs=inputs,
+        output_dir_given=output_dir is not None,
     )
     return whole.selected(only, exclude)
 
@@ -184,15 +185,17 @@ class Planner:
                 self._files[reference] = None
         return self._files[reference]
 
-    def local_inputs(self) -> Iterator[tuple[str, str, int, int]]:
-        """(path as named, real path, size, mtime) of each local file the manifest named.
+    def local_inputs(self) -> Iterator[tuple[str, str, int, int, str]]:
+        """(path as named, real path, size, mtime, sha256) of each local file the manifest
+        named.
 
         The path as named, not ``LocalFile.path``: hashes are shared per real file, so that
         may be another name of the same bytes, and a symlink retargeted later must count.
         """
         for reference, file in self._files.items():
             if file is not None:
-                yield str(self.base_dir / reference), file.real, file.size, file.mtime_ns
+                shown = str(self.base_dir / reference)
+                yield shown, file.real, file.size, file.mtime_ns, file.sha256
 
     # ----------------------------------------------------------------- groups
 

@@ -8,6 +8,7 @@ turns that into a place on disk.
 
 from __future__ import annotations
 
+from ._atomic import Downloaded
 from ._download import download
 from ._files import file_size, find_files, output_paths, text_field
 from ._paths import (
@@ -17,11 +18,13 @@ from ._paths import (
     relative_to_root,
     safe_extension,
 )
-from ._sink import Downloaded
+from ._sink import LocalSink, OutputSink
 
 __all__ = (
     "SIDECAR_SUFFIXES",
     "Downloaded",
+    "LocalSink",
+    "OutputSink",
     "check_relative",
     "download",
     "file_size",

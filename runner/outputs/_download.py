@@ -51,34 +51,15 @@ import anyio
 import httpx
 
 from ..errors import DownloadError, UnsafeOutput
-from ..net import SocketGuard
+from ..net import SocketGuard, tls_context
+from ._atomic import Downloaded, Part, Target, disk_error, verify_and_commit
 from ._paths import relative_to_root
-from ._sink import Downloaded, Part, Target, disk_error, verify_and_commit
+from ._transport import READ_BYTES, BulkTransport
 
+#: Chunks (up to ``READ_BYTES`` each) the network may run ahead of the disk.
 _CHUNKS_AHEAD = 8
-#: Written bytes after which the kernel is asked to start writing the part back to disk,
-#: so the fsync before the rename waits for the last few MiB, not the whole file.
-#: returns whatever has arrived, so streams and small answers are unaffected.
-_READ_BYTES = 1024 * 1024
 #: How often the bytes written so far are passed to ``on_bytes``.
 _PROGRESS_SECONDS = 0.1
-
-
-def _raise_read_size() -> None:
-    """Let httpcore's blocking HTTP/1.1 connections read up to ``_READ_BYTES`` at a time.
-
-    A class attribute of httpcore's (``READ_NUM_BYTES``), set once for the process:
-    httpx offers no per-client knob. Only the downloader uses blocking clients.
-    """
-    try:
-        from httpcore._sync.http11 import HTTP11Connection
-    except ImportError:  # pragma: no cover - a future httpcore; keep its default
-        return
-    if getattr(HTTP11Connection, "READ_NUM_BYTES", _READ_BYTES) < _READ_BYTES:
-        HTTP11Connection.READ_NUM_BYTES = _READ_BYTES
-
-
-_raise_read_size()
 MAX_REDIRECTS = 5
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -92,18 +73,20 @@ async def download(
     expected_size: int | None = None,
     expected_sha256: str | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Downloaded:
     """Fetch ``url`` to ``dest`` (under ``root``), verified and atomically renamed.
 
     ``client`` supplies the timeouts, default headers and proxy settings; the transfer
     itself runs on a blocking client in worker threads (see the module docstring).
     ``on_bytes`` is called, on the event loop, with the bytes written since its last call
-    (never for bytes a resumed part already held). See the module docstring for errors
-    and resume.
+    (never for bytes a resumed part already held). ``ssl_context`` spares building one
+    per download (the session's). See the module docstring for errors and resume.
     """
     relative = relative_to_root(root, dest)
     _check_scheme(url)
-    fetch = _Fetch(client, root, relative, url, expected_size, expected_sha256)
+    context = ssl_context or tls_context(trust_env=client.trust_env)
+    fetch = _Fetch(client, root, relative, url, expected_size, expected_sha256, context)
     return await fetch.run(on_bytes)
 
 
@@ -126,8 +109,10 @@ class _Fetch:
         url: str,
         expected_size: int | None,
         expected_sha256: str | None,
+        ssl_context: ssl.SSLContext,
     ) -> None:
         self.root, self.relative, self.url = root, relative, url
+        self.ssl_context = ssl_context
         self.expected_size, self.expected_sha256 = expected_size, expected_sha256
         self.timeout, self.trust_env = client.timeout, client.trust_env
         self.default_headers = httpx.Headers(client.headers)
@@ -213,7 +198,7 @@ class _Fetch:
                         headers=self.default_headers,
                         timeout=self.timeout,
                         trust_env=self.trust_env,
-                        verify=_tls_context(self.trust_env),
+                        transport=BulkTransport(self.ssl_context),
                         follow_redirects=False,
                     ) as http,
                     self._get(http, headers) as response,
@@ -249,7 +234,7 @@ class _Fetch:
 
     def _stream_into(self, response: httpx.Response, part: Part, total: int | None) -> None:
         """Append the body to the part; on a broken stream keep every byte that came."""
-        if total is not None and total - part.size <= _READ_BYTES:
+        if total is not None and total - part.size <= READ_BYTES:
             # A body of one read: a writer thread would cost more (its start, the GIL going
             # back and forth) than it could overlap.
             read_failed = self._read_body(response, functools.partial(self._append, part))
@@ -325,7 +310,9 @@ class _Fetch:
             try:
                 response = http.send(request, stream=True, follow_redirects=False)
             except httpx.RequestError as exc:
-                raise DownloadError(f"download request failed ({_reason(exc)})") from exc
+                raise DownloadError(
+                    f"download request failed ({_reason(exc)})", outage=True
+                ) from exc
             except httpx.InvalidURL as exc:
                 # httpx prepares ``next_request`` for every redirect even when not following
                 # it, and a Location it cannot parse (``data:...``) raises here.
@@ -345,12 +332,6 @@ class _Fetch:
         raise DownloadError(f"download followed more than {MAX_REDIRECTS} redirects")
 
 
-@functools.cache
-def _tls_context(trust_env: bool) -> ssl.SSLContext:
-    """httpx's default TLS context, built once: building it costs ~30 ms (the CA bundle)."""
-    return httpx.create_ssl_context(trust_env=trust_env)
-
-
 def _extent(response: httpx.Response, offset: int, target: Target) -> tuple[int, int | None]:
     """(first byte of the body, total size if known), from a 200 or 206 answer."""
     code = response.status_code
@@ -367,7 +348,11 @@ def _extent(response: httpx.Response, offset: int, target: Target) -> tuple[int,
         raise DownloadError("the server resumed at the wrong offset; starting over next time")
     if code == 416:
         target.discard()  # the part no longer fits the file: start over
-    raise DownloadError(f"download answered HTTP {code} from {response.url.host}")
+    raise DownloadError(
+        f"download answered HTTP {code} from {response.url.host}",
+        status_code=code,
+        outage=code >= 500,
+    )
 
 
 def _check_scheme(url: str, *, redirect: bool = False) -> None:

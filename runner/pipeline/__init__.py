@@ -1,23 +1,27 @@
-"""The engine: runs a plan's jobs to completion against fal, recording every transition."""
+"""The engine: runs a plan's job graph to completion against fal, recording every
+transition, with one fault-policy table deciding what each failure costs."""
 
 from __future__ import annotations
 
-from ._scheduler import (
-    CancelOutcome,
-    NullObserver,
-    RunObserver,
-    RunOptions,
-    RunSummary,
-    Scheduler,
-    cancel_requests,
-)
+from ._cancel import CancelOutcome, cancel_requests
+from ._local import LocalJob, LocalStep
+from ._options import NullObserver, RunObserver, RunOptions, RunSummary
+from ._policy import TABLE, Action, Limits, Policy, retry_state
+from ._scheduler import Scheduler
 
 __all__ = (
+    "TABLE",
+    "Action",
     "CancelOutcome",
+    "Limits",
+    "LocalJob",
+    "LocalStep",
     "NullObserver",
+    "Policy",
     "RunObserver",
     "RunOptions",
     "RunSummary",
     "Scheduler",
     "cancel_requests",
+    "retry_state",
 )

@@ -4,9 +4,8 @@ Expanding a 100k-job manifest costs seconds: reading the YAML, validating every 
 input, a sha256 per job, and hashing every local clip's bytes. All of it is a function of
 the manifest's bytes, raybatch's code, and the local files and glob matches the manifest
 names, so the expanded plan is stored under a fingerprint of the first two and used again
-only while each of the others is unchanged (same real path, size and mtime; same matches).
-Like make and rsync, that misses a file rewritten in place to the same size within one
-mtime tick; the key of a job built from it would then be the old one.
+only while each of the others provably holds the same bytes (see :func:`_unchanged`) and
+every glob matches the same files. A cache may only skip work: it never decides a key.
 
 Entries live in ``$XDG_CACHE_HOME/raybatch/plans/`` (``~/.cache/...``), owner-only, the
 newest :data:`KEEP` kept. They hold the manifest's prompts and arguments, never a key.
@@ -28,6 +27,7 @@ import os
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -36,10 +36,15 @@ from .. import __version__
 from ..job import LocalFile
 from ._plan import JobColumns, ManifestFacts, Plan, PlanInputs, glob_files, output_dir_for
 
-FORMAT = 1
+FORMAT = 2
 #: Entries kept; each is about 150 bytes per job.
 KEEP = 16
 _NOT_PLANNING = frozenset({"emulator", "__pycache__"})
+#: Columns in an entry's second record (read when the jobs themselves are).
+_REST_COLUMNS = ("arguments", "outputs", "files", "labels", "parents", "takes", "weights")
+#: A file modified this close to (or after) its plan was remembered is hashed again on use:
+#: ext4 stamps times from a clock that ticks every few ms, other filesystems every 1-2 s.
+RACY_SECONDS = 2.0
 _DIGEST = 32  # each record is preceded by its sha256: a damaged entry is a miss
 _MAX_MANIFEST_BYTES = 64 * 2**20  # what manifest.py accepts; a larger one is refused there
 
@@ -126,7 +131,7 @@ def _load(fingerprint: str, path: Path, output_dir: Path | None) -> Plan | None:
             # marshal.load(file) reads object by object; one read and loads() is ~15x faster.
             size = int.from_bytes(handle.read(8), "little")
             head = marshal.loads(_checked(handle, size))
-            if head.get("format") != FORMAT or not _unchanged(head["inputs"]):
+            if head.get("format") != FORMAT or not _unchanged(head["inputs"], head["made_at"]):
                 return None
     except FileNotFoundError:
         return None
@@ -151,8 +156,9 @@ def _load(fingerprint: str, path: Path, output_dir: Path | None) -> Plan | None:
         facts,
         head["limits"],
         columns=columns,
-        inputs=PlanInputs(*head["inputs"]),
+        inputs=PlanInputs(tuple(f[:5] for f in head["inputs"][0]), head["inputs"][1]),
         fingerprint=fingerprint,
+        output_dir_given=output_dir is not None,
     )
 
 
@@ -165,18 +171,57 @@ def _checked(handle: BinaryIO, size: int | None = None) -> bytes:
     return data
 
 
-def _unchanged(inputs: Any) -> bool:
+def _unchanged(inputs: Any, made_at: float) -> bool:
+    """Whether every file the plan read still holds the bytes it hashed, and every glob
+    matches the same files.
+
+    A file whose size, mtime, ctime and inode are as recorded is trusted only if its mtime
+    is older than the entry by more than a timestamp's granularity; one rewritten within
+    the same tick as its hashing would otherwise look unchanged ("racily clean", as git
+    calls it). Those, and any file whose metadata moved, are hashed again: the plan holds
+    while the bytes are the same.
+    """
     files, globs = inputs
-    for shown, real, size, mtime_ns in files:
+    for shown, real, size, mtime_ns, sha256, inode, ctime_ns in files:
         try:
             if os.path.realpath(shown) != real:
                 return False
             info = os.stat(real)
         except OSError:
             return False
-        if info.st_size != size or info.st_mtime_ns != mtime_ns:
+        if info.st_size != size:
+            return False
+        same = (info.st_mtime_ns, info.st_ctime_ns, info.st_ino) == (mtime_ns, ctime_ns, inode)
+        racy = info.st_mtime_ns >= (made_at - RACY_SECONDS) * 1e9
+        if (not same or racy) and _sha256(real) != sha256:
             return False
     return all(tuple(glob_files(pattern)) == tuple(matches) for pattern, matches in globs)
+
+
+def _sha256(path: str) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _identities(files: Sequence[tuple[str, str, int, int, str]]) -> list[tuple[Any, ...]]:
+    """Each file's record with the inode and ctime it has now (next to its hash-time size,
+    mtime and sha256): a change since then shows in them, or in the racy check."""
+    found = []
+    for shown, real, size, mtime_ns, sha256 in files:
+        try:
+            info = os.stat(real)
+        except OSError:
+            inode, ctime_ns = -1, -1  # gone already: the entry will be a miss
+        else:
+            inode, ctime_ns = info.st_ino, info.st_ctime_ns
+        found.append((shown, real, size, mtime_ns, sha256, inode, ctime_ns))
+    return found
 
 
 class _Rest:
@@ -211,11 +256,11 @@ class _LazyColumns(JobColumns):
 
     def __getattr__(self, name: str) -> Any:
         # Only called for attributes not set yet: the second record's columns.
-        if name not in ("arguments", "outputs", "files", "labels", "local_files"):
+        if name not in _REST_COLUMNS and name != "local_files":
             raise AttributeError(name)
         rest = self.__dict__["_rest"].read()
         local = {sha: LocalFile(Path(p), sha, *more) for sha, (p, *more) in rest["local"].items()}
-        for column in ("arguments", "outputs", "files", "labels"):
+        for column in _REST_COLUMNS:
             object.__setattr__(self, column, rest[column])
         object.__setattr__(self, "local_files", local)
         return getattr(self, name)
@@ -233,7 +278,8 @@ def _store(fingerprint: str, plan: Plan) -> None:
             "prompts": dict(plan.facts.prompts),
         },
         "limits": plan.limits_applied,
-        "inputs": (plan.inputs.files, plan.inputs.globs),
+        "inputs": (_identities(plan.inputs.files), plan.inputs.globs),
+        "made_at": time.time(),
         "keys": columns.keys,
         "endpoints": columns.endpoints,
         "costs": columns.costs,
@@ -271,6 +317,9 @@ def _rest_record(columns: JobColumns) -> dict[str, Any]:
         "outputs": columns.outputs,
         "files": columns.files,
         "labels": columns.labels,
+        "parents": columns.parents,
+        "takes": columns.takes,
+        "weights": columns.weights,
         "local": {
             sha: (str(f.path), f.size, f.content_type, f.real, f.mtime_ns)
             for sha, f in columns.local_files.items()

@@ -12,7 +12,9 @@ Nothing here imports pydantic, PyAV or httpx: ``status`` on a cached plan stays 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import glob
+import hashlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,10 +43,15 @@ class ManifestFacts:
 class PlanInputs:
     """What a plan read besides the manifest: it stays valid while these are unchanged."""
 
-    #: (path as the manifest names it, its real path, size, mtime in ns) per local file.
-    files: tuple[tuple[str, str, int, int], ...] = ()
+    #: (path as the manifest names it, its real path, size, mtime in ns, sha256) per local
+    #: file, as hashed.
+    files: tuple[tuple[str, str, int, int, str], ...] = ()
     #: (absolute glob pattern, the sorted files it matched) per glob in the manifest.
     globs: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+#: The files of a job without any: one shared empty mapping, not one dict per job.
+_NO_FILES: Mapping[str, LocalFile] = {}
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,30 @@ class JobColumns:
     prompts: list[str | None]
     labels: list[dict[str, Any]]
     costs: list[float | None]
+    parents: list[tuple[str, ...]]
+    takes: list[int]
+    weights: list[float]
     local_files: dict[str, LocalFile] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls) -> JobColumns:
+        """Columns with no job, to append to."""
+        return cls([], [], [], [], [], [], [], [], [], [], [], [], {})
+
+    def append(self, spec: JobSpec) -> None:
+        """Add one job at the end (its local files are expected in ``local_files``)."""
+        self.keys.append(spec.key)
+        self.endpoints.append(spec.endpoint)
+        self.arguments.append(dict(spec.arguments))
+        self.outputs.append(spec.output)
+        self.files.append(tuple(spec.files))
+        self.clips.append(spec.clip)
+        self.prompts.append(spec.prompt)
+        self.labels.append(dict(spec.labels))
+        self.costs.append(spec.estimated_cost)
+        self.parents.append(spec.parents)
+        self.takes.append(spec.take)
+        self.weights.append(spec.weight)
 
     @classmethod
     def of(cls, specs: Sequence[JobSpec]) -> JobColumns:
@@ -78,38 +108,15 @@ class JobColumns:
             prompts=[s.prompt for s in specs],
             labels=[dict(s.labels) for s in specs],
             costs=[s.estimated_cost for s in specs],
+            parents=[s.parents for s in specs],
+            takes=[s.take for s in specs],
+            weights=[s.weight for s in specs],
             local_files=local,
         )
 
     def specs(self) -> list[JobSpec]:
         """One ``JobSpec`` per job."""
-        local = self.local_files
-        no_files: dict[str, LocalFile] = {}
-        return [
-            JobSpec(
-                key,
-                endpoint,
-                arguments,
-                output,
-                {sha: local[sha] for sha in shas} if shas else no_files,
-                clip,
-                prompt,
-                labels,
-                cost,
-            )
-            for key, endpoint, arguments, output, shas, clip, prompt, labels, cost in zip(
-                self.keys,
-                self.endpoints,
-                self.arguments,
-                self.outputs,
-                self.files,
-                self.clips,
-                self.prompts,
-                self.labels,
-                self.costs,
-                strict=True,
-            )
-        ]
+        return [self.spec(i) for i in range(len(self.keys))]
 
     def spec(self, i: int) -> JobSpec:
         """Job ``i`` as a ``JobSpec``."""
@@ -119,11 +126,14 @@ class JobColumns:
             self.endpoints[i],
             self.arguments[i],
             self.outputs[i],
-            {sha: self.local_files[sha] for sha in shas},
+            {sha: self.local_files[sha] for sha in shas} if shas else _NO_FILES,
             self.clips[i],
             self.prompts[i],
             self.labels[i],
             self.costs[i],
+            self.parents[i],
+            self.takes[i],
+            self.weights[i],
         )
 
     def take(self, indices: Sequence[int]) -> JobColumns:
@@ -142,6 +152,9 @@ class JobColumns:
             pick(self.prompts),
             pick(self.labels),
             pick(self.costs),
+            pick(self.parents),
+            pick(self.takes),
+            pick(self.weights),
             self.local_files,
         )
 
@@ -205,9 +218,12 @@ class Plan:
         columns: JobColumns | None = None,
         inputs: PlanInputs | None = None,
         fingerprint: str | None = None,
+        output_dir_given: bool = False,
     ) -> None:
         self.manifest_path = manifest_path
         self.output_dir = output_dir
+        #: Whether the output directory was named by the caller (``--output-dir``).
+        self.output_dir_given = output_dir_given
         self.facts = facts
         self.limits_applied = limits_applied
         self.inputs = inputs or PlanInputs()
@@ -221,6 +237,18 @@ class Plan:
         else:
             raise ValueError("a plan needs its jobs or their columns")
 
+    @functools.cached_property
+    def identity(self) -> str | None:
+        """Names exactly this plan's content: the manifest and code (the fingerprint) and
+        every job key, which covers the bytes of every file read and every glob match.
+        None when the plan has no fingerprint (not remembered, or only a selection)."""
+        if self.fingerprint is None:
+            return None
+        digest = hashlib.sha256(self.fingerprint.encode())
+        for key in self.keys:
+            digest.update(key.encode())
+        return digest.hexdigest()
+
     @property
     def columns(self) -> JobColumns:
         """Every job as columns."""
@@ -233,25 +261,6 @@ class Plan:
 
     def __len__(self) -> int:
         return len(self.jobs)
-
-    def cost_by_endpoint(self) -> dict[str, float]:
-        """Estimated USD per endpoint, over the jobs that have a price."""
-        costs: dict[str, float] = {}
-        for endpoint, cost in self._prices():
-            if cost is not None:
-                costs[endpoint] = costs.get(endpoint, 0.0) + cost
-        return {endpoint: round(usd, 6) for endpoint, usd in costs.items()}
-
-    def unpriced_jobs(self) -> dict[str, int]:
-        """How many jobs per endpoint have no price (pass-through, or unknown length)."""
-        counts: dict[str, int] = {}
-        for endpoint, cost in self._prices():
-            if cost is None:
-                counts[endpoint] = counts.get(endpoint, 0) + 1
-        return counts
-
-    def _prices(self) -> Iterator[tuple[str, float | None]]:
-        return zip(self.columns.endpoints, self.columns.costs, strict=True)
 
     def selected(self, only: Sequence[str], exclude: Sequence[str]) -> Plan:
         """This plan with only the jobs ``only``/``exclude`` keep (see ``is_selected``)."""
@@ -270,6 +279,7 @@ class Plan:
             self.limits_applied,
             columns=columns.take(kept),
             inputs=self.inputs,
+            output_dir_given=self.output_dir_given,
         )
 
 

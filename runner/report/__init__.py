@@ -9,7 +9,6 @@ from ._review import extract_poster, write_review_page
 from ._summary import (
     format_plan,
     format_status,
-    open_state,
     plan_summary,
     remaining_cost,
     status_summary,
@@ -20,7 +19,6 @@ __all__ = (
     "extract_poster",
     "format_plan",
     "format_status",
-    "open_state",
     "plan_summary",
     "remaining_cost",
     "result_record",

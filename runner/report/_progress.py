@@ -31,7 +31,7 @@ from tqdm import tqdm
 from ..job import JobSpec
 from ..pipeline import RunSummary
 from ..plan import Plan
-from ..state import PlanSnapshot, StateStore
+from ..state import JobState, PlanSnapshot, Spend, StateStore
 from ._summary import human_size
 
 #: How often non-terminal output prints a status line, in seconds.
@@ -42,35 +42,28 @@ TICK = 1.0
 SECRET_VARIABLES = ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET")
 
 #: Display counter of each job state. ``in flight`` is rendering at fal or downloading;
-#: ``queued`` is waiting in fal's queue; ``waiting`` has not been submitted (or is being so).
-BUCKETS = {
+#: ``queued`` is waiting in fal's queue; ``waiting`` has not been submitted (or is being
+#: so), including jobs blocked on other jobs and local steps at work.
+BUCKETS: dict[str, str] = {
     "new": "waiting",
-    "pending": "waiting",
-    "uploading": "waiting",
-    "submitting": "waiting",
-    "queued": "queued",
-    "running": "in flight",
-    "completed": "in flight",
-    "downloading": "in flight",
-    "done": "done",
-    "failed": "failed",
-    "cancelled": "failed",
+    JobState.BLOCKED: "waiting",
+    JobState.PENDING: "waiting",
+    JobState.UPLOADING: "waiting",
+    JobState.PREPARING: "waiting",
+    JobState.SUBMITTING: "waiting",
+    JobState.QUEUED: "queued",
+    JobState.RUNNING: "in flight",
+    JobState.COMPLETED: "in flight",
+    JobState.DOWNLOADING: "in flight",
+    JobState.DONE: "done",
+    JobState.FAILED: "failed",
+    JobState.CANCELLED: "failed",
 }
-#: States in which the submit has been paid for.
-_PAID = frozenset({"queued", "running", "completed", "downloading", "done"})
 
 
 def bucket(state: str) -> str:
     """The display counter a job in ``state`` belongs to."""
     return BUCKETS.get(state, "waiting")
-
-
-def job_label(spec: JobSpec) -> str:
-    """A short human name for a job: ``clip/prompt`` plus its matrix values, if any."""
-    label = f"{spec.clip or '-'}/{spec.prompt or '-'}"
-    if spec.labels:
-        label += "[" + ",".join(f"{k}={v}" for k, v in spec.labels.items()) + "]"
-    return label
 
 
 class Progress:
@@ -103,16 +96,18 @@ class Progress:
         # Only unfinished jobs change state in a run: a resumed 100k-job run reads (and
         # builds) nothing per finished job.
         if store is None:
-            snapshot = PlanSnapshot(Counter({"new": len(plan)}), 0.0, {})
+            snapshot = PlanSnapshot(Counter({"new": len(plan)}), {})
         else:
-            snapshot = store.snapshot(plan, paid=_PAID)
-        self._state = snapshot.unfinished
+            snapshot = store.snapshot(plan.keys, plan.identity)
+        self._store = store
+        self._state: dict[str, str] = dict(snapshot.unfinished)
         self._request = store.requests_in_flight() if store is not None else {}
         self._counts = Counter[str]()
         for state, count in snapshot.counts.items():
             self._counts[bucket(state)] += count
-        self._paid_before = snapshot.paid
-        self._spent = 0.0
+        self._spend_before = store.spend() if store is not None else _NO_SPEND
+        self._spend = self._spend_before
+        self._spend_read = clock()
         self._bytes = {"up": 0, "down": 0}
         self._started = clock()
         self._finished_at_start = self._counts["done"] + self._counts["failed"]
@@ -199,23 +194,23 @@ class Progress:
             self._counts[bucket(state)] += 1
             self._state[spec.key] = state
             request = None
-            if state == "queued" and bucket(previous) == "waiting":
-                # A new request at fal: ``detail`` is its id, and the submit is paid for.
-                self._spent += spec.estimated_cost or 0.0
+            if state == JobState.QUEUED and bucket(previous) == "waiting":
+                # A new request at fal: ``detail`` is its id.
                 if detail:
                     self._request[spec.key] = detail
                 request, detail = detail, None
-            elif state == "pending":
+            elif state == JobState.PENDING:
                 self._request.pop(spec.key, None)
             else:
                 request = self._request.get(spec.key)
-            label = job_label(spec)
+            label = spec.label
             line = f"{label} {state}" + (f": {detail}" if detail else "")
             self._write_log(
                 f"job={spec.key[:12]} {line}" + (f" request={request}" if request else "")
             )
-            if self._verbose or state in ("failed", "cancelled"):
-                shown = line + (f" (request {request})" if request and state == "queued" else "")
+            if self._verbose or state in (JobState.FAILED, JobState.CANCELLED):
+                queued = state == JobState.QUEUED
+                shown = line + (f" (request {request})" if request and queued else "")
                 self._print(f"{time.strftime('%H:%M:%S')} {shown}")
             if self._tty:
                 self._draw()
@@ -231,9 +226,10 @@ class Progress:
             self._write_log(message)
             self._print(message)
 
-    def finish(self, summary: RunSummary) -> None:
+    def on_finish(self, summary: RunSummary, spend: Spend, spend_before: Spend) -> None:
         """Print the last status line and the closing line of a run."""
         with self._lock:
+            self._spend = spend
             if self._tty:
                 self._draw()
             else:
@@ -247,7 +243,7 @@ class Progress:
                 parts.append(f"{summary.resubmitted} resubmitted")
             line = (
                 f"finished in {_duration(self._clock() - self._started)}: {', '.join(parts)};"
-                f" spent about ${summary.spent:.2f} in this run"
+                f" {_spend_words(spend, spend_before)}"
             )
             if summary.interrupted:
                 line += " (interrupted: run the same command again to resume)"
@@ -281,11 +277,12 @@ class Progress:
         )
 
     def spend_text(self) -> str:
-        """Estimated spend of this run (and of earlier runs of these jobs, if any)."""
-        text = f"spent ${self._spent:.2f}"
-        if self._paid_before:
-            text += f" (+${self._paid_before:.2f} before)"
-        return text
+        """What fal may have billed for this output directory, as ``status`` counts it (every
+        accepted or possibly accepted submission), and the part of it from this run."""
+        now = self._clock()
+        if self._store is not None and now - self._spend_read >= TICK:
+            self._spend, self._spend_read = self._store.spend(), now
+        return _spend_words(self._spend, self._spend_before)
 
     def status_line(self) -> str:
         """The plain status line: time, jobs, bytes, spend and ETA."""
@@ -359,3 +356,11 @@ def _duration(seconds: float) -> str:
     seconds = max(0, round(seconds))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+_NO_SPEND = Spend(0.0, 0.0, 0, 0, 0)
+
+
+def _spend_words(spend: Spend, before: Spend) -> str:
+    """``spent $X (this run $Y)``: the state's spend, as ``status`` prints it."""
+    return f"spent ${spend.usd:.2f} (this run ${spend.usd - before.usd:.2f})"

@@ -6,46 +6,44 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import DiskError
 from ..job import canonical_json
 from ..state import StateStore
-from ..state._store import translate_errors
 
 
 def write_results(store: StateStore, path: Path, keys: Sequence[str] | None = None) -> int:
     """Rewrite ``results.jsonl`` atomically: one line per finished job; returns the count."""
     tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with translate_errors():
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                wanted = None if keys is None else set(keys)
-                cur = store._conn.execute(
-                    "SELECT * FROM jobs WHERE state IN ('done', 'failed', 'cancelled')"
-                    " ORDER BY rowid"
-                )
-                for r in cur:
-                    if wanted is not None and r["key"] not in wanted:
-                        continue
-                    out.write(canonical_json(result_record(r)) + "\n")
-                    count += 1
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)  # no half-written results.jsonl.tmp left behind
-            raise DiskError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    spend = store.spend_by_job()
+    wanted = None if keys is None else set(keys)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            for r in store.finished_records():
+                if wanted is not None and r["key"] not in wanted:
+                    continue
+                out.write(canonical_json(result_record(r, spend.get(r["key"]))) + "\n")
+                count += 1
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # no half-written results.jsonl.tmp left behind
+        raise DiskError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return count
 
 
-def result_record(r: sqlite3.Row) -> dict[str, Any]:
-    """One ``results.jsonl`` line for a finished job."""
+def result_record(
+    r: sqlite3.Row | Mapping[str, Any], spend: tuple[float, int] | None = None
+) -> dict[str, Any]:
+    """One ``results.jsonl`` line for a finished job; ``spend`` is what fal may have billed
+    for it and in how many submissions (``StateStore.spend_by_job``)."""
     timings = {
         "submitted_at": r["submitted_at"],
         "started_at": r["started_at"],
@@ -61,8 +59,11 @@ def result_record(r: sqlite3.Row) -> dict[str, Any]:
         "request_id": r["request_id"],
         "inputs": json.loads(r["arguments"]),
         "outputs": json.loads(r["outputs"]) if r["outputs"] else [],
+        "labels": json.loads(r["labels"]) if r["labels"] else {},
         "billable_units": r["billable_units"],
         "estimated_cost": r["estimated_cost"],
+        "spend": spend[0] if spend else 0.0,
+        "paid_submissions": spend[1] if spend else 0,
         "attempts": r["attempts"],
         "ambiguous_submits": r["ambiguous"],
         "timings": timings,

@@ -31,8 +31,8 @@ import av
 from ..endpoints.registry import spec_for
 from ..job import LOCAL_PREFIX, JobSpec, LocalFile, canonical_json, substitute
 from ..plan import Plan
-from ..state import JobRow
-from ._summary import PAID, human_size, open_state
+from ..state import JobRow, Spend, StateStore
+from ._summary import human_size
 
 #: Where posters go, relative to the output directory.
 POSTER_DIR = PurePosixPath(".review/posters")
@@ -69,16 +69,17 @@ def write_review_page(plan: Plan, *, posters: int | None = None) -> Path:
     """
     output_dir = plan.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
-    store = open_state(plan)
+    store = StateStore.open_readonly(output_dir / "state.db")
     try:
         keys = set(plan.keys)
         rows = (
             {} if store is None else {r.key: r for r in store.rows(results=False) if r.key in keys}
         )
+        spend = store.spend() if store is not None else None
     finally:
         if store is not None:
             store.close()
-    page = _Page(plan, rows)
+    page = _Page(plan, rows, spend)
     page.make_posters(posters)
     text = page.render()
     target = output_dir / "index.html"
@@ -187,9 +188,10 @@ def _source_field(spec: JobSpec) -> str | None:
 class _Page:
     """Everything the page shows, gathered once, then rendered to one string."""
 
-    def __init__(self, plan: Plan, rows: Mapping[str, JobRow]) -> None:
+    def __init__(self, plan: Plan, rows: Mapping[str, JobRow], spend: Spend | None) -> None:
         self.plan = plan
         self.rows = rows
+        self.spend = spend
         self.root = plan.output_dir
         self.manifest_dir = plan.manifest_path.parent.absolute()
         self.sources = self._group(plan.jobs)
@@ -300,9 +302,8 @@ class _Page:
         plan = self.plan
         total = len(plan.jobs)
         estimate = sum(s.estimated_cost or 0.0 for s in plan.jobs)
-        rows = self.rows.values()
-        spent = sum(r.estimated_cost or 0.0 for r in rows if r.state in PAID)
-        units = sum(r.billable_units or 0.0 for r in rows)
+        spent = self.spend.usd if self.spend else 0.0
+        units = self.spend.billable_units if self.spend else 0.0
         ordered = sorted(states.items(), key=lambda item: _STATE_ORDER.get(item[0], 99))
         counts = " ".join(
             f'<span class="badge s-{_state_class(s)}">{_e(s)} {n}</span>' for s, n in ordered

@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import re
 import shlex
-import sqlite3
 import time
-import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import StateError
+from ..job import job_label
 from ..plan import Plan
-from ..state import IN_FLIGHT, SCHEMA_VERSION, JobRow, StateStore
+from ..state import JobRow, JobState, StateStore
 
-#: Display order of job states.
-STATES = ("pending", "submitting", "queued", "running", "completed", "done", "failed", "cancelled")
-#: States whose cost is already committed at fal (paid or being paid).
-PAID = frozenset({"submitting", "queued", "running", "completed", "done"})
+#: Display order of job states (the stored ones, in the order a job moves through them).
+STATES = tuple(s.value for s in JobState if s.stored)
 #: How many affected jobs ``status`` lists per failure reason (``--json`` has them all).
 FAILURES_LISTED = 8
 
@@ -31,21 +27,25 @@ FAILURES_LISTED = 8
 def remaining_cost(plan: Plan, store: StateStore | None, *, retry_failed: bool = False) -> float:
     """Estimated USD of the jobs a run would submit: not done, paid or in flight, and not
     failed or cancelled unless they are to be retried."""
-    skipped = PAID if retry_failed else PAID | {"failed", "cancelled"}
-    if store is not None and store.holds_exactly(plan.fingerprint, len(plan)):
+    skipped = {s for s in JobState if s.accepted}
+    if not retry_failed:
+        skipped |= {JobState.FAILED, JobState.CANCELLED}
+    if store is not None and store.holds_exactly(plan.identity, len(plan)):
         return store.estimated_cost(excluding=skipped)
     states = store.states() if store is not None else {}
     columns = plan.columns
     return sum(
         cost or 0.0
         for key, cost in zip(columns.keys, columns.costs, strict=True)
-        if states.get(key, "pending") not in skipped
+        if states.get(key, JobState.PENDING) not in skipped
     )
 
 
 def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
-    """What ``plan`` shows: jobs and estimated cost per endpoint, and what is already paid."""
-    states = store.states() if store is not None else {}
+    """What ``plan`` shows: jobs and estimated cost per endpoint, what fal may have billed
+    already (every accepted submission, as ``status`` counts spend), what is left."""
+    states: dict[str, Any] = dict(store.states()) if store is not None else {}
+    paid = store.spend_by_endpoint() if store is not None else {}
     per: dict[str, dict[str, Any]] = {}
     jobs = []
     c = plan.columns
@@ -70,17 +70,15 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
         entry["jobs"] += 1
         entry["estimated_cost"] += cost or 0.0
         entry["unpriced"] += cost is None
-        if state == "done":
+        if state == JobState.DONE:
             entry["done"] += 1
-        elif state in IN_FLIGHT or state == "completed":
+        elif state in (JobState.SUBMITTING, JobState.QUEUED, JobState.RUNNING, JobState.COMPLETED):
             entry["in_flight"] += 1
-        elif state in ("failed", "cancelled"):
+        elif state in (JobState.FAILED, JobState.CANCELLED):
             entry["failed"] += 1
         else:
             entry["to_run"] += 1
-        if state in PAID:
-            entry["paid"] += cost or 0.0
-        else:
+        if state == "new" or not JobState(state).accepted:
             entry["remaining_cost"] += cost or 0.0
         jobs.append(
             {
@@ -93,6 +91,9 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
                 "estimated_cost": cost,
             }
         )
+    for endpoint, usd in paid.items():
+        if endpoint in per:
+            per[endpoint]["paid"] = usd
     totals = {
         k: sum(e[k] for e in per.values())
         for k in (
@@ -157,41 +158,6 @@ def format_plan(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def open_state(plan: Plan) -> StateStore | None:
-    """The plan's state file opened read-only, or None when nothing has run there yet.
-
-    ``status`` and ``report`` read while a run may be writing. A read-write connection would
-    checkpoint the WAL into ``state.db`` when it happens to close last (after a crashed run,
-    say), so these readers use SQLite's ``mode=ro``: they can never change the file.
-    """
-    path = plan.output_dir / "state.db"
-    if not path.exists():
-        return None
-    uri = "file:" + urllib.parse.quote(str(path.absolute())) + "?mode=ro"
-    try:
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise StateError(f"cannot read the state file {path}: {exc}") from exc
-    conn.row_factory = sqlite3.Row
-    try:
-        conn.execute("PRAGMA busy_timeout = 5000")
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "jobs" not in tables or "meta" not in tables:
-            # A run killed between creating the file and its schema: nothing ran yet.
-            conn.close()
-            return None
-        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise StateError(f"cannot read the state file {path}: {exc}") from exc
-    if version is not None and int(version[0]) > SCHEMA_VERSION:
-        conn.close()
-        raise StateError(
-            f"{path} was written by a newer raybatch (schema {version[0]}); upgrade raybatch"
-        )
-    return StateStore(path, conn)
-
-
 def status_summary(
     plan: Plan,
     store: StateStore | None,
@@ -207,39 +173,29 @@ def status_summary(
     """
     table: dict[str, Counter[str]] = defaultdict(Counter)
     failures: dict[tuple[str, str], dict[str, Any]] = {}
-    spend = remaining = units = 0.0
-    ambiguous = 0
+    remaining = 0.0
     last_update: float | None = None
     c = plan.columns
-    if store is not None and store.holds_exactly(plan.fingerprint, len(plan)):
+    if store is not None and store.holds_exactly(plan.identity, len(plan)):
         # The table is this plan: SQLite counts it (100k jobs: 0.1 s instead of 0.5 s).
-        for endpoint, state, count, usd, lost, billed, updated in store.endpoint_tallies():
+        for endpoint, state, count, usd, _lost, _billed, updated in store.endpoint_tallies():
             table[endpoint][state] += count
-            if state in PAID:
-                spend += usd
-            elif state == "pending":
+            if state in (JobState.PENDING, JobState.BLOCKED):
                 remaining += usd
-            ambiguous += int(lost)
-            units += billed
             last_update = max(last_update or updated, updated)
     else:
         tallies = store.tallies() if store is not None else {}
         for key, endpoint, cost in zip(c.keys, c.endpoints, c.costs, strict=True):
             row = tallies.get(key)
-            state = row.state if row else "pending"
+            state = row.state if row else JobState.PENDING
             table[endpoint][state] += 1
-            if state in PAID:
-                spend += cost or 0.0
-            elif state == "pending":
+            if state in (JobState.PENDING, JobState.BLOCKED):
                 remaining += cost or 0.0
-            if row is None:
-                continue
-            if last_update is None or row.updated_at > last_update:
+            if row is not None and (last_update is None or row.updated_at > last_update):
                 last_update = row.updated_at
-            ambiguous += row.ambiguous
-            units += row.billable_units or 0.0
+    spend = store.spend() if store is not None else None
     if store is not None:
-        failed_rows = store.rows_in(("failed", "cancelled"))
+        failed_rows = store.rows_in((JobState.FAILED, JobState.CANCELLED))
         wanted = set(c.keys) if failed_rows else set()
         for failed in failed_rows:
             if failed.key in wanted:
@@ -262,12 +218,14 @@ def status_summary(
         "by_endpoint": {k: {s: v[s] for s in STATES if v[s]} for k, v in table.items()},
         "total": {s: total[s] for s in STATES if total[s]},
         "done": total["done"],
-        "in_flight": sum(total[s] for s in (*IN_FLIGHT, "completed")),
+        "in_flight": sum(total[s] for s in STATES if JobState(s).in_flight or s == "completed"),
         "failures": sorted(failures.values(), key=lambda g: (-int(g["count"]), g["reason"])),
-        "ambiguous_submits": ambiguous,
-        "estimated_spend": round(spend, 4),
+        "ambiguous_submits": spend.ambiguous if spend else 0,
+        "estimated_spend": round(spend.usd, 4) if spend else 0.0,
+        "paid_submissions": spend.paid_attempts if spend else 0,
+        "resubmitted": spend.resubmitted if spend else 0,
         "estimated_remaining": round(remaining, 4),
-        "billable_units": round(units, 4),
+        "billable_units": round(spend.billable_units, 4) if spend else 0.0,
         "last_update": last_update,
         "retry_command": retry,
         "state_file": str(Path(plan.output_dir) / "state.db") if store is not None else None,
@@ -307,7 +265,14 @@ def _add_failure(failures: dict[tuple[str, str], dict[str, Any]], row: JobRow) -
     )
     group["count"] += 1
     group["jobs"].append(
-        {"key": row.key, "clip": row.clip, "prompt": row.prompt, "request_id": row.request_id}
+        {
+            "key": row.key,
+            "clip": row.clip,
+            "prompt": row.prompt,
+            "labels": row.labels,
+            "label": job_label(row.endpoint, row.clip, row.prompt, row.labels),
+            "request_id": row.request_id,
+        }
     )
 
 
@@ -321,7 +286,7 @@ def human_size(n: float) -> str:
 
 
 def _job_label(job: dict[str, Any]) -> str:
-    return f"{job['clip'] or '-'}/{job['prompt'] or '-'}"
+    return str(job["label"])
 
 
 def format_status(summary: dict[str, Any]) -> str:
@@ -339,8 +304,10 @@ def format_status(summary: dict[str, Any]) -> str:
         cells = [counts.get(s, 0) for s in shown] + [sum(counts.values())]
         lines.append(f"  {name:<{width}} " + " ".join(f"{c:>9}" for c in cells))
     lines.append(
-        f"  spend (estimated, submitted jobs): ${summary['estimated_spend']:.2f};"
-        f" still to run: ${summary['estimated_remaining']:.2f};"
+        f"  spent ${summary['estimated_spend']:.2f} (estimated: every submission fal accepted"
+        f" or may have, {summary['paid_submissions']} in all"
+        + (f", {summary['resubmitted']} of them paid again" if summary["resubmitted"] else "")
+        + f"); still to run: ${summary['estimated_remaining']:.2f};"
         f" billable units reported by fal: {summary['billable_units']:g}"
     )
     if summary["ambiguous_submits"]:

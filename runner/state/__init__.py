@@ -1,4 +1,6 @@
-"""The state file: one SQLite database (WAL) beside the outputs, and its only writer.
+"""The state file: one SQLite database (WAL) beside the outputs, its schema and
+migrations, the one list of job states, guarded transitions, the single writer and the
+directory lock.
 
 Every transition of every job is written here before the rest of the program acts on
 it. Two orderings carry the whole crash-safety argument:
@@ -8,34 +10,21 @@ it. Two orderings carry the whole crash-safety argument:
   found in ``submitting`` is known to be *ambiguous* (the POST may or may not have
   reached fal);
 * ``done`` is committed only after every output file is verified and renamed into
-  place (see ``download.py``), so ``done`` never names a file that is not there.
-
-Writes go through :class:`StateWriter`, which batches whatever transitions are waiting
-into one transaction (group commit) and acknowledges each only after its commit: at
-100 transitions per commit SQLite does ~80k/s here, against ~4k/s one by one.
+  place (see ``outputs``), so ``done`` never names a file that is not there.
 """
 
+from __future__ import annotations
+
+from ._jobstate import JobState
 from ._lock import DirectoryLock
-from ._rows import (
-    IN_FLIGHT,
-    TERMINAL,
-    ErrorInfo,
-    JobRow,
-    JobState,
-    JobTally,
-    OutputFile,
-    PlanSnapshot,
-    Unfinished,
-)
+from ._rows import ErrorInfo, JobRow, JobTally, OutputFile, Spend, Unfinished
 from ._schema import SCHEMA_VERSION
-from ._store import StateStore
+from ._store import PlanSnapshot, StateStore
 from ._transitions import Transitions
-from ._writer import StateWriter
+from ._writer import StateWriter, open_writer
 
 __all__ = (
-    "IN_FLIGHT",
     "SCHEMA_VERSION",
-    "TERMINAL",
     "DirectoryLock",
     "ErrorInfo",
     "JobRow",
@@ -43,8 +32,10 @@ __all__ = (
     "JobTally",
     "OutputFile",
     "PlanSnapshot",
+    "Spend",
     "StateStore",
     "StateWriter",
     "Transitions",
     "Unfinished",
+    "open_writer",
 )

@@ -1,23 +1,13 @@
-"""What the state file holds, as Python values: a job row, an output file, an error."""
+"""What the state file holds, as Python values: a job row, an output file, an error, spend."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
-JobState = Literal[
-    "pending", "submitting", "queued", "running", "completed", "done", "failed", "cancelled"
-]
-#: States in which a request exists (or may exist) at fal.
-IN_FLIGHT: frozenset[str] = frozenset({"submitting", "queued", "running"})
-TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
-# Queries name the unfinished states with IN, never NOT IN (TERMINAL): only IN lets SQLite
-# use the state index instead of reading every row.
-
-_T = TypeVar("_T")
+from ._jobstate import JobState
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +37,12 @@ class JobRow:
 
     key: str
     endpoint: str
+    kind: str
     clip: str | None
     prompt: str | None
+    labels: dict[str, Any]
     output: str
-    state: str
+    state: JobState
     attempts: int
     ambiguous: int
     request_id: str | None
@@ -78,23 +70,17 @@ class JobRow:
         ``result``: parsing it dominates reading many rows, and displays never use it)."""
         data = dict(row)
         data.pop("arguments", None)
+        data["state"] = JobState(data["state"])
+        data["labels"] = json.loads(data["labels"]) if data["labels"] else {}
         data["result"] = json.loads(data["result"]) if result and data["result"] else None
         data["outputs"] = json.loads(data["outputs"]) if data["outputs"] else []
         return cls(**data)
 
 
-class PlanSnapshot(NamedTuple):
-    """How a plan's jobs stand in the state file (see ``StateStore.snapshot``)."""
-
-    counts: Counter[str]  # jobs per state; "new" for jobs the table does not hold yet
-    paid: float  # estimated USD of the jobs in the states asked about
-    unfinished: dict[str, str]  # key -> state of each job not done, failed or cancelled
-
-
 class Unfinished(NamedTuple):
     """What a resumed run reads of a job it has yet to finish."""
 
-    state: str
+    state: JobState
     attempts: int
     ambiguous: int
     request_id: str | None
@@ -102,17 +88,28 @@ class Unfinished(NamedTuple):
     response_url: str | None
     cancel_url: str | None
     result: dict[str, Any] | None  # only once completed: the result to download
+    error_class: str | None
     error: str | None
 
 
-PENDING_ROW = Unfinished("pending", 0, 0, None, None, None, None, None, None)
-NEVER_SUBMITTED = list(PENDING_ROW)
+PENDING_ROW = Unfinished(JobState.PENDING, 0, 0, None, None, None, None, None, None, None)
+BLOCKED_ROW = PENDING_ROW._replace(state=JobState.BLOCKED)
+
+
+class Spend(NamedTuple):
+    """What fal may have billed: every attempt it accepted or may have accepted."""
+
+    usd: float
+    billable_units: float
+    paid_attempts: int  # submissions fal accepted or may have (ambiguous ones included)
+    resubmitted: int  # paid attempts beyond each job's first: each one was paid again
+    ambiguous: int  # paid attempts whose answer was lost
 
 
 class JobTally(NamedTuple):
     """What ``status`` counts of a job."""
 
-    state: str
+    state: JobState
     ambiguous: int
     billable_units: float | None
     updated_at: float

@@ -1,4 +1,5 @@
-"""Synchronous access to ``state.db``: opening it, reads, and running a batch of writes."""
+"""Synchronous access to ``state.db``: opening (and migrating) it, reads, and running a
+batch of writes for the single writer."""
 
 from __future__ import annotations
 
@@ -6,17 +7,27 @@ import contextlib
 import json
 import os
 import sqlite3
-import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from ..errors import DiskError, StateError
-from ..job import JobSpec, canonical_json
-from ..plan import Plan
-from ._rows import NEVER_SUBMITTED, PENDING_ROW, JobRow, JobTally, PlanSnapshot, Unfinished
-from ._schema import LAST_PLAN, SCHEMA, SCHEMA_VERSION
+from ..errors import DiskError, IllegalTransition, StateError, StateLocked
+from ._jobstate import JobState
+from ._lock import DirectoryLock
+from ._rows import BLOCKED_ROW, PENDING_ROW, JobRow, JobTally, Spend, Unfinished
+from ._schema import LAST_PLAN, MIGRATIONS, SCHEMA, SCHEMA_VERSION, run_script
+
+Op = Callable[[sqlite3.Connection], None]
+
+_UNFINISHED_SQL = JobState.sql_list(JobState.unfinished())
+#: A never-submitted job's narrow row: most unfinished jobs of a big batch look like this,
+#: and share one value instead of one tuple each.
+_UNTOUCHED = {
+    (JobState.PENDING.value, 0, 0, None, None, None, None, None, None, None): PENDING_ROW,
+    (JobState.BLOCKED.value, 0, 0, None, None, None, None, None, None, None): BLOCKED_ROW,
+}
 
 
 @contextlib.contextmanager
@@ -35,12 +46,19 @@ def translate_errors() -> Iterator[None]:
         raise DiskError(f"cannot write the state file: {exc.strerror or exc}") from exc
 
 
+class PlanSnapshot(NamedTuple):
+    """How a plan's jobs stand in the state file."""
+
+    counts: Counter[str]  # jobs per state; "new" for jobs the table does not hold yet
+    unfinished: dict[str, JobState]  # key -> state of each job not yet finished
+
+
 class StateStore:
     """Synchronous access to ``state.db``: schema, reads, and the transition statements.
 
     Reads may come from any process (``status`` while a run goes on: WAL gives readers a
-    consistent snapshot). Writes come only from the run that holds the directory lock,
-    through :class:`StateWriter`.
+    consistent snapshot). Writes come only from the process that holds the directory
+    lock, through :class:`StateWriter`.
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
@@ -48,53 +66,145 @@ class StateStore:
         self._conn = conn
 
     @classmethod
-    def open(cls, path: Path, *, create: bool = True) -> StateStore:
-        """Open (and if asked, create) the state file; refuse a damaged or newer one."""
-        if not create and not path.exists():
-            raise StateError(f"no state file at {path}: nothing has run here yet")
+    def open(cls, path: Path) -> StateStore:
+        """Open the state file for writing, creating it or migrating an older one.
+
+        The caller holds the directory lock. A damaged file, or one from a newer
+        raybatch, is refused with :class:`StateError`.
+        """
         with translate_errors():
             path.parent.mkdir(parents=True, exist_ok=True)
-            if create and not path.exists():
+            if not path.exists():
                 # Created owner-only before SQLite opens it: the state holds request ids and
                 # URLs that are nobody else's business.
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout = 5000")
-            if create:
-                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA journal_mode = WAL")
             # FULL: an acknowledged transition (an intent, a request id) survives power loss.
             # Group commit keeps the fsync count low enough for this to be cheap.
             conn.execute("PRAGMA synchronous = FULL")
             store = cls(path, conn)
-            if create:
-                store._ensure_schema()
-            store._check()
+            store._check_integrity()
+            store._bring_up_to_date()
             return store
 
-    def _ensure_schema(self) -> None:
-        # Idempotent: a kill between connect and CREATE TABLE leaves an empty file behind.
-        self._conn.executescript(SCHEMA)
-        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            self._conn.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+    @classmethod
+    def open_readonly(cls, path: Path) -> StateStore | None:
+        """The state file opened read-only (``mode=ro``: it can never change the file, nor
+        checkpoint a WAL a run is writing), or None when nothing has run there yet.
 
-    def _check(self) -> None:
-        ok = self._conn.execute("PRAGMA quick_check").fetchone()[0]
-        if ok != "ok":
-            raise StateError(f"{self.path} failed its integrity check: {ok}")
+        A file written by an older raybatch is migrated first when no run holds the
+        directory; while one does, it was migrated by that run, or the run is an older
+        raybatch's and the file is refused until it ends.
+        """
+        if not path.exists():
+            return None
+        store = cls._connect_readonly(path)
+        if store is None:
+            return None
+        version = store._version()
+        if version is not None and version < SCHEMA_VERSION:
+            store.close()
+            lock = DirectoryLock(path.parent)
+            try:
+                with lock:
+                    cls.open(path).close()
+            except StateLocked as exc:
+                raise StateError(
+                    f"{path} was written by an older raybatch that is still running; wait"
+                    " for it to finish"
+                ) from exc
+            store = cls._connect_readonly(path)
+        return store
+
+    @classmethod
+    def _connect_readonly(cls, path: Path) -> StateStore | None:
+        uri = "file:" + urllib.parse.quote(str(path.absolute())) + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read the state file {path}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        store = cls(path, conn)
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if "jobs" not in tables or "meta" not in tables:
+                # A run killed between creating the file and its schema: nothing ran yet.
+                conn.close()
+                return None
+            store._refuse_newer(store._version())
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StateError(f"cannot read the state file {path}: {exc}") from exc
+        except StateError:
+            conn.close()
+            raise
+        return store
+
+    def _version(self) -> int | None:
         try:
             row = self._conn.execute(
                 "SELECT value FROM meta WHERE key = 'schema_version'"
             ).fetchone()
         except sqlite3.OperationalError:
-            row = None
-        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            return None
+        return None if row is None else int(row[0])
+
+    def _refuse_newer(self, version: int | None) -> None:
+        if version is not None and version > SCHEMA_VERSION:
             raise StateError(
-                f"{self.path} was written by a newer raybatch (schema {row[0]}); upgrade raybatch"
+                f"{self.path} was written by a newer raybatch (schema {version}); upgrade raybatch"
             )
+
+    def _check_integrity(self) -> None:
+        ok = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+        if ok != "ok":
+            raise StateError(f"{self.path} failed its integrity check: {ok}")
+
+    def _bring_up_to_date(self) -> None:
+        version = self._version()
+        self._refuse_newer(version)
+        has_jobs = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
+        ).fetchone()
+        if version is None and not has_jobs:
+            # New (or killed before its schema was written): create it whole.
+            self._script(SCHEMA)
+            self._conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            return
+        version = version or 1
+        if version == SCHEMA_VERSION:
+            return
+        self._backup(version)
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            for step in range(version, SCHEMA_VERSION):
+                MIGRATIONS[step](self._conn)
+            self._conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _backup(self, version: int) -> None:
+        """Copy the file aside before migrating it (WAL included, via SQLite's backup)."""
+        target = self.path.with_name(f"{self.path.name}.v{version}.bak")
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
+        copy = sqlite3.connect(target)
+        try:
+            self._conn.backup(copy)
+        finally:
+            copy.close()
+
+    def _script(self, sql: str) -> None:
+        run_script(self._conn, sql)
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL when this is the last one)."""
@@ -114,7 +224,8 @@ class StateStore:
 
     def row(self, key: str) -> JobRow | None:
         """One job row by key."""
-        r = self._conn.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
+        with translate_errors():
+            r = self._conn.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
         return JobRow.from_sql(r) if r else None
 
     def unfinished(self) -> dict[str, Unfinished]:
@@ -125,57 +236,61 @@ class StateStore:
         with translate_errors():
             cur = self._conn.execute(
                 "SELECT key, state, attempts, ambiguous, request_id, status_url, response_url,"
-                " cancel_url, CASE state WHEN 'completed' THEN result END, error FROM jobs"
-                " WHERE state IN ('pending', 'submitting', 'queued', 'running', 'completed')"
+                " cancel_url, CASE state WHEN 'completed' THEN result END, error_class, error"
+                f" FROM jobs WHERE state IN ({_UNFINISHED_SQL})"
             )
             found = {}
             for key, *fields in cur:
-                if fields == NEVER_SUBMITTED:
-                    # Most unfinished jobs of a big batch: one shared value, no parsing.
-                    found[key] = PENDING_ROW
+                untouched = _UNTOUCHED.get(tuple(fields))
+                if untouched is not None:
+                    found[key] = untouched
                     continue
-                state, attempts, lost, request_id, status, response, cancel, result, error = fields
-                parsed = json.loads(result) if result else None
+                state, attempts, lost, request_id, status, response, cancel, result = fields[:8]
                 found[key] = Unfinished(
-                    state, attempts, lost, request_id, status, response, cancel, parsed, error
+                    JobState(state),
+                    attempts,
+                    lost,
+                    request_id,
+                    status,
+                    response,
+                    cancel,
+                    json.loads(result) if result else None,
+                    *fields[8:],
                 )
             return found
 
-    def snapshot(self, plan: Plan, *, paid: Iterable[str]) -> PlanSnapshot:
-        """How ``plan``'s jobs stand: counts per state, estimated USD already in ``paid``
-        states, and the state of each job not yet finished."""
-        paid = frozenset(paid)
+    def states(self) -> dict[str, JobState]:
+        """A cheap map of key → state, for reconciling a plan with what has happened."""
+        with translate_errors():
+            cur = self._conn.execute("SELECT key, state FROM jobs")
+            return {key: JobState(state) for key, state in cur}
+
+    def snapshot(self, keys: Sequence[str], identity: str | None) -> PlanSnapshot:
+        """How the jobs ``keys`` stand (a plan's, whose identity is ``identity``)."""
         with translate_errors():
             cur = self._conn.execute(
-                "SELECT key, state FROM jobs"
-                " WHERE state IN ('pending', 'submitting', 'queued', 'running', 'completed')"
+                f"SELECT key, state FROM jobs WHERE state IN ({_UNFINISHED_SQL})"
             )
-            unfinished = dict(cur.fetchall())
-        columns = plan.columns
-        if self.holds_exactly(plan.fingerprint, len(plan)):
-            # The table is this plan: SQLite counts the finished jobs.
-            counts = Counter[str]()
-            spent = 0.0
-            for _endpoint, state, count, usd, *_ in self.endpoint_tallies():
-                counts[state] += count
-                spent += usd if state in paid else 0.0
-            return PlanSnapshot(counts, spent, unfinished)
+            unfinished = {key: JobState(state) for key, state in cur}
+            if self.holds_exactly(identity, len(keys)):
+                # The table is this plan: SQLite counts the finished jobs.
+                counts = Counter[str]()
+                for state, count in self._conn.execute(
+                    "SELECT state, count(*) FROM jobs GROUP BY state"
+                ):
+                    counts[state] += count
+                return PlanSnapshot(counts, unfinished)
         states = self.states()
-        counts = Counter(states.get(key, "new") for key in columns.keys)
-        spent = sum(
-            cost or 0.0
-            for key, cost in zip(columns.keys, columns.costs, strict=True)
-            if states.get(key) in paid
-        )
-        wanted = set(columns.keys)
-        return PlanSnapshot(counts, spent, {k: v for k, v in unfinished.items() if k in wanted})
+        counts = Counter(states.get(key, "new") for key in keys)
+        wanted = set(keys)
+        return PlanSnapshot(counts, {k: v for k, v in unfinished.items() if k in wanted})
 
     def requests_in_flight(self) -> dict[str, str]:
-        """key → request id, for the jobs not finished that hold one."""
+        """key → request id, for the unfinished jobs that hold one."""
         with translate_errors():
             cur = self._conn.execute(
                 "SELECT key, request_id FROM jobs WHERE request_id IS NOT NULL"
-                " AND state IN ('submitting', 'queued', 'running', 'completed')"
+                f" AND state IN ({_UNFINISHED_SQL})"
             )
             return dict(cur.fetchall())
 
@@ -185,26 +300,16 @@ class StateStore:
             cur = self._conn.execute(
                 "SELECT key, state, ambiguous, billable_units, updated_at FROM jobs"
             )
-            return {r[0]: JobTally(*r[1:]) for r in cur}
+            return {r[0]: JobTally(JobState(r[1]), *r[2:]) for r in cur}
 
-    def rows_in(self, states: Sequence[str]) -> list[JobRow]:
+    def rows_in(self, states: Sequence[JobState]) -> list[JobRow]:
         """Rows of the jobs in ``states`` (by index: failures among 100k jobs are cheap)."""
-        marks = ", ".join("?" * len(states))
         with translate_errors():
             cur = self._conn.execute(
-                f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY rowid", tuple(states)
+                f"SELECT * FROM jobs WHERE state IN ({JobState.sql_list(tuple(states))})"
+                " ORDER BY rowid"
             )
             return [JobRow.from_sql(r, result=False) for r in cur]
-
-    def states(self) -> dict[str, str]:
-        """A cheap map of key → state, for reconciling a plan with what has happened."""
-        return dict(self._conn.execute("SELECT key, state FROM jobs").fetchall())
-
-    def arguments(self, key: str) -> dict[str, Any]:
-        """The canonical arguments recorded for a job."""
-        (text,) = self._conn.execute("SELECT arguments FROM jobs WHERE key = ?", (key,)).fetchone()
-        result: dict[str, Any] = json.loads(text)
-        return result
 
     def attempts(self, key: str | None = None) -> list[dict[str, Any]]:
         """Submission attempts (one row per POST raybatch made or meant to make)."""
@@ -213,90 +318,45 @@ class StateStore:
         if key is not None:
             sql += " WHERE key = ?"
             args = (key,)
-        return [dict(r) for r in self._conn.execute(sql + " ORDER BY intent_at", args)]
+        with translate_errors():
+            return [dict(r) for r in self._conn.execute(sql + " ORDER BY intent_at", args)]
+
+    def edges(self) -> list[tuple[str, str]]:
+        """Every (child, parent) pair of the job graph."""
+        with translate_errors():
+            return [tuple(r) for r in self._conn.execute("SELECT child, parent FROM edges")]
 
     def meta(self, name: str) -> str | None:
         """A value from the meta table."""
-        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()
+        with translate_errors():
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()
         return None if row is None else str(row[0])
 
-    # -- writes (called by StateWriter inside its transaction) ------------------------------
+    def is_last_plan(self, identity: str | None) -> bool:
+        """Whether ``identity`` names the plan last added to this file (then adding it
+        again would change nothing: rows are never deleted, and no other plan has
+        refreshed them since)."""
+        return identity is not None and self.meta(LAST_PLAN) == identity
 
-    def execute_batch(self, ops: Sequence[Callable[[sqlite3.Connection], None]]) -> None:
-        """Run ``ops`` in one IMMEDIATE transaction; all or nothing."""
-        with translate_errors():
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                for op in ops:
-                    op(self._conn)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def add_plan(self, plan: Plan) -> None:
-        """``add_jobs`` for a whole plan, recorded as the last plan added; nothing to do when
-        it already is (rows are never deleted, and no other plan has refreshed them since)."""
-        if plan.fingerprint is not None and self.meta(LAST_PLAN) == plan.fingerprint:
-            return
-        self.add_jobs(plan.jobs, plan=plan.fingerprint)
-
-    def add_jobs(self, specs: Iterable[JobSpec], *, plan: str | None = None) -> None:
-        """Insert jobs not yet known, and refresh labels and output paths of known ones;
-        ``plan`` (a plan's fingerprint, or None) becomes the last plan added."""
-        now = time.time()
-        rows = [
-            (
-                s.key,
-                s.endpoint,
-                s.clip,
-                s.prompt,
-                str(s.output),
-                canonical_json(s.arguments),
-                s.estimated_cost,
-                now,
-                now,
-            )
-            for s in specs
-        ]
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO jobs (key, endpoint, clip, prompt, output, arguments,"
-                " estimated_cost, state, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET clip = excluded.clip,"
-                " prompt = excluded.prompt, output = excluded.output,"
-                " estimated_cost = excluded.estimated_cost"
-                " WHERE jobs.clip IS NOT excluded.clip OR jobs.prompt IS NOT excluded.prompt"
-                " OR jobs.output != excluded.output"
-                " OR jobs.estimated_cost IS NOT excluded.estimated_cost",
-                rows,
-            )
-            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (LAST_PLAN, plan or ""))
-
-        self.execute_batch([op])
-
-    def holds_exactly(self, plan: str | None, jobs: int) -> bool:
-        """Whether the jobs table is exactly the plan named ``plan`` with ``jobs`` jobs: it
-        was the last plan added, and no other job is left from earlier plans."""
-        if plan is None or self.meta(LAST_PLAN) != plan:
+    def holds_exactly(self, identity: str | None, jobs: int) -> bool:
+        """Whether the jobs table is exactly the plan named ``identity`` with ``jobs`` jobs:
+        it was the last plan added, and no other job is left from earlier plans."""
+        if not self.is_last_plan(identity):
             return False
         with translate_errors():
             (count,) = self._conn.execute("SELECT count(*) FROM jobs").fetchone()
         return bool(count == jobs)
 
-    def estimated_cost(self, *, excluding: Iterable[str]) -> float:
+    def estimated_cost(self, *, excluding: Iterable[JobState]) -> float:
         """Estimated USD of every job in the table whose state is not in ``excluding``."""
-        skipped = tuple(excluding)
-        marks = ", ".join("?" * len(skipped))
+        skipped = JobState.sql_list(tuple(excluding))
         with translate_errors():
             (usd,) = self._conn.execute(
-                f"SELECT total(estimated_cost) FROM jobs WHERE state NOT IN ({marks})", skipped
+                f"SELECT total(estimated_cost) FROM jobs WHERE state NOT IN ({skipped})"
             ).fetchone()
         return float(usd)
 
-    def endpoint_tallies(self) -> list[tuple[str, str, int, float, int, float, float]]:
+    def endpoint_tallies(self) -> list[tuple[str, JobState, int, float, int, float, float]]:
         """(endpoint, state, jobs, estimated cost, ambiguous, billable units, last update)
         per endpoint and state, over every job in the table, counted by SQLite."""
         with translate_errors():
@@ -304,12 +364,69 @@ class StateStore:
                 "SELECT endpoint, state, count(*), total(estimated_cost), total(ambiguous),"
                 " total(billable_units), max(updated_at) FROM jobs GROUP BY endpoint, state"
             )
-            return [tuple(r) for r in cur]
+            return [(r[0], JobState(r[1]), *r[2:]) for r in cur]
 
-    def set_meta(self, name: str, value: str) -> None:
-        """Set a meta value (its own transaction)."""
+    def spend(self) -> Spend:
+        """What fal may have billed for every job in this file, failed, cancelled and
+        superseded ones included: the estimated cost of each attempt it accepted or may
+        have accepted (none for an attempt fal reported zero billable units for)."""
+        with translate_errors():
+            usd, units, paid, jobs, lost = self._conn.execute(
+                "SELECT total(CASE WHEN billable_units = 0 THEN 0 ELSE cost END),"
+                " total(billable_units), count(*), count(DISTINCT key),"
+                " total(billing = 'ambiguous') FROM attempts WHERE billing != 'unsent'"
+            ).fetchone()
+        return Spend(round(float(usd), 6), float(units), paid, paid - jobs, int(lost))
 
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+    def finished_records(self) -> Iterator[sqlite3.Row]:
+        """Whole rows (arguments included) of every done, failed or cancelled job, in
+        insertion order, for ``results.jsonl``."""
+        with translate_errors():
+            yield from self._conn.execute(
+                "SELECT * FROM jobs WHERE state IN ('done', 'failed', 'cancelled') ORDER BY rowid"
+            )
 
-        self.execute_batch([op])
+    def spend_by_endpoint(self) -> dict[str, float]:
+        """:meth:`spend`'s USD per endpoint."""
+        with translate_errors():
+            cur = self._conn.execute(
+                "SELECT jobs.endpoint, total(CASE WHEN attempts.billable_units = 0 THEN 0"
+                " ELSE attempts.cost END) FROM attempts JOIN jobs ON jobs.key = attempts.key"
+                " WHERE attempts.billing != 'unsent' GROUP BY jobs.endpoint"
+            )
+            return {endpoint: round(float(usd), 6) for endpoint, usd in cur}
+
+    def spend_by_job(self) -> dict[str, tuple[float, int]]:
+        """key → (:meth:`spend`'s USD of that job, its paid submissions)."""
+        with translate_errors():
+            cur = self._conn.execute(
+                "SELECT key, total(CASE WHEN billable_units = 0 THEN 0 ELSE cost END),"
+                " count(*) FROM attempts WHERE billing != 'unsent' GROUP BY key"
+            )
+            return {key: (round(float(usd), 6), paid) for key, usd, paid in cur}
+
+    # -- writes (called by StateWriter) -------------------------------------------------------
+
+    def execute_batch(self, ops: Sequence[Op]) -> list[IllegalTransition | None]:
+        """Run ``ops`` in one IMMEDIATE transaction; all or nothing, except that an op
+        refused as an illegal transition is undone alone (its entry in the returned list
+        is the error; the others' are None)."""
+        refused: list[IllegalTransition | None] = []
+        with translate_errors():
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for op in ops:
+                    self._conn.execute("SAVEPOINT op")
+                    try:
+                        op(self._conn)
+                    except IllegalTransition as exc:
+                        self._conn.execute("ROLLBACK TO op")
+                        refused.append(exc)
+                    else:
+                        refused.append(None)
+                    self._conn.execute("RELEASE op")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        return refused
