@@ -15,6 +15,7 @@ on whatever origin it is reached at.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -124,6 +125,7 @@ class Emulator:
             "files": len(self.store.files),
             "faults": self.faults.counts(),
             "origins": None if self.origins is None else vars(self.origins),
+            "pid": os.getpid(),
             "requests": requests,
         }
 
