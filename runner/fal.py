@@ -463,19 +463,23 @@ class FalClient:
         except OSError as exc:
             raise InputRejected(f"cannot read {path}: {exc.strerror}") from exc
         headers = {"Content-Type": content_type, "X-Fal-File-Name": _header_safe(path.name)}
+        token = await self._cdn_token()
+        base = token.base_url or self.config.cdn_url
         if size > MULTIPART_THRESHOLD:
-            return await self._upload_multipart(path, size, headers)
+            return await self._upload_multipart(path, size, headers, base, token.header)
         response = await self._send(
             "upload",
             "POST",
-            f"{await self._cdn_base()}/files/upload",
-            auth=await self._cdn_auth(),
+            f"{base}/files/upload",
+            auth=token.header,
             headers={**headers, "Content-Length": str(size)},
             content=_file_chunks(path, 0, size),
         )
         return _string_field(_json_object(response, "upload"), "access_url", "upload")
 
-    async def _upload_multipart(self, path: Path, size: int, headers: dict[str, str]) -> str:
+    async def _upload_multipart(
+        self, path: Path, size: int, headers: dict[str, str], base_url: str, auth: str
+    ) -> str:
         # Parts of PART_SIZE, raised (never below it) to stay within MAX_PARTS parts.
         part_size = PART_SIZE
         if size > PART_SIZE * MAX_PARTS:
@@ -483,8 +487,8 @@ class FalClient:
         response = await self._send(
             "upload",
             "POST",
-            f"{await self._cdn_base()}/files/upload/multipart",
-            auth=await self._cdn_auth(),
+            f"{base_url}/files/upload/multipart",
+            auth=auth,
             headers=headers,
         )
         body = _json_object(response, "upload")
@@ -568,10 +572,6 @@ class FalClient:
     async def _cdn_auth(self) -> str:
         """The CDN ``Authorization`` value, fetched once and reused until near its expiry."""
         return (await self._cdn_token()).header
-
-    async def _cdn_base(self) -> str:
-        """The storage origin uploads go to: the token's ``base_url``, else ``cdn_url``."""
-        return (await self._cdn_token()).base_url or self.config.cdn_url
 
     async def _cdn_token(self) -> _CdnToken:
         async with self._token_lock:

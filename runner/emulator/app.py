@@ -62,7 +62,9 @@ class Emulator:
     def __init__(self, config: EmulatorConfig, renderer: Renderer | None = None) -> None:
         self.config = config
         state = Path(config.state_dir) if config.state_dir else None
-        self.store = FileStore(directory=state / "files" if state else None)
+        self.store = FileStore(
+            directory=state / "files" if state else None, min_part_size=config.min_part_size
+        )
         self.account = Account(config, self.store, renderer)
         self.faults = FaultPlan(config.faults, seed=config.seed)
         self.origins: Origins | None = None
