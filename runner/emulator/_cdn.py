@@ -4,8 +4,12 @@ the files themselves, served back without auth.
 The token (``POST /storage/auth/token``) and the REST initiate routes live on the queue
 origin, as rest.fal.ai is not the CDN; the upload and file routes live on the storage
 origin, which the token names as ``base_url``: fal-client 1.0.3 builds its multipart URLs
-from it (``fal_client/client.py`` ``MultipartUpload.create``, ~l.299) and fal's docs show
-more than one storage host (fal-protocol update 2026-12-04).
+from it (``fal_client/client.py`` ``MultipartUpload.create``, l.288 and l.469; read
+2026-12-05) and fal's docs show more than one storage host (fal-protocol update
+2026-12-04). fal-client's *single* upload still posts to its fixed ``CDN_URL`` (l.1459,
+l.1475); @fal-ai/client 1.10.1 never uses the token: it asks rest.fal.ai to initiate
+(``storage.js`` l.100, l.124) and PUTs to the ``upload_url`` it gets back, which the
+emulator puts on the storage origin.
 
 Multipart uploads are checked the way S3-style stores check them (fal's v3 CDN sits on
 one): every part but the last is at least :data:`~.config.MIN_PART_SIZE` (5 MiB) or the

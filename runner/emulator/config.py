@@ -33,8 +33,9 @@ class EmulatorConfig:
     ``storage_host:storage_port`` (a second socket: ``storage_host`` defaults to ``host``,
     port 0 picks a free one), as fal serves them from other hosts than the queue; with
     ``backup_host`` set, a second queue origin at ``backup_host:port`` sharing the account
-    (fal's backup host, queue.falrun.com, which fal-client 1.0.3 tries after a connect
-    error on the same port and path).
+    (fal's backup host, queue.falrun.com, which fal-client 1.0.3 tries once after a
+    connect error or connect timeout, on the same scheme, port and path:
+    ``fal_client/client.py`` l.88-95 and l.1000-1091, read 2026-12-05).
     """
 
     host: str = "127.0.0.1"
