@@ -74,6 +74,15 @@ def test_state_survives_a_restart_on_the_same_origins(tmp_path: Path) -> None:
             cdn = {"Authorization": f"Bearer {token['token']}"}
             uploaded = httpx.post(f"{storage}/files/upload", content=b"source", headers=cdn)
             source_url = uploaded.json()["access_url"]
+            created = httpx.post(f"{storage}/files/upload/multipart", headers=cdn).json()
+            parts_base = f"{created['access_url']}/multipart/{created['uploadId']}"
+            # Over the 32 MiB spool threshold: kept as its parts on disk, restored as such.
+            pieces = (b"p" * (33 * 1024 * 1024), b"tail")
+            parts = [
+                httpx.put(f"{parts_base}/{n}", content=piece, headers=cdn).json()
+                for n, piece in enumerate(pieces, 1)
+            ]
+            assert httpx.post(f"{parts_base}/complete", json={"parts": parts}, headers=cdn)
             done = http.post(f"/{T2V}", json={"prompt": "finished"}).json()
             wait_for(http, done, "COMPLETED")
             output = http.get(done["response_url"]).json()["video"]["url"]
@@ -88,6 +97,7 @@ def test_state_survives_a_restart_on_the_same_origins(tmp_path: Path) -> None:
             assert http.get(done["response_url"]).json()["video"]["url"] == output
             assert httpx.get(output).content == video
             assert httpx.get(source_url).content == b"source"
+            assert httpx.get(created["access_url"]).content == b"".join(pieces)
             assert httpx.post(f"{storage}/files/upload", content=b"x", headers=cdn).is_success
             running = http.post(f"/{T2V}", json={"prompt": "interrupted"}).json()
             wait_for(http, running, "IN_PROGRESS")
