@@ -176,12 +176,13 @@ def transfer(work: Path, size: int, *, repeats: int, timeout: float) -> dict[str
 
     try:
         with Emulator(work, limit=1, durations=(1, 1), seed=0, name="transfer-emulator") as emu:
-            token = httpx.post(
+            cdn = httpx.post(
                 f"{emu.url}/storage/auth/token",
                 json={},
                 headers={"Authorization": f"Key {BENCH_KEY}"},
                 timeout=30,
-            ).json()["token"]
+            ).json()
+            token, storage = cdn["token"], cdn["base_url"]  # storage has its own origin
             uploaded: list[str] = []
 
             def ours_up() -> None:
@@ -206,7 +207,7 @@ def transfer(work: Path, size: int, *, repeats: int, timeout: float) -> dict[str
                     "Content-Type: video/mp4",
                     "-H",
                     "X-Fal-File-Name: big.bin",
-                    f"{emu.url}/files/upload",
+                    f"{storage}/files/upload",
                     timeout=timeout,
                 )
                 keep("curl_upload", seconds)

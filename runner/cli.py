@@ -255,7 +255,9 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
     result = session.run(
         plan,
         options,
-        fal=session.fal_origin(local=args.local, fal_url=args.fal_url),
+        fal=session.fal_origin(
+            local=args.local, fal_url=args.fal_url, state_dir=plan.output_dir / ".emulator"
+        ),
         retry_failed=args.retry_failed,
         observe=observe,
         handle_signals=True,

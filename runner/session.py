@@ -292,9 +292,12 @@ def _refresh_review(plan: Plan) -> list[str]:
 
 
 @contextmanager
-def fal_origin(*, local: bool = False, fal_url: str | None = None) -> Iterator[FalConfig]:
+def fal_origin(
+    *, local: bool = False, fal_url: str | None = None, state_dir: Path | None = None
+) -> Iterator[FalConfig]:
     """The fal configuration for a run: real fal (FAL_KEY from the environment), the
-    emulator at ``fal_url``, or with ``local`` a built-in emulator for the run."""
+    emulator at ``fal_url``, or with ``local`` a built-in emulator for the run, keeping
+    its requests in ``state_dir`` so the next ``--local`` run re-attaches to them."""
     from .fal import FalConfig
 
     if not local:
@@ -302,7 +305,7 @@ def fal_origin(*, local: bool = False, fal_url: str | None = None) -> Iterator[F
         return
     from .emulator import launch
 
-    with launch.local_emulator() as url:
+    with launch.local_emulator(state_dir=state_dir) as url:
         key = os.environ.get("FAL_KEY") or LOCAL_KEY
         yield FalConfig.single_origin(url, key)
 

@@ -61,7 +61,11 @@ def clip(tmp_path: Path) -> Path:
 @contextmanager
 def emulator(faults: str = "") -> Iterator[EmulatorServer]:
     """A running emulator with the given fault spec, stopped on leaving."""
-    server = EmulatorServer(EmulatorConfig(job_seconds=(0.1, 0.2), synthetic=True, faults=faults))
+    # 4 KiB parts (see small_parts): the emulator's S3-like 5 MiB part minimum is lowered.
+    config = EmulatorConfig(
+        job_seconds=(0.1, 0.2), synthetic=True, faults=faults, min_part_size=4096
+    )
+    server = EmulatorServer(config)
     server.start()
     try:
         yield server

@@ -126,8 +126,10 @@ class Grade:
         return blur(toned.reshape(rgb.shape), self.radius)
 
 
-def compile_grade(look: Look, amount: float, width: int) -> Grade:
-    """``look`` at ``amount`` (0 = untouched, 1 = strongest) for pictures this wide."""
+def compile_grade(look: Look, amount: float, width: int, *, soften: bool = True) -> Grade:
+    """``look`` at ``amount`` (0 = untouched, 1 = strongest) for pictures this wide;
+    ``soften=False`` leaves out the blur, so each output pixel depends on its input pixel
+    only."""
     colour = min(1.0, amount / _FULL_COLOUR)
     stylise = max(0.0, (amount - _FULL_COLOUR) / (1 - _FULL_COLOUR))
     v = np.arange(256, dtype=np.float32) / 255
@@ -146,5 +148,5 @@ def compile_grade(look: Look, amount: float, width: int) -> Grade:
         matrix=(_IDENTITY + colour * (look.matrix - _IDENTITY)).astype(np.float32),
         tint=(np.array(look.tint, dtype=np.float32) * colour).astype(np.float32),
         tone=np.clip(curve * 255 + 0.5, 0, 255).astype(np.uint8),
-        radius=round((look.soften * colour + _STYLISE_SOFTEN * stylise) * width),
+        radius=round((look.soften * colour + _STYLISE_SOFTEN * stylise) * width) if soften else 0,
     )

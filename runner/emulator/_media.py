@@ -19,6 +19,7 @@ from ._hdr import Linear, to_pq_bt2020
 
 FPS = 24  # Ray 3.2's native frame rate
 ImageFormat = Literal["png", "jpeg"]
+PastEnd = Literal["loop", "hold"]
 
 
 class RenderError(ValueError):
@@ -79,13 +80,28 @@ class VideoSource:
                 raise RenderError(f"{self.field}: the video has no decodable frames")
             offset += last + self.frame_time
 
-    def frames(self, size: Size, count: int, fps: int = FPS) -> Iterator[Image]:
-        """``count`` frames at ``fps`` and ``size``, looping the clip if it is shorter.
+    def _held(self, size: Size) -> Iterator[tuple[float, Image]]:
+        """The clip once, then its last frame for ever (at ever-growing times)."""
+        last: tuple[float, Image] | None = None
+        for last in self._one_pass(size):
+            yield last
+        if last is None:
+            raise RenderError(f"{self.field}: the video has no decodable frames")
+        time, picture = last
+        while True:
+            time += self.frame_time
+            yield time, picture
+
+    def frames(
+        self, size: Size, count: int, fps: int = FPS, *, past_end: PastEnd = "loop"
+    ) -> Iterator[Image]:
+        """``count`` frames at ``fps`` and ``size``; past the clip's end, ``past_end`` says
+        whether it plays again from its start (``loop``) or its last frame holds (``hold``).
 
         Each output frame shows the source frame on screen at that moment, so a 30 fps
         source keeps its speed at 24 fps. Decoding streams: memory stays one frame deep.
         """
-        timeline = self._looped(size)
+        timeline = self._looped(size) if past_end == "loop" else self._held(size)
         _, current = next(timeline)
         upcoming = next(timeline)
         for index in range(count):

@@ -53,6 +53,9 @@ class Request:
     fetch: Callable[[str], bytes]
     seed: int
     max_frames: int  # 0: no cap
+    v2v_long: str = "first"
+    v2v_short: str = "pad"
+    realistic_sizes: bool = False
 
     def text(self, name: str) -> str:
         """A string argument, "" when absent."""
@@ -137,13 +140,13 @@ class Request:
             round(x * width), round(y * height), max(1, round(w * width)), max(1, round(h * height))
         )
 
-    def grade(self, width: int, amount: float | None = None) -> Grade:
+    def grade(self, width: int, amount: float | None = None, *, soften: bool = True) -> Grade:
         """The prompt's restyle for pictures this wide, at ``amount`` or else as strong
-        as ``edit_strength`` asks."""
+        as ``edit_strength`` asks; ``soften=False`` keeps it a per-pixel colour transform."""
         if amount is None:
             edit_strength = self.arguments.get("edit_strength")
             amount = strength(edit_strength if isinstance(edit_strength, str) else None)
-        return compile_grade(choose_look(self.text("prompt")), amount, width)
+        return compile_grade(choose_look(self.text("prompt")), amount, width, soften=soften)
 
     def image_format(self) -> ImageFormat:
         """The ``output_format`` of an image endpoint: PNG unless JPEG is asked for."""

@@ -17,154 +17,33 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import anyio
 from anyio.abc import TaskGroup
 
 from . import rules
+from ._jobs import BILLABLE_UNITS_HEADER, FetchError, Job, Outcome, RenderedLike, State
 from .config import EmulatorConfig
-from .protocol import (
-    REQUEST_ERRORS,
-    TIMEOUT_TYPE_HEADER,
-    app_prefix,
-    iso_timestamp,
-    request_error_parts,
-)
+from .protocol import TIMEOUT_TYPE_HEADER
 from .storage import FileStore
 
 logger = logging.getLogger(__name__)
 
-#: ``render(endpoint, arguments, fetch, *, seed, synthetic)``, see ``render.py``.
+#: ``render(endpoint, arguments, fetch, *, seed, synthetic, ...)``, see ``render.py``.
 Renderer = Callable[..., dict[str, Any]]
 
 
-class State(StrEnum):
-    """fal's three queue statuses; there is no FAILED or CANCELLED."""
+class Journal(Protocol):
+    """Where a state directory keeps requests (see ``_persist.py``)."""
 
-    IN_QUEUE = "IN_QUEUE"
-    IN_PROGRESS = "IN_PROGRESS"
-    COMPLETED = "COMPLETED"
+    def save_job(self, job_id: str, record: dict[str, Any]) -> None:
+        """Write one request's record, replacing any earlier one."""
 
-
-@runtime_checkable
-class RenderedLike(Protocol):
-    """What ``render.RenderedFile`` looks like; matched by shape, not imported."""
-
-    data: bytes
-    content_type: str
-    file_name: str
-    extra: dict[str, Any]
-
-
-class FetchError(ValueError):
-    """A model input URL the emulator cannot read (it has no Internet)."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(f"could not fetch {url[:200]}")
-        self.url = url
-
-
-@dataclass
-class Outcome:
-    """How a finished request answers on its result URL and in its status."""
-
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-    error: str | None = None
-    error_type: str | None = None
-    #: Models reject bad input at once instead of running for the job's duration.
-    early: bool = False
-
-    @classmethod
-    def model_error(cls, details: list[rules.Detail]) -> Outcome:
-        """A 422 from the model: only the result shows the details, as on fal."""
-        headers = {"x-fal-billable-units": "0"}
-        return cls(422, {"detail": details}, headers, "Invalid status code: 422", early=True)
-
-    @classmethod
-    def request_error(cls, error_type: str, **headers: str) -> Outcome:
-        """A request error with its documented status, flat body and X-Fal-Error-Type."""
-        status, body, error_headers = request_error_parts(error_type)
-        all_headers = {"x-fal-billable-units": "0", **error_headers, **headers}
-        return cls(status, body, all_headers, REQUEST_ERRORS[error_type][1], error_type)
-
-
-@dataclass(eq=False)
-class Job:
-    """One queued request. Wall-clock ``*_at`` fields are for stats, the rest is monotonic."""
-
-    id: str
-    endpoint: str
-    arguments: Any
-    input_sha256: str
-    origin: str
-    duration: float
-    low_priority: bool = False
-    deadline: float | None = None
-    forced: Outcome | None = None
-    state: State = State.IN_QUEUE
-    submitted_at: float = field(default_factory=time.time)
-    started_at: float | None = None
-    completed_at: float | None = None
-    #: Wall time the result route first answered for the completed request (bench latency).
-    first_result_at: float | None = None
-    started: float = 0.0
-    ends: float = math.inf
-    completed: float = 0.0
-    attempt: int = 0
-    outcome: Outcome | None = None
-    regressed: bool = False
-    expired: bool = False
-    logs: list[dict[str, Any]] = field(default_factory=list)
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def prefix(self) -> str:
-        """The ``owner/app`` its URLs use."""
-        return app_prefix(self.endpoint)
-
-    @property
-    def urls(self) -> dict[str, str]:
-        """response/status/cancel URLs in the app-only form fal returns."""
-        base = f"{self.origin}/{self.prefix}/requests/{self.id}"
-        return {
-            "response_url": base,
-            "status_url": f"{base}/status",
-            "cancel_url": f"{base}/cancel",
-        }
-
-    def log(self, message: str, level: str = "INFO") -> None:
-        """Append a log line in fal's shape."""
-        entry = {
-            "message": message,
-            "level": level,
-            "source": "USER",
-            "timestamp": iso_timestamp(time.time()),
-        }
-        self.logs.append(entry)
-
-    def summary(self) -> dict[str, Any]:
-        """The job as the stats route lists it."""
-        return {
-            "request_id": self.id,
-            "endpoint": self.endpoint,
-            "input_sha256": self.input_sha256,
-            "state": self.state.value,
-            "submitted_at": self.submitted_at,
-            "started_at": self.started_at,
-            "completed_at": self.completed_at,
-            "first_result_at": self.first_result_at,
-            "error_type": self.outcome.error_type
-            if self.state is State.COMPLETED and self.outcome
-            else None,
-            "outputs": list(self.outputs),
-        }
+    def clear_jobs(self) -> None:
+        """Forget every request."""
 
 
 class _Signal:
@@ -199,10 +78,17 @@ class Account:
         self._limiter = anyio.CapacityLimiter(config.render_limit)
         self._signal = _Signal()
         self._tg: TaskGroup | None = None
+        #: The storage/CDN origin inputs are read from and outputs published at; None means
+        #: the origin each request came in through (a bare app on one origin).
+        self.cdn_origin: str | None = None
+        #: Where a state directory keeps the requests, if the emulator has one.
+        self.journal: Journal | None = None
         self.reset()
 
     def reset(self) -> None:
         """Forget every request; renders still running are ignored when they finish."""
+        if getattr(self, "jobs", None) and self.journal is not None:
+            self.journal.clear_jobs()
         self.jobs: dict[str, Job] = {}
         self._waiting: list[Job] = []
         self._running: dict[str, Job] = {}
@@ -225,13 +111,18 @@ class Account:
         low_priority: bool = False,
         forced: Outcome | None = None,
     ) -> Job:
-        """Accept a request into the queue (normal priority ahead of ``low``)."""
+        """Accept a request into the queue (normal priority ahead of ``low``).
+
+        Request ids come from the OS's randomness, not the seeded generator: two emulators
+        started with the same seed (or one restarted) never hand out the same id, as fal
+        never does; the seed still fixes job durations and random faults.
+        """
         now = anyio.current_time()
         job = Job(
-            id=str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
+            id=str(uuid.uuid4()),
             endpoint=endpoint,
             arguments=arguments,
-            input_sha256=self.input_sha256(arguments, origin),
+            input_sha256=self.input_sha256(arguments, self.cdn(origin)),
             origin=origin,
             duration=self.config.wall(self._rng.uniform(*self.config.job_seconds)),
             low_priority=low_priority,
@@ -242,24 +133,68 @@ class Account:
         self._waiting.insert(len(ahead), job)
         self.jobs[job.id] = job
         self._first_submit = now if self._first_submit is None else self._first_submit
-        self._signal.fire()
+        self._changed(job)
         return job
+
+    def cdn(self, origin: str) -> str:
+        """The storage origin for a request that came in through ``origin``."""
+        return self.cdn_origin or origin
+
+    def restore(self, records: Iterable[dict[str, Any]], origin: str) -> None:
+        """Take back the requests a state directory kept (before the scheduler starts).
+
+        Queued requests queue again in their order; a request that was running starts
+        again, from the queue's front, and runs for what was left of its duration (its
+        render is redone: renders are deterministic); completed ones keep their results.
+        """
+        now = anyio.current_time()
+        for data in sorted(records, key=lambda r: r["submitted_at"]):
+            job = Job.from_record(data, origin, now)
+            self.jobs[job.id] = job
+            if job.state is State.IN_PROGRESS:
+                left = max(0.0, job.duration - (time.time() - (job.started_at or time.time())))
+                job.state, job.duration = State.IN_QUEUE, left
+                job.log("The emulator restarted; the request resumes", "WARN")
+                self._waiting.insert(0, job)
+            elif job.state is State.IN_QUEUE:
+                self._waiting.append(job)
+        self._signal.fire()
+
+    def _changed(self, job: Job) -> None:
+        """Wake the scheduler and every watcher, and journal the request."""
+        if self.journal is not None and self.jobs.get(job.id) is job:
+            self.journal.save_job(job.id, job.record(anyio.current_time()))
+        self._signal.fire()
 
     def waiting(self, endpoint: str) -> int:
         """How many requests for ``endpoint`` wait IN_QUEUE."""
         return sum(1 for j in self._waiting if j.endpoint == endpoint)
 
     def cancel(self, job: Job) -> bool:
-        """Ask to cancel; False if the request had already completed."""
+        """Ask to cancel; False if the request had already completed.
+
+        As fal documents it (fal-protocol §5): a queued request is removed and never runs
+        (COMPLETED ``client_cancelled``, nothing billed); a running one only receives the
+        signal, and by default (``cancel_running="finish"``) finishes, bills and returns
+        its normal result. ``cancel_running="abort"`` ends it at once ``client_cancelled``
+        and unbilled instead (the emulator's old behaviour, an app that honours cancels).
+        """
         if job.state is State.COMPLETED:
             return False
+        job.cancel_requested = True
         outcome = Outcome.request_error("client_cancelled")
         if job.state is State.IN_QUEUE:
             self._waiting.remove(job)
+            job.cancelled = True
+            job.log("Cancelled before it started", "WARN")
             self._complete(job, outcome, anyio.current_time())
-        else:
-            job.log("Cancellation requested", "WARN")
+        elif self.config.cancel_running == "abort":
+            job.cancelled = True
+            job.log("Cancellation requested; the app stopped", "WARN")
             self._finish_now(job, outcome)
+        else:
+            job.log("Cancellation requested; the app runs on", "WARN")
+            self._changed(job)
         return True
 
     def regress(self, job: Job) -> bool:
@@ -271,7 +206,7 @@ class Account:
         job.state, job.regressed = State.IN_QUEUE, True
         self._waiting.insert(0, job)
         job.log("Runner lost; the request was requeued", "WARN")
-        self._signal.fire()
+        self._changed(job)
         return True
 
     def expired(self, job: Job) -> bool:
@@ -339,6 +274,9 @@ class Account:
             "running_max": self.running_max,
             "slot_busy_seconds": round(busy, 3),
             "slot_utilisation": round(busy / capacity, 4) if capacity > 0 else 0.0,
+            "billable_units": sum(j.billable_units for j in self.jobs.values()),
+            "billed_requests": sum(1 for j in self.jobs.values() if j.billable_units > 0),
+            "cancelled": sum(1 for j in self.jobs.values() if j.cancelled),
             "requests": [j.summary() for j in self.jobs.values()],
         }
 
@@ -381,7 +319,7 @@ class Account:
         self.running_max = max(self.running_max, len(self._running))
         job.log(f"Running {job.endpoint}")
         self._tg.start_soon(self._execute, job, job.attempt)
-        self._signal.fire()
+        self._changed(job)
 
     def _stop(self, job: Job, now: float) -> None:
         """Release the job's slot and make its in-flight render stale."""
@@ -392,7 +330,7 @@ class Account:
     def _finish_now(self, job: Job, outcome: Outcome) -> None:
         job.attempt += 1
         job.outcome, job.ends = outcome, anyio.current_time()
-        self._signal.fire()
+        self._changed(job)
 
     def _complete(self, job: Job, outcome: Outcome, now: float) -> None:
         self._stop(job, now)
@@ -400,7 +338,7 @@ class Account:
         job.completed, job.completed_at = now, time.time()
         job.log(f"Request failed: {outcome.error}" if outcome.error else "Request completed")
         self._last_done = now
-        self._signal.fire()
+        self._changed(job)
 
     def _current(self, job: Job, attempt: int) -> bool:
         return self.jobs.get(job.id) is job and job.attempt == attempt
@@ -418,13 +356,13 @@ class Account:
             self._finish_now(job, outcome)
         else:
             job.outcome = outcome
-            self._signal.fire()
+            self._changed(job)
 
     async def _evaluate(self, job: Job, attempt: int) -> Outcome | None:
         """The job's outcome: forced by a fault, refused by the rules, or rendered."""
         if job.forced is not None:
             return job.forced
-        netloc = urlsplit(job.origin).netloc
+        netloc = urlsplit(self.cdn(job.origin)).netloc
         details = rules.check(job.endpoint, job.arguments) or rules.moderate(job.arguments)
         details = details or [
             rules.detail(name, "file_download_error", f"Failed to download the file at {name}")
@@ -447,7 +385,12 @@ class Account:
         try:
             output = await anyio.to_thread.run_sync(
                 lambda: render(
-                    job.endpoint, job.arguments, fetch, seed=seed, synthetic=self.config.synthetic
+                    job.endpoint,
+                    job.arguments,
+                    fetch,
+                    seed=seed,
+                    synthetic=self.config.synthetic,
+                    **self.config.render_options(),
                 ),
                 limiter=self._limiter,
             )
@@ -457,14 +400,14 @@ class Account:
             return None
         body = await self._publish(output, job)
         units = rules.billable_units(job.endpoint, job.arguments, body)
-        return Outcome(200, body, {"x-fal-billable-units": units})
+        return Outcome(200, body, {BILLABLE_UNITS_HEADER: units})
 
     async def _publish(self, value: Any, job: Job) -> Any:
         """Store every rendered file and put its fal-style file object in its place."""
         if isinstance(value, RenderedLike):
             key = self.store.new_key(value.file_name)
             blob = await self.store.add(key, value.data, value.content_type)
-            url = f"{job.origin}/files/{key}"
+            url = f"{self.cdn(job.origin)}/files/{key}"
             job.outputs.append({"url": url, "sha256": blob.sha256, "size": blob.size})
             return {
                 "url": url,

@@ -6,7 +6,21 @@ the app to store and replace with a URL. The media are real and made for the req
 
 - video-to-video decodes ``video_url`` and restyles it with a look named by the prompt
   (noir, sepia, neon, watercolor, warm, cold, else a hue turn from the prompt's hash) at a
-  strength set by ``edit_strength``;
+  strength set by ``edit_strength``. The restyle is a per-pixel colour transform (a matrix,
+  a tint and a tone table; no blur) of the source frame on screen at the same moment, so
+  the source's spatial structure survives and a test can read which source time a frame
+  shows (a burnt-in counter stays readable). It renders the requested ``duration``; a
+  source longer than that gives its first ``duration`` seconds (``v2v_long="first"``) or
+  is refused (``"reject"``: 422 on ``video_url``); a shorter one holds its last frame to
+  the end (``v2v_short="pad"``), plays again from its start (``"loop"``), keeps its own
+  length (``"source"``, as Luma's native edit does) or is refused (``"reject"``). fal
+  documents neither case (luma.md §2c and update 2026-12-04), so these are switches and a
+  runner must not rely on them: it should send sources of exactly the requested length.
+  Defaults: ``first`` (fal sells 5 s and 10 s slots; an output of the slot's length is the
+  likeliest) and ``pad`` (the output still has the requested length, and every frame past
+  the source's end is visibly the last one). ``start_image_url`` is the first frame
+  exactly (scaled to cover the frame), dissolving into the edit over
+  :data:`START_FADE_FRAMES` frames;
 - text-to-video and text-to-image draw an abstract scene: palette from the prompt, layout
   and motion from the seed;
 - image-to-video slowly zooms and pans over ``image_url`` and cross-fades to
@@ -17,10 +31,17 @@ the app to store and replace with a URL. The media are real and made for the req
 
 ``hdr`` makes a 10-bit BT.2020 PQ MP4 and ``exr_export`` adds a ZIP of OpenEXR frames.
 
-Frame cap: videos are rendered at 24 fps for the requested duration, but at most
-``max_frames`` frames (keyword), else ``$RAYBATCH_EMULATOR_MAX_FRAMES``, else 48 (2 s),
-so that tests and demos stay fast on two cores; 0 (or less) lifts the cap. A bad
-value in the variable raises ``ValueError`` on every render: it is a setup mistake.
+Videos are H.264 MP4s at 24 fps (Ray 3.2's rate) for the requested duration, at the
+requested resolution, with **no audio track** (Ray 3.2 returns silent video, luma.md
+update 2026-12-04). x264's ultrafast preset keeps that cheap: 5 s at 540p renders in about
+0.4 s on this 2-core machine, 10 s in 0.7 s. Their pictures are worked out no finer than
+the source (or a 320 px sketch) and scaled up by the encoder. ``max_frames`` (keyword, for
+unit tests of the renderer only) caps the frame count; None or 0 means no cap.
+
+``realistic_sizes=True`` pads each video to about the size Ray 3.2's outputs have, for
+transfer tests: :data:`REALISTIC_BITRATES` (no provider publishes output sizes, luma.md
+§5d; these are typical H.264 delivery bitrates) times the duration, by appending an MP4
+``free`` box of incompressible filler after the movie, which players skip.
 
 ``synthetic=True`` skips all media work for benchmarks: the output is ``{"video": file}``
 whose bytes are pseudo-random (an MP4 signature, then noise) of
@@ -35,7 +56,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import random
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -58,15 +78,18 @@ from ._canvas import (
     sized,
 )
 from ._hdr import to_aces
-from ._media import FPS, RenderError, encode_exr, encode_image, encode_video
+from ._media import FPS, PastEnd, RenderError, encode_exr, encode_image, encode_video
 from ._request import Request, refuse
 from ._synth import scene
+from .config import V2vLong, V2vShort
 
-__all__ = ["DEFAULT_MAX_FRAMES", "MAX_FRAMES_ENV", "RenderError", "RenderedFile", "render"]
+__all__ = ["REALISTIC_BITRATES", "RenderError", "RenderedFile", "render"]
 
-DEFAULT_MAX_FRAMES = 48
-MAX_FRAMES_ENV = "RAYBATCH_EMULATOR_MAX_FRAMES"
 SYNTHETIC_BYTES = 262_144
+#: Bits per second of output video for ``realistic_sizes``, by the output's short side.
+REALISTIC_BITRATES = {540: 5_000_000, 720: 8_000_000, 1080: 16_000_000}
+#: Frames over which ``start_image_url`` dissolves into the edit (frame 0 is the image).
+START_FADE_FRAMES = 6
 DEFAULT_SECONDS = 5.0  # fal's shortest (and default) output slot
 IMAGE_LONG_SIDE = 1024
 # Made-up pictures are drawn at most this big, then scaled up: they are smooth gradients,
@@ -121,6 +144,20 @@ def _exr_archive(stills: dict[int, Image], size: Size) -> RenderedFile:
     return RenderedFile(buffer.getvalue(), "application/zip", "output_exr.zip")
 
 
+def pad_to_realistic_size(mp4: bytes, size: Size, count: int, seed: int) -> bytes:
+    """``mp4`` with a trailing ``free`` box making it about as big as a Ray 3.2 output."""
+    short = min(size)
+    bitrate = next((b for side, b in sorted(REALISTIC_BITRATES.items()) if short <= side), 0)
+    bitrate = bitrate or REALISTIC_BITRATES[max(REALISTIC_BITRATES)]
+    target = bitrate * count // FPS // 8
+    filler = target - len(mp4) - 8
+    if filler <= 0:
+        return mp4
+    block = random.Random(seed).randbytes(4096)
+    body = (block * (filler // len(block) + 1))[:filler]
+    return mp4 + (filler + 8).to_bytes(4, "big") + b"free" + body
+
+
 def _video_output(
     request: Request, frames: Iterable[Image], size: Size, count: int
 ) -> dict[str, Any]:
@@ -129,7 +166,10 @@ def _video_output(
     stills: dict[int, Image] = {}
     if hdr and request.flag("exr_export"):
         frames = _keep(frames, {0, count // 2, count - 1}, stills)
-    video = RenderedFile(encode_video(frames, size, hdr=hdr), "video/mp4", "output.mp4")
+    data = encode_video(frames, size, hdr=hdr)
+    if request.realistic_sizes:
+        data = pad_to_realistic_size(data, size, count, request.seed)
+    video = RenderedFile(data, "video/mp4", "output.mp4")
     return {"video": video, "exr_file": _exr_archive(stills, size) if stills else None}
 
 
@@ -184,19 +224,39 @@ def image_to_video(request: Request) -> dict[str, Any]:
 
 
 def video_to_video(request: Request) -> dict[str, Any]:
-    """The source clip restyled by the prompt's look at edit_strength, looped to duration."""
+    """The source clip restyled per pixel by the prompt's look at edit_strength, for the
+    requested duration (see the module docstring for sources of another length)."""
     source = request.video("video_url")
     size = sized(request.short_side(), source.size[0] / source.size[1])
     # Restyle at no more than the source's own detail; the encoder scales up for free.
     work = shrink_to(size, source.size)
-    grade = request.grade(work[0])
-    count = _frames_of(request)
-    frames: Iterable[Image] = (grade(frame) for frame in source.frames(work, count))
+    grade = request.grade(work[0], soften=False)
+    seconds = request.seconds(DEFAULT_SECONDS)
+    tolerance = source.frame_time  # container durations round to about a frame
+    if source.seconds > seconds + tolerance and request.v2v_long == "reject":
+        raise refuse_length(source.seconds, seconds)
+    past_end: PastEnd = "loop" if request.v2v_short == "loop" else "hold"
+    if source.seconds < seconds - tolerance:
+        if request.v2v_short == "reject":
+            raise refuse_length(source.seconds, seconds)
+        if request.v2v_short == "source":
+            seconds = source.seconds
+    count = request.frame_count(seconds)
+    frames: Iterable[Image] = (
+        grade(frame) for frame in source.frames(work, count, past_end=past_end)
+    )
     start = request.image("start_image_url")
     if start is not None:
-        # The given first frame dissolves into the edit over half a second.
-        frames = _fade_in(frames, cover(start, work), lambda i: 1 - i / (FPS / 2))
+        frames = _fade_in(frames, cover(start, work), lambda i: 1 - i / START_FADE_FRAMES)
     return _video_output(request, frames, size, count)
+
+
+def refuse_length(source: float, wanted: float) -> RenderError:
+    """The error for a source whose length the ``reject`` switches refuse."""
+    return RenderError(
+        f"video_url: the source is {source:.2f} s long and duration asks for {wanted:g} s;"
+        " this emulator is set to refuse sources of another length"
+    )
 
 
 def reframe(request: Request) -> dict[str, Any]:
@@ -265,19 +325,6 @@ RENDERERS: dict[str, Renderer] = {
 }
 
 
-def frame_cap(max_frames: int | None = None) -> int:
-    """The frame cap in force: the argument, else $RAYBATCH_EMULATOR_MAX_FRAMES, else 48."""
-    if max_frames is not None:
-        return max_frames
-    value = os.environ.get(MAX_FRAMES_ENV, "").strip()
-    if not value:
-        return DEFAULT_MAX_FRAMES
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{MAX_FRAMES_ENV} must be a whole number, got {value!r}") from None
-
-
 def synthetic_file(arguments: dict[str, Any], seed: int) -> RenderedFile:
     """Stand-in video bytes for benchmarks: cheap, sized on request, same for same input."""
     size = arguments.get("_synthetic_bytes", SYNTHETIC_BYTES)
@@ -298,15 +345,28 @@ def render(
     seed: int,
     synthetic: bool = False,
     max_frames: int | None = None,
+    v2v_long: V2vLong = "first",
+    v2v_short: V2vShort = "pad",
+    realistic_sizes: bool = False,
 ) -> dict[str, Any]:
     """Return the endpoint's output JSON, every file in it a RenderedFile (maybe in lists).
 
     ``fetch(url)`` returns an input URL's bytes; its own exceptions pass through
     unchanged. Unusable input media (undecodable, or a picture where a clip belongs) and
     arguments that cannot be drawn raise ``RenderError``, whose message starts with the
-    field's name. ``max_frames`` overrides the frame cap (see the module docstring).
+    field's name. ``max_frames``, ``v2v_long``, ``v2v_short`` and ``realistic_sizes``: see
+    the module docstring.
     """
     if synthetic:
         return {"video": synthetic_file(arguments, seed)}
-    request = Request(endpoint, arguments, fetch, seed, frame_cap(max_frames))
+    request = Request(
+        endpoint,
+        arguments,
+        fetch,
+        seed,
+        max_frames or 0,
+        v2v_long=v2v_long,
+        v2v_short=v2v_short,
+        realistic_sizes=realistic_sizes,
+    )
     return RENDERERS.get(endpoint, echo)(request)

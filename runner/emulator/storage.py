@@ -1,11 +1,11 @@
-"""The emulated fal CDN: stored files, multipart assembly, URL resolution and serving.
+"""The emulated fal CDN: stored files, multipart assembly and URL resolution.
 
 Files live in memory; a body over :data:`SPOOL_THRESHOLD` (the 1 GiB bench upload) goes
 to a temporary directory the store owns instead, and multipart parts always do, so an
 upload never has to fit in RAM. A large multipart file is served from its parts' spooled
-copies in order rather than joined into one more copy. Files are served with
-Content-Length, ETag and single-range ``Range`` support, the way fal's CDN answers
-download resumption.
+copies in order rather than joined into one more copy (see ``_blob.py`` for serving).
+With a ``directory`` (an emulator's state directory) every file goes to disk there and
+is journalled, so that a restarted emulator still serves it.
 
 The bench times raybatch's transfers through this server, so its own costs stay off the
 event loop: a spooled body is hashed and written in a worker thread while the loop keeps
@@ -18,107 +18,45 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import anyio
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
-from .protocol import drop_connection
+from ._blob import Blob, BlobResponse, Spool, byte_range, feed, read_blob, sha256_of
+from .config import MIN_PART_SIZE
+
+__all__ = ["Blob", "BlobResponse", "FileStore", "Multipart", "PartsRejected", "byte_range"]
 
 SPOOL_THRESHOLD = 32 * 1024 * 1024
-_CHUNK = 1024 * 1024
 #: Bytes handed to the spool writer at a time: one thread hop and one writev each.
 _BATCH = 4 * 1024 * 1024
 #: Chunks per batch at most (writev takes at most IOV_MAX = 1024 buffers).
 _BATCH_CHUNKS = 512
 #: Batches the socket may run ahead of the disk.
 _BATCHES_AHEAD = 2
-#: Read size when hashing spooled parts back (one buffer per call).
-_FEED_BUFFER = 1024 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-@dataclass
-class Blob:
-    """A stored file: its bytes in memory, the path of its spooled copy, or its parts."""
+class PartsRejected(ValueError):
+    """A multipart complete the store refuses, worded like S3's error codes."""
 
-    size: int
-    sha256: str
-    content_type: str
-    data: bytes | None = None
-    path: Path | None = None
-    #: A multipart file's parts (each spooled), served back to back.
-    pieces: tuple[Blob, ...] = ()
-    #: A multipart part's ETag: parts are not hashed (``sha256`` is empty), only files are.
-    tag: str | None = None
 
-    @property
-    def etag(self) -> str:
-        """A strong validator (a part's tag, else the content's hash), quoted for HTTP."""
-        return f'"{self.tag or self.sha256[:32]}"'
+class FileJournal(Protocol):
+    """Where a state directory keeps files (see ``_persist.py``)."""
 
-    def read(self) -> bytes:
-        """The whole content (blocking: call it from a worker thread for large files)."""
-        return b"".join(self.iter_sync())
+    def save_file(self, key: str, record: dict[str, Any]) -> None:
+        """Write one file's record."""
 
-    def iter_sync(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        """Blocking chunks of ``[start, end)``."""
-        end = self.size if end is None else end
-        for blob, lo, hi in self._spans(start, end):
-            if blob.data is not None:
-                for offset in range(lo, hi, _CHUNK):
-                    yield blob.data[offset : min(offset + _CHUNK, hi)]
-                continue
-            assert blob.path is not None
-            with blob.path.open("rb") as source:
-                source.seek(lo)
-                while lo < hi and (chunk := source.read(min(_CHUNK, hi - lo))):
-                    lo += len(chunk)
-                    yield chunk
-
-    async def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
-        """Chunks of ``[start, end)`` without blocking the event loop."""
-        for blob, lo, hi in self._spans(start, end):
-            if blob.data is not None:
-                for chunk in blob.iter_sync(lo, hi):
-                    yield chunk
-                continue
-            async with await anyio.open_file(blob.path or "", "rb") as source:
-                await source.seek(lo)
-                while lo < hi and (chunk := await source.read(min(_CHUNK, hi - lo))):
-                    lo += len(chunk)
-                    yield chunk
-
-    def _spans(self, start: int, end: int) -> Iterator[tuple[Blob, int, int]]:
-        """``(blob, start, end)`` of each single blob that ``[start, end)`` covers."""
-        if not self.pieces:
-            yield self, start, end
-            return
-        offset = 0
-        for piece in self.pieces:
-            lo, hi = max(start, offset), min(end, offset + piece.size)
-            if lo < hi:
-                yield piece, lo - offset, hi - offset
-            offset += piece.size
-            if offset >= end:
-                return
-
-    def discard(self) -> None:
-        """Delete the spooled copy or parts, if any."""
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-        for piece in self.pieces:
-            piece.discard()
+    def clear_files(self) -> None:
+        """Forget every file."""
 
 
 @dataclass
@@ -158,11 +96,22 @@ def decode_data_uri(url: str) -> bytes:
 class FileStore:
     """Every file the emulator holds, uploaded or generated, keyed by its URL path."""
 
-    def __init__(self, spool_threshold: int = SPOOL_THRESHOLD) -> None:
+    def __init__(
+        self,
+        spool_threshold: int = SPOOL_THRESHOLD,
+        *,
+        directory: Path | None = None,
+        min_part_size: int = MIN_PART_SIZE,
+    ) -> None:
         self.spool_threshold = spool_threshold
+        self.min_part_size = min_part_size
         self.files: dict[str, Blob] = {}
         self.uploads: dict[str, Multipart] = {}
-        self._dir: Path | None = None
+        #: Set (by the app, after a restore) to journal every stored file.
+        self.journal: FileJournal | None = None
+        self.persistent = directory is not None
+        self._kept_dir = directory
+        self._dir: Path | None = directory
 
     def new_key(self, file_name: str | None) -> str:
         """A fresh, unguessable key ending in the (sanitised) file name."""
@@ -171,6 +120,7 @@ class FileStore:
     def _new_path(self) -> Path:
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix="raybatch-emulator-"))
+        self._dir.mkdir(parents=True, exist_ok=True)
         return self._dir / uuid.uuid4().hex
 
     async def receive(
@@ -189,7 +139,7 @@ class FileStore:
         limit = self.spool_threshold if spool_over is None else spool_over
         held: list[bytes] = []
         held_size = size = 0
-        spool: _Spool | None = None
+        spool: Spool | None = None
         failed: list[BaseException] = []
         send, queued = anyio.create_memory_object_stream[list[bytes]](_BATCHES_AHEAD)
 
@@ -215,7 +165,7 @@ class FileStore:
                             held_size += len(chunk)
                             size += len(chunk)
                             if spool is None and size > limit:
-                                spool = _Spool(self._new_path(), hashed)
+                                spool = Spool(self._new_path(), hashed)
                             if spool is not None and (
                                 held_size >= _BATCH or len(held) >= _BATCH_CHUNKS
                             ):
@@ -237,23 +187,51 @@ class FileStore:
             spool.close()
             return Blob(size, spool.hexdigest(), content_type, path=spool.path, tag=tag)
         data = b"".join(held)
-        digest = await _sha256(data) if hashed else ""
+        digest = await sha256_of(data) if hashed else ""
         return Blob(size, digest, content_type, data, tag=tag)
 
     async def add(self, key: str, data: bytes, content_type: str) -> Blob:
         """Store generated bytes under ``key`` (spooled if large)."""
         blob = Blob(len(data), hashlib.sha256(data).hexdigest(), content_type, data)
-        if len(data) > self.spool_threshold:
+        if len(data) > self.spool_threshold or self.persistent:
             blob.path, blob.data = self._new_path(), None
             await anyio.to_thread.run_sync(blob.path.write_bytes, data)
         self.put(key, blob)
         return blob
 
     def put(self, key: str, blob: Blob) -> None:
-        """Store a blob under ``key``, replacing (and discarding) any previous one."""
+        """Store a blob under ``key``, replacing (and discarding) any previous one.
+
+        With a directory, the file is on disk and journalled, so it survives a restart.
+        """
         if (old := self.files.get(key)) is not None and old is not blob:
             old.discard()
+        if self.persistent and blob.path is None and not blob.pieces:
+            # Small bodies are held in memory; a state directory keeps every file on disk.
+            blob.path = self._new_path()
+            blob.path.write_bytes(blob.data or b"")
+            blob.data = None
         self.files[key] = blob
+        if self.journal is not None:
+            paths = [str(p.path) for p in blob.pieces] if blob.pieces else [str(blob.path)]
+            record = {"size": blob.size, "sha256": blob.sha256, "content_type": blob.content_type}
+            self.journal.save_file(key, {**record, "paths": paths})
+
+    def restore(self, records: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Take back the files a state directory kept (those whose bytes are still there)."""
+        for key, data in records:
+            paths = [Path(p) for p in data["paths"]]
+            if not all(p.is_file() for p in paths):
+                continue
+            meta = (data["size"], data["sha256"], data["content_type"])
+            if len(paths) == 1:
+                self.files[key] = Blob(*meta, path=paths[0])
+            else:
+                sizes = [p.stat().st_size for p in paths]
+                pieces = tuple(
+                    Blob(n, "", meta[2], path=p) for n, p in zip(sizes, paths, strict=True)
+                )
+                self.files[key] = Blob(*meta, pieces=pieces)
 
     def start_multipart(self, key: str, content_type: str) -> str:
         """Open a multipart upload that will land at ``key``; returns its upload id."""
@@ -274,7 +252,7 @@ class FileStore:
             # Hash every part that now continues the in-order prefix, so that completing
             # the upload is left with (at most) the last few parts to hash.
             while (nxt := upload.parts.get(len(upload.hashed) + 1)) is not None:
-                await anyio.to_thread.run_sync(_feed, upload.digest, [nxt])
+                await anyio.to_thread.run_sync(feed, upload.digest, [nxt])
                 upload.hashed.append(nxt)
         return blob
 
@@ -298,8 +276,17 @@ class FileStore:
                 n not in upload.parts or upload.parts[n].etag.strip('"') != etag
                 for n, etag in listed.items()
             ):
-                raise ValueError("parts do not match the uploaded parts")
+                raise PartsRejected(
+                    "InvalidPart: one or more of the specified parts could not be found,"
+                    " or its entity tag did not match the part's entity tag"
+                )
             ordered = [upload.parts[n] for n in sorted(listed)]
+            if any(part.size < self.min_part_size for part in ordered[:-1]):
+                raise PartsRejected(
+                    "EntityTooSmall: your proposed upload is smaller than the minimum allowed"
+                    f" size (every part but the last must be at least {self.min_part_size}"
+                    " bytes)"
+                )
             done = len(upload.hashed)
             prefix = ordered[:done]
             if len(prefix) == done and all(
@@ -308,11 +295,11 @@ class FileStore:
                 digest = upload.digest
             else:  # the running hash covers other parts than these: start again
                 digest, done = hashlib.sha256(), 0
-            await anyio.to_thread.run_sync(_feed, digest, ordered[done:])
+            await anyio.to_thread.run_sync(feed, digest, ordered[done:])
             size = sum(p.size for p in ordered)
             blob = Blob(size, digest.hexdigest(), upload.content_type, pieces=tuple(ordered))
             if size <= self.spool_threshold:  # small: keep it in memory like any other
-                blob = Blob(size, blob.sha256, blob.content_type, await _read(blob))
+                blob = Blob(size, blob.sha256, blob.content_type, await read_blob(blob))
             for part in upload.parts.values():
                 if blob.data is not None or not any(part is p for p in ordered):
                     part.discard()
@@ -357,142 +344,8 @@ class FileStore:
         """Forget every file and upload and delete their spooled copies."""
         self.files.clear()
         self.uploads.clear()
+        if self.journal is not None:
+            self.journal.clear_files()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
-
-class _Spool:
-    """A body on its way to disk: written and hashed in worker threads, a batch at a time."""
-
-    def __init__(self, path: Path, hashed: bool) -> None:
-        self.path = path
-        self._hasher = hashlib.sha256() if hashed else None
-        self._fd = -1
-
-    def write(self, batch: list[bytes]) -> None:
-        """Hash and append ``batch`` (blocking; hashlib and writev release the GIL)."""
-        if self._fd < 0:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-            self._fd = os.open(self.path, flags, 0o600)
-        if self._hasher is not None:
-            for chunk in batch:
-                self._hasher.update(chunk)
-        written = os.writev(self._fd, batch)
-        if written < sum(len(c) for c in batch):  # a short writev: rare, finish plainly
-            rest = memoryview(b"".join(batch))[written:]
-            while rest:
-                rest = rest[os.write(self._fd, rest) :]
-
-    def hexdigest(self) -> str:
-        """The sha256 of everything written, or ``""`` when not hashing."""
-        return self._hasher.hexdigest() if self._hasher is not None else ""
-
-    def close(self) -> None:
-        """Close the file (idempotent); it stays on disk."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
-async def _sha256(data: bytes) -> str:
-    """The hex sha256 of ``data``, off the event loop when it is big."""
-    if len(data) <= _CHUNK:
-        return hashlib.sha256(data).hexdigest()
-    return await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest())
-
-
-async def _read(blob: Blob) -> bytes:
-    return await anyio.to_thread.run_sync(blob.read)
-
-
-def _feed(digest: Any, parts: list[Blob]) -> None:
-    """Hash ``parts`` in order into ``digest`` (blocking: read back from their spool)."""
-    buffer = bytearray(_FEED_BUFFER)
-    view = memoryview(buffer)
-    for part in parts:
-        if part.path is None:
-            digest.update(part.data or b"")
-            continue
-        with part.path.open("rb", buffering=0) as source:
-            while count := source.readinto(buffer):
-                digest.update(view[:count])
-
-
-def byte_range(header: str | None, size: int) -> tuple[int, int] | None | Literal[False]:
-    """``[start, end)`` of a single-range ``Range`` header.
-
-    None means "send it all" (no header, or one we do not support, such as several
-    ranges: a 200 is a valid answer to those); False means unsatisfiable (416).
-    """
-    if not header or not header.startswith("bytes=") or "," in header:
-        return None
-    first, _, last = header.removeprefix("bytes=").strip().partition("-")
-    try:
-        if not first:  # a suffix: the last N bytes
-            start, end = max(0, size - int(last)), size
-            return (start, end) if int(last) > 0 and size > 0 else False
-        start, end = int(first), (int(last) + 1 if last else size)
-    except ValueError:
-        return None
-    return (start, min(end, size)) if start < size and start < end else False
-
-
-class BlobResponse(Response):
-    """A stored file, whole or one range; ``fault`` may be ``truncate`` or ``corrupt``."""
-
-    def __init__(
-        self,
-        blob: Blob,
-        *,
-        range_header: str | None,
-        head: bool,
-        fault: str | None,
-        on_sent: Callable[[int], None],
-    ) -> None:
-        self._blob, self._head, self._fault, self._on_sent = blob, head, fault, on_sent
-        span = byte_range(range_header, blob.size)
-        # Content-Type is set verbatim: Starlette would append a charset to text/*.
-        headers = {
-            "accept-ranges": "bytes",
-            "etag": blob.etag,
-            "content-type": blob.content_type,
-            # RFC 9530: the digest of the whole file, so a client can catch corruption.
-            "repr-digest": f"sha-256=:{base64.b64encode(bytes.fromhex(blob.sha256)).decode()}:",
-        }
-        if span is False:
-            status, self._span = 416, (0, 0)
-            headers["content-range"] = f"bytes */{blob.size}"
-        else:
-            self._span = span or (0, blob.size)
-            start, end = self._span
-            headers["content-length"] = str(end - start)
-            status = 206 if span else 200
-            if span:
-                headers["content-range"] = f"bytes {start}-{end - 1}/{blob.size}"
-        super().__init__(status_code=status, headers=headers)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Send the headers, then the bytes (or some of them, then hang up)."""
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        start, end = self._span
-        if self.status_code == 416 or self._head:
-            await send({"type": "http.response.body", "body": b""})
-            return
-        budget = (end - start) // 2 if self._fault == "truncate" else end - start
-        sent = 0
-        async for chunk in self._blob.chunks(start, end):
-            piece = chunk[: budget - sent]
-            if self._fault == "corrupt" and piece:
-                piece = bytes([piece[0] ^ 0xFF]) + piece[1:]
-            await send({"type": "http.response.body", "body": piece, "more_body": True})
-            sent += len(piece)
-            if sent >= budget:
-                break
-        self._on_sent(sent)
-        if self._fault == "truncate":
-            await drop_connection(scope, receive)
-            return
-        await send({"type": "http.response.body", "body": b""})
+            self._dir = self._kept_dir

@@ -267,6 +267,10 @@ class FalClient(StorageOps):
             self._token = None  # a token the CDN refuses is not reused
         raise error
 
+    def owns(self, url: str) -> bool:
+        """Whether ``url`` is on the queue or REST origin this client sends its key to."""
+        return self._may_send_key(url)
+
     def _key_auth(self, url: str) -> str:
         if not self._may_send_key(url):
             raise UnsafeOutput(f"refusing to send the fal key to {origin_text(url)}")

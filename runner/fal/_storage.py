@@ -24,7 +24,12 @@ from ._config import USER_AGENT, FalConfig
 from ._wire import Op, header_safe, json_object, part_etag, string_field
 
 MULTIPART_THRESHOLD = 100 * 1024 * 1024
+#: fal_client's part size (``MULTIPART_CHUNK_SIZE``, fal-client 1.0.3): above the 5 MiB
+#: every part but the last must have on S3-style stores (fal-protocol update 2026-12-04).
 PART_SIZE = 10 * 1024 * 1024
+#: S3's part-count limit: bigger files get bigger parts (rounded up to whole MiB).
+MAX_PARTS = 10_000
+_MIB = 1024 * 1024
 PART_CONCURRENCY = 4
 _READ_CHUNK = 1024 * 1024
 _TOKEN_MARGIN = timedelta(seconds=60)
@@ -32,8 +37,12 @@ _TOKEN_MARGIN = timedelta(seconds=60)
 
 @dataclass(frozen=True)
 class CdnToken:
+    """A CDN upload token: its Authorization value (never shown), expiry and origin."""
+
     header: str = field(repr=False)
     expires_at: datetime
+    #: The storage origin the token is for (its ``base_url``); fal's client uploads there.
+    base_url: str | None = None
 
     def fresh(self) -> bool:
         return datetime.now(UTC) + _TOKEN_MARGIN < self.expires_at
@@ -73,33 +82,43 @@ class StorageOps:
     async def upload(self, path: Path, content_type: str) -> str:
         """Upload a local file to fal's CDN as ``fal_client`` does; returns its access URL.
 
-        One streamed POST up to 100 MiB; above, a multipart upload of 10 MiB parts read
-        from disk, a few at a time. Uses ``cdn_url`` for both (fal_client uses the token's
-        ``base_url`` for multipart; ours is configuration, the same host in practice).
+        One streamed POST up to 100 MiB; above, a multipart upload of parts read from
+        disk, a few at a time. Both go to the storage origin the CDN token names as its
+        ``base_url`` (``cdn_url`` only when a token names none): fal-client 1.0.3 builds
+        its multipart URLs from it (``MultipartUpload.create``), and fal's docs show more
+        than one storage host (fal-protocol update 2026-12-04).
         """
         try:
             size = (await anyio.Path(path).stat()).st_size
         except OSError as exc:
             raise InputRejected(f"cannot read {path}: {exc.strerror}") from exc
         headers = {"Content-Type": content_type, "X-Fal-File-Name": header_safe(path.name)}
+        token = await self._cdn_token()
+        base = token.base_url or self.config.cdn_url
         if size > MULTIPART_THRESHOLD:
-            return await self._upload_multipart(path, size, headers)
+            return await self._upload_multipart(path, size, headers, base, token.header)
         response = await self._send(
             "upload",
             "POST",
-            f"{self.config.cdn_url}/files/upload",
-            auth=await self._cdn_auth(),
+            f"{base}/files/upload",
+            auth=token.header,
             headers={**headers, "Content-Length": str(size)},
             content=_file_chunks(path, 0, size),
         )
         return string_field(json_object(response, "upload"), "access_url", "upload")
 
-    async def _upload_multipart(self, path: Path, size: int, headers: dict[str, str]) -> str:
+    async def _upload_multipart(
+        self, path: Path, size: int, headers: dict[str, str], base_url: str, auth: str
+    ) -> str:
+        # Parts of PART_SIZE, raised (never below it) to stay within MAX_PARTS parts.
+        part_size = PART_SIZE
+        if size > PART_SIZE * MAX_PARTS:
+            part_size = -(-size // (MAX_PARTS * _MIB)) * _MIB
         response = await self._send(
             "upload",
             "POST",
-            f"{self.config.cdn_url}/files/upload/multipart",
-            auth=await self._cdn_auth(),
+            f"{base_url}/files/upload/multipart",
+            auth=auth,
             headers=headers,
         )
         body = json_object(response, "upload")
@@ -116,8 +135,8 @@ class StorageOps:
             blocking = await anyio.to_thread.run_sync(_BlockingParts, self._timeout, self._ssl)
 
         async def put(number: int, group: TaskGroup) -> None:
-            offset = (number - 1) * PART_SIZE
-            length = min(PART_SIZE, size - offset)
+            offset = (number - 1) * part_size
+            length = min(part_size, size - offset)
             part_headers = {
                 "Content-Type": headers["Content-Type"],
                 "Content-Length": str(length),
@@ -142,7 +161,7 @@ class StorageOps:
 
         try:
             async with anyio.create_task_group() as group:
-                for number in range(1, math.ceil(size / PART_SIZE) + 1):
+                for number in range(1, math.ceil(size / part_size) + 1):
                     group.start_soon(put, number, group)
         finally:
             if blocking is not None:
@@ -182,10 +201,13 @@ class StorageOps:
 
     async def _cdn_auth(self) -> str:
         """The CDN ``Authorization`` value, fetched once and reused until near its expiry."""
+        return (await self._cdn_token()).header
+
+    async def _cdn_token(self) -> CdnToken:
         async with self._token_lock:
             if self._token is None or not self._token.fresh():
                 self._token = await self._fetch_token()
-            return self._token.header
+            return self._token
 
     async def _fetch_token(self) -> CdnToken:
         response = await self._send(
@@ -203,7 +225,9 @@ class StorageOps:
             expires = datetime.now(UTC)  # unknown lifetime: use it for this call only
         if expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
-        return CdnToken(header, expires)
+        base_url = body.get("base_url")
+        base = base_url.rstrip("/") if isinstance(base_url, str) and base_url else None
+        return CdnToken(header, expires, base)
 
     # -- the one place requests are sent and failures classified ---------------------------
 

@@ -164,6 +164,13 @@ class Remote:
     async def run(self, spec: JobSpec, job: Progress, slot: Hold, place: Hold) -> JobState:
         """Take one job to done or failed (returned). Raises ``Stopped`` when it may not be
         submitted now, ``FatalError`` when the run must stop."""
+        if job.request is not None and not self.client.owns(job.request.status_url):
+            # Recorded on an origin this run does not send its key to (an emulator that
+            # came back on another port): follow the request at this run's queue.
+            status, response, cancel = self.client.request_urls(
+                spec.endpoint, job.request.request_id
+            )
+            job.request = Submission(job.request.request_id, status, response, cancel, None)
         while True:
             try:
                 if job.result is None:

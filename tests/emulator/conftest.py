@@ -41,6 +41,7 @@ def stub_render(
     *,
     seed: int,
     synthetic: bool = False,
+    **options: Any,
 ) -> dict[str, Any]:
     """Echo the fetched inputs into one file, so tests can see what the model read."""
     if arguments.get("prompt") == "CRASH":
@@ -88,12 +89,15 @@ class Api:
 
     def __init__(self, emulator: EmulatorServer) -> None:
         self.emulator = emulator
+        #: The queue (and REST) origin.
         self.url = emulator.url
+        #: The storage and CDN origin (the CDN token's base_url).
+        self.storage = emulator.storage_url
         # verify=False: plain HTTP on loopback, and loading the CA bundle costs ~0.1 s a client.
         keyed = {"Authorization": f"Key {KEY}"}
         self.client = httpx.Client(base_url=emulator.url, headers=keyed, timeout=10, verify=False)
-        #: No key: for the CDN, file downloads and the emulator's own routes.
-        self.plain = httpx.Client(base_url=emulator.url, timeout=10, verify=False)
+        #: No key, on the storage origin: for uploads with a CDN token and file downloads.
+        self.plain = httpx.Client(base_url=emulator.storage_url, timeout=10, verify=False)
 
     def submit(self, arguments: Any = None, endpoint: str = T2V, **kwargs: Any) -> dict[str, Any]:
         """Submit and return the (checked) submit body."""

@@ -3,9 +3,11 @@
 fal_client hard-codes ``https://queue.fal.run``, ``https://rest.fal.ai`` and
 ``https://v3.fal.media``, and those hosts cannot exist here (no network, no TLS for
 them). The ``fal`` fixture therefore patches the module-level base URLs
-(``QUEUE_URL_FORMAT``, ``RUN_URL_FORMAT``, ``REST_URL``, ``CDN_URL``) to the emulator's
-origin. Everything else, including the CDN token's ``base_url`` for multipart uploads and
-the status/response/cancel URLs, comes from the emulator's answers, exactly as from fal.
+(``QUEUE_URL_FORMAT``, ``RUN_URL_FORMAT``, ``REST_URL``) to the emulator's queue origin
+and ``CDN_URL`` (single uploads only) to its storage origin. Everything else, including
+the CDN token's ``base_url`` for multipart uploads (on the storage origin, not the
+queue's) and the status/response/cancel URLs, comes from the emulator's answers, exactly
+as from fal.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def fal(
         monkeypatch.setattr(fal_module, "QUEUE_URL_FORMAT", f"{api.url}/")
         monkeypatch.setattr(fal_module, "RUN_URL_FORMAT", f"{api.url}/")
         monkeypatch.setattr(fal_module, "REST_URL", api.url)
-        monkeypatch.setattr(fal_module, "CDN_URL", api.url)
+        monkeypatch.setattr(fal_module, "CDN_URL", api.storage)
         return fal_client.SyncClient(key=KEY), api
 
     return make
@@ -60,7 +62,7 @@ def test_submit_status_result(fal: Any, closing: list[Any]) -> None:
     assert isinstance(events[-1], fal_client.Completed) and events[-1].logs
     assert any(isinstance(e, fal_client.InProgress) for e in events)
     result = handle.get()
-    assert result["video"]["url"].startswith(f"{api.url}/files/")
+    assert result["video"]["url"].startswith(f"{api.storage}/files/")
     assert client.result(T2V, handle.request_id) == result  # URL rebuilt from owner/app
     assert isinstance(client.status(T2V, handle.request_id, with_logs=True), fal_client.Completed)
 
@@ -108,14 +110,17 @@ async def test_upload_file_and_multipart(
     small = tmp_path / "frame.png"
     small.write_bytes(b"\x89PNG small")
     url = await client.upload_file(small)
-    assert url.startswith(f"{api.url}/files/") and url.endswith("/frame.png")
+    assert url.startswith(f"{api.storage}/files/") and url.endswith("/frame.png")
     assert api.plain.get(url).content == b"\x89PNG small"
-    # Shrink fal_client's multipart thresholds so a small file takes the multipart path.
-    monkeypatch.setattr(fal_module, "MULTIPART_THRESHOLD", 1000)
-    monkeypatch.setattr(fal_module, "MULTIPART_CHUNK_SIZE", 700)
+    # Multipart from 6 MiB, in 5 MiB parts (the smallest S3 takes): an 11 MiB file is 3 parts.
+    # CDN_URL now points nowhere: multipart must go through the token's base_url.
+    monkeypatch.setattr(fal_module, "MULTIPART_THRESHOLD", 6 * 1024 * 1024)
+    monkeypatch.setattr(fal_module, "MULTIPART_CHUNK_SIZE", 5 * 1024 * 1024)
+    monkeypatch.setattr(fal_module, "CDN_URL", "http://127.0.0.1:9")
     big = tmp_path / "clip.mp4"
-    big.write_bytes(bytes(range(256)) * 10)
+    big.write_bytes(bytes(range(256)) * (11 * 4096))
     multipart_url = await client.upload_file(big)
+    assert multipart_url.startswith(f"{api.storage}/files/")
     assert api.plain.get(multipart_url).content == big.read_bytes()
     stats = api.stats()
     assert stats["uploads"] == 2 and stats["token_calls"] == 1  # the token is cached

@@ -143,7 +143,7 @@ def test_connection_faults_on_other_operations(make_api: Any) -> None:
     token = api.client.post("/storage/auth/token", json={}).json()
     cdn = {"Authorization": f"Bearer {token['token']}"}
     with pytest.raises(httpx.TransportError):  # the client may still be writing its body
-        api.plain.post(f"{api.url}/files/upload", content=b"x" * 100_000, headers=cdn)
+        api.plain.post(f"{api.storage}/files/upload", content=b"x" * 100_000, headers=cdn)
     assert api.wait(handle)["status"] == "COMPLETED"
 
 

@@ -6,9 +6,10 @@ import json
 import time
 from typing import Any
 
+import httpx
 import pytest
 
-from runner.emulator import app as emulator_app
+from runner.emulator import _queue as emulator_queue
 
 from .conftest import KEY, Api
 
@@ -86,7 +87,8 @@ def test_status_and_result_through_completion(make_api: Any) -> None:
         assert result.headers["x-fal-request-id"] == handle["request_id"]
         assert result.headers["x-fal-billable-units"] == "5"
         video = result.json()["video"]
-        assert video["url"].startswith(f"{api.url}/files/") and video["content_type"] == "video/mp4"
+        assert video["url"].startswith(f"{api.storage}/files/")
+        assert video["content_type"] == "video/mp4"
 
 
 def test_unknown_request_is_not_found(api: Api) -> None:
@@ -153,7 +155,7 @@ def test_status_stream_heartbeats_while_idle(
     make_api: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An idle stream sends ``: ping`` comments."""
-    monkeypatch.setattr(emulator_app, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(emulator_queue, "HEARTBEAT_SECONDS", 0.05)
     api = make_api(job_seconds=(60, 60))
     handle = api.submit()
     with api.client.stream("GET", handle["status_url"] + "/stream") as response:
@@ -166,38 +168,66 @@ def test_status_stream_heartbeats_while_idle(
 
 
 def test_cancel_queued_running_completed_and_unknown(make_api: Any) -> None:
-    """Cancel is 202 for queued and running requests (both end 499), 400 when done, 404 unknown."""
-    api = make_api(max_running=1, job_seconds=(60, 60))
+    """Cancel is 202 for queued and running requests, 400 when done, 404 unknown. A queued
+    request never runs and bills nothing; a running one finishes, bills and returns its
+    normal result, as fal documents (cancel_running="finish", the default)."""
+    api = make_api(max_running=1, job_seconds=(0.8, 0.8))
     running, queued = api.submit(), api.submit()
     api.wait(running, "IN_PROGRESS")
     for handle in (queued, running):
         response = api.client.put(handle["cancel_url"])
-        assert response.status_code == 202 and response.json() == {
-            "status": "CANCELLATION_REQUESTED"
-        }
-        done = api.wait(handle)
-        assert done["error_type"] == "client_cancelled"
-        result = api.client.get(handle["response_url"])
-        assert (
-            result.status_code == 499 and result.headers["x-fal-error-type"] == "client_cancelled"
-        )
-        assert result.json()["error_type"] == "client_cancelled"
-    assert api.status(queued)["metrics"] == {}  # it never ran
+        assert response.status_code == 202
+        assert response.json() == {"status": "CANCELLATION_REQUESTED"}
+    done = api.wait(queued)
+    assert done["error_type"] == "client_cancelled" and done["metrics"] == {}  # never ran
+    result = api.client.get(queued["response_url"])
+    assert result.status_code == 499 and result.headers["x-fal-error-type"] == "client_cancelled"
+    assert result.headers["x-fal-billable-units"] == "0"
+    finished = api.wait(running)
+    assert "error_type" not in finished and finished["metrics"]["inference_time"] > 0
+    assert any("Cancellation requested" in line["message"] for line in finished["logs"])
+    output = api.client.get(running["response_url"])
+    assert output.status_code == 200 and output.headers["x-fal-billable-units"] == "5"
+    assert api.plain.get(output.json()["video"]["url"]).status_code == 200
     again = api.client.put(running["cancel_url"])
     assert again.status_code == 400 and again.json() == {"status": "ALREADY_COMPLETED"}
     assert api.client.put("/luma/agent/requests/nope/cancel").json() == {"status": "NOT_FOUND"}
-    assert api.stats()["cancels"] == 4
+    stats = api.stats()
+    assert stats["cancels"] == 4 and stats["billable_units"] == 5 and stats["cancelled"] == 1
+    by_id = {r["request_id"]: r for r in stats["requests"]}
+    assert (
+        by_id[queued["request_id"]] | {"billed": False, "cancelled": True}
+        == by_id[queued["request_id"]]
+    )
+    billed = by_id[running["request_id"]]
+    assert billed["cancel_requested"] and not billed["cancelled"]
+    assert billed["billed"] and billed["billable_units"] == 5
+
+
+def test_cancel_running_abort_switch_ends_it_unbilled(make_api: Any) -> None:
+    """cancel_running="abort" keeps the old behaviour: the running request ends at once,
+    client_cancelled (499), billing nothing."""
+    api = make_api(max_running=1, job_seconds=(60, 60), cancel_running="abort")
+    running = api.submit()
+    api.wait(running, "IN_PROGRESS")
+    assert api.client.put(running["cancel_url"]).status_code == 202
+    assert api.wait(running)["error_type"] == "client_cancelled"
+    assert api.client.get(running["response_url"]).status_code == 499
+    [request] = api.stats()["requests"]
+    assert request["cancelled"] and request["billable_units"] == 0
 
 
 def test_queue_and_storage_need_a_good_key(make_api: Any) -> None:
     """Without a usable key, queue and storage routes answer 401 and never echo the key."""
     api = make_api(bad_keys={"revoked-key"})
+    keyless = httpx.Client(base_url=api.url, timeout=10)
     for authorization in (None, "", "Key", "Basic dXNlcjpwYXNz", "Key revoked-key"):
         headers = {} if authorization is None else {"Authorization": authorization}
         for path in (f"/{api.T2V}", "/storage/auth/token"):
-            response = api.plain.post(path, json={"prompt": "x"}, headers=headers)
+            response = keyless.post(path, json={"prompt": "x"}, headers=headers)
             assert response.status_code == 401 and response.json() == {"detail": "Unauthorized"}
             assert "revoked" not in response.text
+    keyless.close()
     assert api.stats()["submits"] == 0
 
 
@@ -301,18 +331,44 @@ def test_renderer_crash_is_an_internal_error(api: Api) -> None:
     assert result.status_code == 500 and result.json()["error_type"] == "internal_error"
 
 
-def test_any_endpoint_id_is_routed(api: Api) -> None:
-    """Endpoints outside the rule table run too; their URLs use their own owner/app."""
-    handle = api.submit({"prompt": "x"}, "fal-ai/flux/dev")
-    assert handle["status_url"].startswith(f"{api.url}/fal-ai/flux/requests/")
+def test_served_stand_in_apps_are_routed(api: Api) -> None:
+    """Apps matching ``apps`` (test/*, bench/* by default) run with the echo renderer; their
+    URLs use their own owner/app."""
+    handle = api.submit({"prompt": "x"}, "test/flux/dev")
+    assert handle["status_url"].startswith(f"{api.url}/test/flux/requests/")
     api.wait(handle)
     result = api.client.get(handle["response_url"])
     assert result.status_code == 200 and result.headers["x-fal-billable-units"] == "1"
     assert api.client.post("/not-an-endpoint-id", json={}).status_code == 404
 
 
+def test_unknown_app_is_404_unless_accepted(make_api: Any) -> None:
+    """A submit to an app the emulator does not serve is 404 with fal's detail shape and
+    creates nothing; unknown_app="accept" echoes it instead (the old behaviour)."""
+    strict = make_api()
+    refused = strict.client.post("/fal-ai/flux/dev", json={"prompt": "x"})
+    assert refused.status_code == 404
+    assert refused.json() == {"detail": "Application 'fal-ai/flux' not found"}
+    assert strict.stats()["submits"] == 0 and strict.stats()["submit_calls"] == 1
+    lenient = make_api(unknown_app="accept")
+    handle = lenient.submit({"prompt": "x"}, "fal-ai/flux/dev")
+    lenient.wait(handle)
+    assert lenient.client.get(handle["response_url"]).status_code == 200
+
+
+def test_unknown_path_of_a_served_app_fails_at_the_result(api: Api) -> None:
+    """A typo in a Luma endpoint's path is accepted (the app exists), then completes with
+    the app's 404 "Path ... not found" at the result, billing nothing."""
+    handle = api.submit({"prompt": "x"}, "luma/agent/ray/v3.2/video-to-vidoe")
+    status = api.wait(handle)
+    assert status["error"] == "Invalid status code: 404"
+    result = api.client.get(handle["response_url"])
+    assert result.status_code == 404 and result.headers["x-fal-billable-units"] == "0"
+    assert result.json() == {"detail": "Path /ray/v3.2/video-to-vidoe not found"}
+
+
 def test_empty_body_means_empty_input(api: Api) -> None:
     """JS clients send no body for ``{}``; the input is then an empty object."""
-    response = api.client.post("/fal-ai/any-model", content=b"")
+    response = api.client.post("/test/any-model", content=b"")
     assert response.status_code == 200
-    assert api.client.post("/fal-ai/any-model", content=b"{not json").status_code == 400
+    assert api.client.post("/test/any-model", content=b"{not json").status_code == 400

@@ -19,8 +19,8 @@ import pytest
 from numpy.typing import NDArray
 
 from runner.emulator.render import (
-    DEFAULT_MAX_FRAMES,
-    MAX_FRAMES_ENV,
+    REALISTIC_BITRATES,
+    START_FADE_FRAMES,
     RenderedFile,
     RenderError,
     render,
@@ -122,20 +122,22 @@ def video_of(endpoint: str, arguments: dict[str, Any], **options: Any) -> Render
     return video
 
 
-def test_video_to_video_is_a_playable_restyled_clip(monkeypatch: pytest.MonkeyPatch) -> None:
-    """v2v decodes the source, restyles it and returns a 540p H.264 MP4 of the capped length."""
-    monkeypatch.delenv(MAX_FRAMES_ENV, raising=False)
-    result = render(
-        V2V, {"prompt": "noir detective", "video_url": media("beach.mp4")}, fetch, seed=1
-    )
-    assert result["exr_file"] is None
-    clip = decode(result["video"].data)
-    assert (clip.width, clip.height) == (960, 540)
-    assert len(clip.frames) == DEFAULT_MAX_FRAMES
-    assert clip.seconds == pytest.approx(DEFAULT_MAX_FRAMES / 24, abs=0.1)
-    assert clip.pix_fmt == "yuv420p"
-    source = first_frame(media("beach.mp4"), (960, 540))
-    assert difference(clip.frames[0], source) > 20
+def test_video_to_video_is_a_playable_restyled_clip_of_the_requested_length() -> None:
+    """v2v restyles the source into a silent 540p H.264 MP4 of the requested 5 s or 10 s."""
+    for duration, frames in (("5s", 120), ("10s", 240)):
+        args = {"prompt": "noir detective", "video_url": media("beach.mp4"), "duration": duration}
+        result = render(V2V, args, fetch, seed=1)
+        assert result["exr_file"] is None
+        data = result["video"].data
+        clip = decode(data)
+        assert (clip.width, clip.height) == (960, 540)
+        assert len(clip.frames) == frames
+        assert clip.seconds == pytest.approx(frames / 24, abs=0.05)
+        assert clip.pix_fmt == "yuv420p"
+        with av.open(io.BytesIO(data)) as container:
+            assert len(container.streams.audio) == 0  # Ray 3.2 returns silent video
+        source = first_frame(media("beach.mp4"), (960, 540))
+        assert difference(clip.frames[0], source) > 20
 
 
 def test_video_to_video_prompt_words_choose_the_look() -> None:
@@ -188,10 +190,10 @@ def test_video_to_video_keeps_the_source_aspect_ratio() -> None:
     assert (clip.width, clip.height) == (720, 1280)
 
 
-def test_video_to_video_loops_a_short_source_to_the_duration() -> None:
-    """Uncapped, a 2 s source fills a 5 s edit at 24 fps by looping back to its start."""
+def test_video_to_video_loops_a_short_source_when_asked() -> None:
+    """With v2v_short="loop", a 2 s source fills a 5 s edit by looping back to its start."""
     args = {"prompt": "cold winter", "video_url": media("beach.mp4"), "duration": "5s"}
-    clip = decode(video_of(V2V, args, max_frames=0).data, (320, 180))
+    clip = decode(video_of(V2V, args, v2v_short="loop").data, (320, 180))
     assert len(clip.frames) == 120
     assert clip.seconds == pytest.approx(5.0, abs=0.1)
     assert difference(clip.frames[0], clip.frames[48]) < 2
@@ -201,34 +203,65 @@ def test_video_to_video_loops_a_short_source_to_the_duration() -> None:
 
 
 def test_video_to_video_trims_a_long_source_to_the_duration() -> None:
-    """A 12 s source asked for 5 s gives exactly 5 s."""
+    """A 12 s source asked for 5 s gives exactly 5 s (v2v_long="first", the default)."""
     args = {"prompt": "sepia", "video_url": "tests/data/long_clip.mp4", "duration": "5s"}
-    clip = decode(video_of(V2V, args, max_frames=0).data)
+    clip = decode(video_of(V2V, args).data)
     assert len(clip.frames) == 120
     assert (clip.width, clip.height) == (960, 540)
 
 
-def test_video_to_video_fades_in_from_the_start_image() -> None:
-    """start_image_url is the first frame, dissolving into the edit within half a second."""
+def test_video_to_video_refuses_sources_of_another_length_when_asked() -> None:
+    """v2v_long="reject" / v2v_short="reject" refuse, naming video_url and both lengths."""
+    long_args = {"prompt": "sepia", "video_url": "tests/data/long_clip.mp4", "duration": "5s"}
+    with pytest.raises(RenderError, match=r"^video_url: the source is 1\d\.\d\d s long"):
+        video_of(V2V, long_args, v2v_long="reject")
+    short_args = {"prompt": "sepia", "video_url": media("beach.mp4"), "duration": "5s"}
+    with pytest.raises(RenderError, match="duration asks for 5 s"):
+        video_of(V2V, short_args, v2v_short="reject")
+
+
+def test_video_to_video_keeps_a_short_source_length_when_asked() -> None:
+    """v2v_short="source" renders as long as the source (Luma's native edit), not 5 s."""
+    args = {"prompt": "sepia", "video_url": media("beach.mp4"), "duration": "5s"}
+    clip = decode(video_of(V2V, args, v2v_short="source").data, (320, 180))
+    assert 40 <= len(clip.frames) <= 56  # the 2 s source, give or take its rounding
+
+
+def test_video_to_video_starts_on_the_start_image() -> None:
+    """start_image_url is the first frame (scaled), dissolving into the edit in a few frames."""
     args = {
         "prompt": "noir",
         "video_url": media("beach.mp4"),
         "start_image_url": media("portrait.png"),
     }
     clip = decode(video_of(V2V, args, max_frames=14).data)
+    image = first_frame(media("portrait.png"))
+    crop = (image.shape[0] - image.shape[1] * 9 // 16) // 2  # cover: a centre band, 16:9
+    band = image[crop : crop + image.shape[1] * 9 // 16]
+    expected = av.VideoFrame.from_ndarray(np.ascontiguousarray(band), format="rgb24")
+    expected_pixels = expected.to_ndarray(format="rgb24", width=960, height=540)
+    assert difference(clip.frames[0], expected_pixels) < 8
     assert colourfulness(clip.frames[0]) > 40  # the colourful still, not the grey edit
-    assert colourfulness(clip.frames[13]) < colourfulness(clip.frames[0]) / 3
+    plain = decode(video_of(V2V, {**args, "start_image_url": None}, max_frames=14).data)
+    # The same frame up to x264 noise (the frames before it differ, so its P-frame does).
+    assert difference(clip.frames[START_FADE_FRAMES], plain.frames[START_FADE_FRAMES]) < 3
 
 
-def test_frame_cap_comes_from_keyword_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """max_frames overrides $RAYBATCH_EMULATOR_MAX_FRAMES, which overrides the default of 48."""
+def test_max_frames_caps_only_when_given() -> None:
+    """max_frames (for renderer tests) caps the frame count; without it, 5 s is 120 frames."""
     args = {"prompt": "x", "resolution": "540p"}
-    monkeypatch.setenv(MAX_FRAMES_ENV, "5")
-    assert len(decode(video_of(T2V, args).data).frames) == 5
     assert len(decode(video_of(T2V, args, max_frames=3).data).frames) == 3
-    monkeypatch.setenv(MAX_FRAMES_ENV, "lots")
-    with pytest.raises(ValueError, match=MAX_FRAMES_ENV):
-        render(T2V, args, fetch, seed=1)
+    assert len(decode(video_of(T2V, args).data).frames) == 120
+
+
+def test_realistic_sizes_pad_a_playable_video() -> None:
+    """realistic_sizes pads the MP4 to about the bitrate's size; it still decodes the same."""
+    args = {"prompt": "x", "resolution": "720p", "duration": "5s"}
+    plain = video_of(T2V, args).data
+    padded = video_of(T2V, args, realistic_sizes=True).data
+    assert len(padded) == REALISTIC_BITRATES[720] * 5 // 8
+    assert padded.startswith(plain) and padded[len(plain) + 4 : len(plain) + 8] == b"free"
+    assert len(decode(padded).frames) == 120
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from runner.emulator.storage import FileStore, byte_range
@@ -31,24 +32,47 @@ def cdn_headers(
 def upload(api: Api, data: bytes = DATA, name: str = "clip.mp4") -> str:
     """Upload through the v3 CDN route and return the access URL."""
     response = api.plain.post(
-        f"{api.url}/files/upload", content=data, headers=cdn_headers(api, name)
+        f"{api.storage}/files/upload", content=data, headers=cdn_headers(api, name)
     )
     assert response.status_code == 200, response.text
     url: str = response.json()["access_url"]
     return url
 
 
-def test_token_names_the_emulator_as_cdn(api: Api) -> None:
-    """The CDN token is a Bearer token whose base_url is the emulator's own origin."""
+def test_token_names_the_storage_origin(api: Api) -> None:
+    """The CDN token is a Bearer token whose base_url is the storage origin, not the queue's."""
     token = api.client.post("/storage/auth/token?storage_type=fal-cdn-v3", json={}).json()
     assert token["token_type"] == "Bearer" and token["token"]
-    assert token["base_url"] == api.url and token["expires_at"].endswith("+00:00")
+    assert token["base_url"] == api.storage != api.url
+    assert token["expires_at"].endswith("+00:00")
+
+
+def test_each_origin_serves_only_its_own_routes(api: Api) -> None:
+    """Storage routes 404 on the queue origin, queue and REST routes 404 on the storage
+    origin; the witness's routes answer on both."""
+    headers = cdn_headers(api)
+    url = upload(api)
+    key_path = url.removeprefix(api.storage)
+    queue = httpx.Client(base_url=api.url, timeout=10)
+    with queue:
+        assert queue.post("/files/upload", content=b"x", headers=headers).status_code == 404
+        assert queue.get(key_path).status_code == 404
+        assert queue.get("/_emulator/stats").status_code == 200
+    assert (
+        api.plain.post("/storage/auth/token", headers={"Authorization": "Key k"}).status_code == 404
+    )
+    assert (
+        api.plain.post(f"/{api.T2V}", json={}, headers={"Authorization": "Key k"}).status_code
+        == 404
+    )
+    assert api.plain.get("/_emulator/stats").status_code == 200
+    assert api.stats()["submit_calls"] == 0
 
 
 def test_single_upload_is_served_with_ranges(api: Api) -> None:
     """An uploaded file is served without auth, with length, type, ETag, HEAD and Range."""
     url = upload(api, name="my clip (1).mp4")
-    assert url.startswith(f"{api.url}/files/") and url.endswith("/my_clip_1_.mp4")
+    assert url.startswith(f"{api.storage}/files/") and url.endswith("/my_clip_1_.mp4")
     whole = api.plain.get(url)
     assert whole.content == DATA and whole.headers["content-type"] == "video/mp4"
     assert whole.headers["content-length"] == str(len(DATA)) and whole.headers["etag"]
@@ -61,7 +85,7 @@ def test_single_upload_is_served_with_ranges(api: Api) -> None:
     assert api.plain.get(url, headers={"Range": "bytes=1000-"}).content == DATA[1000:]
     refused = api.plain.get(url, headers={"Range": f"bytes={len(DATA)}-"})
     assert refused.status_code == 416 and refused.headers["content-range"] == f"bytes */{len(DATA)}"
-    assert api.plain.get(f"{api.url}/files/nope/x.mp4").status_code == 404
+    assert api.plain.get(f"{api.storage}/files/nope/x.mp4").status_code == 404
     stats = api.stats()
     assert stats["uploads"] == 1 and stats["bytes_served"] == len(DATA) + 10 + 5 + 24
 
@@ -89,18 +113,23 @@ def test_cdn_uploads_need_an_issued_token(api: Api) -> None:
     """The CDN rejects a made-up Bearer token and the account key itself."""
     for authorization in ("Bearer made-up", "Key test"):
         response = api.plain.post(
-            f"{api.url}/files/upload", content=b"x", headers={"Authorization": authorization}
+            f"{api.storage}/files/upload", content=b"x", headers={"Authorization": authorization}
         )
         assert response.status_code == 401
+
+
+MIB5 = 5 * 1024 * 1024
 
 
 def test_multipart_upload_accepts_parts_in_any_order(api: Api) -> None:
     """Parts PUT out of order and listed in completion order join in part-number order."""
     headers = cdn_headers(api, "big.bin", "application/octet-stream")
-    created = api.plain.post(f"{api.url}/files/upload/multipart", headers=headers).json()
+    created = api.plain.post(f"{api.storage}/files/upload/multipart", headers=headers).json()
+    assert created["access_url"].startswith(f"{api.storage}/files/")
     base = f"{created['access_url']}/multipart/{created['uploadId']}"
+    first, second = b"1" * MIB5, b"2" * MIB5
     parts = []
-    for number, chunk in ((2, b"second"), (1, b"first-"), (3, b"-third")):
+    for number, chunk in ((2, second), (1, first), (3, b"-third")):
         answer = api.plain.put(f"{base}/{number}", content=chunk, headers=headers)
         assert answer.json() == {"partNumber": number, "etag": answer.headers["etag"]}
         parts.append(answer.json())
@@ -111,7 +140,7 @@ def test_multipart_upload_accepts_parts_in_any_order(api: Api) -> None:
     )
     done = api.plain.post(f"{base}/complete", json={"parts": parts}, headers=headers)
     assert done.status_code == 200
-    assert api.plain.get(created["access_url"]).content == b"first-second-third"
+    assert api.plain.get(created["access_url"]).content == first + second + b"-third"
     assert (
         api.plain.post(f"{base}/complete", json={"parts": parts}, headers=headers).status_code
         == 200
@@ -130,18 +159,37 @@ def test_rest_initiate_then_put(api: Api) -> None:
     assert served.content == b"PNG" and served.headers["content-type"] == "image/png"
 
 
+def test_small_parts_but_the_last_are_refused_like_s3(api: Api) -> None:
+    """A part under 5 MiB that is not the last fails the complete with 400 EntityTooSmall;
+    part numbers outside 1..10000 are refused at once."""
+    headers = cdn_headers(api, "big.bin", "application/octet-stream")
+    created = api.plain.post("/files/upload/multipart", headers=headers).json()
+    base = f"{created['access_url']}/multipart/{created['uploadId']}"
+    parts = [
+        api.plain.put(f"{base}/{n}", content=c, headers=headers).json()
+        for n, c in ((1, b"1" * (MIB5 - 1)), (2, b"tail"))
+    ]
+    refused = api.plain.post(f"{base}/complete", json={"parts": parts}, headers=headers)
+    assert refused.status_code == 400 and "EntityTooSmall" in refused.json()["detail"]
+    assert api.plain.put(f"{base}/10001", content=b"x", headers=headers).status_code == 400
+    assert api.plain.put(f"{base}/0", content=b"x", headers=headers).status_code == 400
+    assert api.stats()["uploads"] == 0
+
+
 def test_rest_initiate_multipart_like_the_js_client(api: Api) -> None:
     """The JS multipart flow: initiate-multipart, PUT {upload_url}/{n}, POST .../complete."""
     body = {"file_name": "clip.mp4", "content_type": "video/mp4"}
     initiated = api.client.post(
         "/storage/upload/initiate-multipart?storage_type=fal-cdn-v3", json=body
     ).json()
+    assert initiated["upload_url"].startswith(api.storage)
+    assert initiated["file_url"].startswith(f"{api.storage}/files/")
     parts = [
         api.plain.put(f"{initiated['upload_url']}/{n}", content=c).json()
-        for n, c in ((1, b"ab"), (2, b"cd"))
+        for n, c in ((1, b"a" * MIB5), (2, b"cd"))
     ]
     assert api.plain.post(f"{initiated['upload_url']}/complete", json={"parts": parts}).is_success
-    assert api.plain.get(initiated["file_url"]).content == b"abcd"
+    assert api.plain.get(initiated["file_url"]).content == b"a" * MIB5 + b"cd"
 
 
 def test_large_uploads_spool_to_disk(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,7 +207,7 @@ def test_large_uploads_spool_to_disk(api: Api, monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.anyio
 async def test_multipart_parts_spool_and_join(tmp_path: Any) -> None:
     """Multipart parts always go to disk; past the threshold the file is served from them."""
-    store = FileStore(spool_threshold=8)
+    store = FileStore(spool_threshold=8, min_part_size=1)  # a unit test of joining only
 
     async def body(*chunks: bytes) -> AsyncIterator[bytes]:
         for chunk in chunks:
