@@ -167,10 +167,8 @@ class Remote:
         if job.request is not None and not self.client.owns(job.request.status_url):
             # Recorded on an origin this run does not send its key to (an emulator that
             # came back on another port): follow the request at this run's queue.
-            status, response, cancel = self.client.request_urls(
-                spec.endpoint, job.request.request_id
-            )
-            job.request = Submission(job.request.request_id, status, response, cancel, None)
+            rid = job.request.request_id
+            job.request = Submission(rid, *self.client.request_urls(spec.endpoint, rid), None)
         while True:
             try:
                 if job.result is None:
