@@ -43,6 +43,24 @@ def remaining_cost(plan: Plan, store: StateStore | None, *, retry_failed: bool =
     )
 
 
+def unpriced_remaining(
+    plan: Plan, store: StateStore | None, *, retry_failed: bool = False
+) -> dict[str, int]:
+    """Jobs a run would submit that have no estimated cost, counted per endpoint (the
+    jobs ``remaining_cost`` cannot count, so no budget can cover them)."""
+    columns = plan.columns
+    if all(cost is not None for cost in columns.costs):
+        return {}  # the common case, decided without reading the state
+    skipped = PAID if retry_failed else PAID | {"failed", "cancelled"}
+    states = store.states() if store is not None else {}
+    counts: Counter[str] = Counter(
+        endpoint
+        for key, endpoint, cost in zip(columns.keys, columns.endpoints, columns.costs, strict=True)
+        if cost is None and states.get(key, "pending") not in skipped
+    )
+    return dict(counts)
+
+
 def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
     """What ``plan`` shows: jobs and estimated cost per endpoint, and what is already paid."""
     states = store.states() if store is not None else {}
