@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = manifest_cmd("status", "show how far a run got (safe while it runs)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _prices_option(p)
 
     p = manifest_cmd("cancel", "cancel this manifest's requests in flight at fal")
     p.add_argument("--fal-url", metavar="URL", help="fal origin (an emulator)")

@@ -13,7 +13,7 @@ import pytest
 from runner import cli
 from runner.endpoints import ENDPOINTS, IMAGE_TO_VIDEO, REFRAME, VIDEO_TO_VIDEO
 
-from .conftest import MANIFESTS, run_cli
+from .conftest import MANIFESTS, Emulator, run_cli
 
 I2V_PAGE = "fal.ai/models/luma/agent/ray/v3.2/image-to-video/llms.txt"
 
@@ -193,3 +193,35 @@ def test_plan_with_prices_prices_jobs_and_wins_over_the_manifest(
     )
     code, _, err = _main(capsys, "plan", manifest, "--output-dir", out, "--prices", strict)
     assert code == 2 and "accepts at most 0.5 s (prices file" in err
+
+
+def test_run_and_status_with_a_prices_file(tmp_path: Path, emulator: Emulator) -> None:
+    """A --prices row prices pass-through jobs, so run --max-cost can check and start them;
+    status given the same file reports the spend at those prices."""
+    manifest = _write(
+        tmp_path / "pt.yaml",
+        """\
+        name: pt
+        endpoint: acme/echo/v1
+        passthrough: true
+        prompts: {a: one, b: two, c: three}
+        jobs: [{prompts: [a, b, c]}]
+        """,
+    )
+    prices = _write(tmp_path / "rates.json", '{"acme/echo/v1": {"usd": 0.25}}')
+    out = tmp_path / "out"
+    over = run_cli(
+        "run", manifest, "--fal-url", emulator.url, "--output-dir", out,
+        "--prices", prices, "--max-cost", "0.5",
+    )  # fmt: skip
+    assert over.returncode == 2 and "estimated at $0.75, above --max-cost $0.50" in over.stderr
+    assert emulator.stats()["submits"] == 0
+    done = run_cli(
+        "run", manifest, "--fal-url", emulator.url, "--output-dir", out,
+        "--prices", prices, "--max-cost", "1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    status = run_cli("status", manifest, "--json", "--output-dir", out, "--prices", prices)
+    assert status.returncode == 0, status.stderr
+    summary = json.loads(status.stdout)
+    assert summary["done"] == 3 and summary["estimated_spend"] == 0.75

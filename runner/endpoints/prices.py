@@ -246,8 +246,8 @@ def estimate_cost(
 
 
 def unpriced_refusal(counts: Mapping[str, int]) -> str:
-    """Why ``--max-cost`` cannot be checked: per endpoint, how many remaining jobs have no
-    price, and what gives them one."""
+    """Why a budget (``--max-cost``, ``max_cost:``) cannot be checked: per endpoint, how
+    many remaining jobs have no price, and what gives them one."""
     parts = []
     for endpoint, count in sorted(counts.items()):
         if endpoint in ENDPOINTS:

@@ -166,7 +166,8 @@ def format_plan(summary: dict[str, Any]) -> str:
     if summary["total"]["unpriced"]:
         lines.append(
             f"  ({summary['total']['unpriced']} job(s) on endpoints without a price:"
-            " not counted; add `prices:` to the manifest to count them)"
+            " not counted; add a `prices:` row, in the manifest or a --prices file, to count"
+            " them)"
         )
     if summary["limits"]:
         lines.append("limits applied:")
