@@ -193,6 +193,12 @@ def test_plan_with_prices_prices_jobs_and_wins_over_the_manifest(
     )
     code, _, err = _main(capsys, "plan", manifest, "--output-dir", out, "--prices", strict)
     assert code == 2 and "accepts at most 0.5 s (prices file" in err
+    lenient = _write(
+        tmp_path / "lenient.yaml", f"limits:\n  {VIDEO_TO_VIDEO}: {{max_source_seconds: 20}}\n"
+    )
+    code, text, _ = _main(capsys, "plan", manifest, "--output-dir", out, "--prices", lenient)
+    assert code == 0
+    assert f"{VIDEO_TO_VIDEO}  max_source_seconds=20 (yours)  [prices file {lenient}, " in text
 
 
 def test_run_and_status_with_a_prices_file(tmp_path: Path, emulator: Emulator) -> None:

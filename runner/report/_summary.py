@@ -172,7 +172,16 @@ def format_plan(summary: dict[str, Any]) -> str:
     if summary["limits"]:
         lines.append("limits applied:")
         for limit in summary["limits"]:
-            lines.append("  " + "  ".join(f"{k}={v}" for k, v in limit.items()))
+            value = limit["value"]
+            if isinstance(value, list | tuple):
+                shown = ", ".join(value)
+            else:
+                shown = f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
+            mine = " (yours)" if limit.get("user") else ""
+            lines.append(
+                f"  {limit['endpoint']}  {limit['name']}={shown}{mine}"
+                f"  [{limit['source']}, {limit.get('date') or 'undated'}]"
+            )
     return "\n".join(lines)
 
 
