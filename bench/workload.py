@@ -120,6 +120,7 @@ def synthetic(directory: Path, jobs: int, output_bytes: int) -> Workload:
     lines = [
         "name: bench-synthetic",
         f"endpoint: {SYNTHETIC}",
+        "passthrough: true",
         'output: "{prompt}/{variant}.mp4"',
         "output_dir: out",
         "defaults:",

@@ -52,6 +52,15 @@ def _selection(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _prices_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--prices",
+        type=Path,
+        metavar="FILE",
+        help="YAML/JSON price (and limits:) rows; they win over the manifest's prices:",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     parser = _Parser(prog="raybatch", description=__doc__.splitlines()[0])
@@ -72,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = manifest_cmd("plan", "validate a manifest and show what would run and what it costs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--probe-remote", action="store_true", help="also check remote media URLs")
+    _prices_option(p)
 
     p = manifest_cmd("run", "run every job not yet done (resumes where a previous run stopped)")
     where = p.add_mutually_exclusive_group()
@@ -144,14 +154,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long one request to fal may take before it counts as failed (default 30)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="one line per job transition")
+    _prices_option(p)
 
     p = manifest_cmd("status", "show how far a run got (safe while it runs)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _prices_option(p)
 
     p = manifest_cmd("cancel", "cancel this manifest's requests in flight at fal")
     p.add_argument("--fal-url", metavar="URL", help="fal origin (an emulator)")
 
     manifest_cmd("report", "write <output_dir>/index.html to review results beside sources")
+
+    p = sub.add_parser(
+        "endpoints",
+        help="list the known endpoints' fields, rules, limits and prices, with sources",
+        description="list the known endpoints' fields, rules, limits and prices, each with"
+        " its source and date; rows from --prices or --manifest are marked as yours",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _prices_option(p)
+    p.add_argument("--manifest", type=Path, help="also apply this manifest's prices:/limits:")
 
     sub.add_parser("schema", help="print the manifest's JSON Schema")
     # Its options belong to the emulator (see main): listed here for --help only.
@@ -191,12 +213,20 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(json.dumps(manifest_schema(), indent=2))
         return EXIT_OK
+    if args.command == "endpoints":
+        return _endpoints(args)
+    overrides = None
+    if getattr(args, "prices", None) is not None:
+        from .manifest import load_overrides
+
+        overrides = load_overrides(args.prices)
     plan = session.load(
         args.manifest,
         output_dir=args.output_dir,
         only=args.only,
         exclude=args.exclude,
         probe_remote=getattr(args, "probe_remote", False),
+        overrides=overrides,
     )
     command: Callable[[argparse.Namespace, Plan], int] = {
         "plan": _plan,
@@ -206,6 +236,30 @@ def _dispatch(args: argparse.Namespace) -> int:
         "report": _report,
     }[args.command]
     return command(args, plan)
+
+
+def _endpoints(args: argparse.Namespace) -> int:
+    from .endpoints import (
+        EndpointTables,
+        Overrides,
+        endpoint_rows,
+        format_endpoints,
+        rows_as_json,
+        user_cite,
+    )
+    from .manifest import load, load_overrides
+
+    layers = []
+    if args.manifest is not None:
+        manifest, _lines = load(args.manifest)
+        layers.append(
+            Overrides(manifest.prices, manifest.limits, user_cite("manifest", args.manifest))
+        )
+    if args.prices is not None:
+        layers.append(load_overrides(args.prices))
+    rows = endpoint_rows(EndpointTables(layers))
+    print(rows_as_json(rows) if args.json else format_endpoints(rows))
+    return EXIT_OK
 
 
 def _show(args: argparse.Namespace, summary: dict[str, Any], text: Callable[..., str]) -> int:

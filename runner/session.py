@@ -31,6 +31,7 @@ from .plan import Plan, cached_plan, check_default_output_dir, remember
 from .state import DirectoryLock, JobState, Spend, StateStore, StateWriter, Transitions
 
 if TYPE_CHECKING:
+    from .endpoints import Overrides
     from .fal import FalConfig
     from .pipeline import CancelOutcome, LocalStep, RunObserver, RunOptions, RunSummary
 
@@ -53,11 +54,17 @@ def load(
     only: Sequence[str] = (),
     exclude: Sequence[str] = (),
     probe_remote: bool = False,
+    overrides: Overrides | None = None,
 ) -> Plan:
-    """The manifest's plan (the selection ``only``/``exclude`` applied); ManifestError
-    names every problem with file, line and field."""
+    """The manifest's plan (the selection ``only``/``exclude`` applied, ``overrides`` a
+    --prices file's rows); ManifestError names every problem with file, line and field."""
     return cached_plan(
-        manifest, output_dir=output_dir, only=only, exclude=exclude, probe_remote=probe_remote
+        manifest,
+        output_dir=output_dir,
+        only=only,
+        exclude=exclude,
+        probe_remote=probe_remote,
+        overrides=overrides,
     )
 
 
@@ -134,7 +141,7 @@ def run(
     to the next run); only the main thread may. Refusals (a budget below the estimate,
     another run on the directory) come before anything is written or submitted.
     """
-    from .report import remaining_cost
+    from .report import remaining_cost, unpriced_remaining
 
     if options.concurrency < 1:
         raise ManifestError("usage: --concurrency must be at least 1")
@@ -143,6 +150,11 @@ def run(
         check_default_output_dir(plan.manifest_path, output_dir)
     with reading(plan) as existing:
         remaining = remaining_cost(plan, existing, retry_failed=retry_failed)
+        unpriced = unpriced_remaining(plan, existing, retry_failed=retry_failed)
+    if options.max_cost is not None and unpriced:
+        from .endpoints import unpriced_refusal
+
+        raise ManifestError(unpriced_refusal(unpriced))
     if options.max_cost is not None and remaining > options.max_cost + 1e-9:
         raise ManifestError(
             f"the remaining jobs are estimated at ${remaining:.2f}, above --max-cost"

@@ -94,10 +94,10 @@ def test_full_example_expands_every_feature() -> None:
     costs = plan_summary(result, None)["endpoints"]
     assert costs[V2V]["estimated_cost"] == pytest.approx(8 * 0.72 + 4 * 1.08 + 3.24)
     assert all(e["unpriced"] == 0 for e in costs.values())
-    assert {(limit["name"], limit["source"]) for limit in result.limits_applied} >= {
-        ("max_source_seconds", "manifest"),
-        ("image_containers", "fal upload widget for Luma stills"),
-    }
+    applied = {limit["name"]: limit for limit in result.limits_applied}
+    assert applied["max_source_seconds"]["source"] == f"manifest {FULL}"
+    assert applied["max_source_seconds"]["user"] is True
+    assert applied["image_containers"]["source"].startswith("fal.ai/models/fal-ai/luma-dream")
 
 
 def test_expansion_counts_and_order(tmp_path: Path) -> None:
@@ -194,7 +194,7 @@ def test_jobs_entries_make_text_jobs(tmp_path: Path) -> None:
         "inline/none.png",
     ]
     assert jobs[-1].arguments["prompt"] == "written inline"
-    assert jobs[0].clip is None and jobs[0].estimated_cost == 0.15
+    assert jobs[0].clip is None and jobs[0].estimated_cost == 0.50
 
 
 def test_local_files_in_input_fields_are_uploaded_too(tmp_path: Path) -> None:
@@ -233,6 +233,7 @@ def test_pass_through_endpoint_jobs(tmp_path: Path) -> None:
         """\
         name: t
         endpoint: fal-ai/some-upscaler/v2
+        passthrough: true
         defaults: {scale: 2}
         clips: [media/city.mp4]
         prompts: {noir: "film noir"}
@@ -466,7 +467,7 @@ ERRORS: list[tuple[str, str | bytes, int | None, str, str]] = [
     (
         "same-output-jobs",
         "name: t\nendpoint: fal-ai/x\nprompts: {a: b}\njobs:\n  - {prompt: a, output: x.mp4}\n"
-        "  - {prompt: a, output: ./x.mp4, input: {n: 1}}\n",
+        "  - {prompt: a, output: ./x.mp4, input: {n: 1}}\npassthrough: true\n",
         6,
         "jobs[1].output",
         "jobs[0] (none × a) and jobs[1] (none × a) both render to 'x.mp4'",
@@ -628,7 +629,8 @@ ERRORS: list[tuple[str, str | bytes, int | None, str, str]] = [
         "too-many-jobs",
         HEAD.replace("luma/agent/ray/v3.2/video-to-video", "fal-ai/x")
         + "matrix:\n"
-        + "".join(f"  f{i}: [0,1,2,3,4,5,6,7,8,9]\n" for i in range(7)),
+        + "".join(f"  f{i}: [0,1,2,3,4,5,6,7,8,9]\n" for i in range(7))
+        + "passthrough: true\n",
         1,
         "",
         "expands to 10,000,000 jobs; raybatch plans at most 250,000",

@@ -253,7 +253,7 @@ def test_too_long_clip_names_measured_value_and_limit(tmp_path: Path) -> None:
     path = _manifest(tmp_path, "  - media/city.mp4\n  - media/long_clip.mp4\n")
     assert _problems(path) == [
         f"{path}:7: clips[1]: media/long_clip.mp4: 12.0 s long; video-to-video accepts"
-        " at most 10 s (fal, 2026-10-08)"
+        " at most 10 s (fal.ai/models/luma/agent/ray/v3.2/video-to-video/llms.txt, 2026-12-04)"
     ]
 
 
@@ -266,9 +266,10 @@ def test_too_long_clip_passes_when_the_manifest_raises_the_limit(tmp_path: Path)
     )
     result = plan(path)
     assert len(result.jobs) == 1
-    applied = {(limit["name"], limit["source"]) for limit in result.limits_applied}
-    assert ("max_source_seconds", "manifest") in applied
-    assert ("max_file_bytes", "Luma Agents API") in applied
+    applied = {limit["name"]: limit for limit in result.limits_applied}
+    assert applied["max_source_seconds"]["source"] == f"manifest {path}"
+    assert applied["max_source_seconds"]["user"] is True
+    assert applied["max_file_bytes"]["user"] is False
 
 
 def test_unprobed_plan_skips_the_length_check(tmp_path: Path) -> None:

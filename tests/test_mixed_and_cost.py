@@ -13,13 +13,13 @@ import pytest
 
 from .conftest import MANIFESTS, Emulator, run_cli, start_emulator, stop_emulator
 
-#: By hand from runner/endpoints' price table (fal's page, 2026-10-08) for manifests/mixed.yaml:
-#: v2v 4 × $0.72 (540p 5 s) + 1 × $3.24 (720p 5 s HDR+EXR); reframe 2 × ceil(2 s) × $0.06;
-#: image-to-video 2 × $0.15; uni-1 edit 2 × ($0.042 + $0.003); text-to-image 1 × $0.042.
+#: By hand from fal's model pages (read 2026-12-04) for manifests/mixed.yaml: v2v 4 × $0.72
+#: (540p 5 s) + 1 × $3.24 (720p 5 s HDR+EXR); reframe 2 × ceil(2 s) × $0.06; image-to-video
+#: 2 × $0.50 (540p 5 s); uni-1 edit 2 × ($0.042 + $0.003); text-to-image 1 × $0.042.
 MIXED_COSTS = {
     "luma/agent/ray/v3.2/video-to-video": 4 * 0.72 + 3.24,
     "luma/agent/ray/v3.2/reframe": 2 * 2 * 0.06,
-    "luma/agent/ray/v3.2/image-to-video": 2 * 0.15,
+    "luma/agent/ray/v3.2/image-to-video": 2 * 0.50,
     "luma/agent/uni-1/v1/edit": 2 * (0.042 + 0.003),
     "luma/agent/uni-1/v1/text-to-image": 0.042,
 }

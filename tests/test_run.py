@@ -196,7 +196,8 @@ def test_downloads_falling_behind_slow_submission_down(tmp_path: Path) -> None:
     )  # fmt: skip
     manifest = tmp_path / "short.yaml"
     manifest.write_text(
-        "name: short\nendpoint: test/passthrough/v1\noutput: '{prompt}/{n}.bin'\n"
+        "name: short\nendpoint: test/passthrough/v1\npassthrough: true\n"
+        "output: '{prompt}/{n}.bin'\n"
         "concurrency: 2\nprompts: {a: one, b: two}\n"
         "jobs:\n  - prompts: [a, b]\n    matrix: {n: " + str(list(range(18))) + "}\n"
     )

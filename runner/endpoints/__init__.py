@@ -1,9 +1,17 @@
 """fal endpoints as job kinds: input/output models, rules, limits and prices.
 
 The six Luma endpoints raybatch knows are validated locally (``ENDPOINTS``); any other
-fal id is passed through as written. The public names are re-exported here.
+fal id is passed through as written when the manifest says ``passthrough: true``. Prices,
+limits and rules are cited data (``PRICES``, ``LIMITS``, ``RULES``: each row names its
+source and date); a user's rows override them (``Overrides``, ``EndpointTables``), and
+``endpoint_rows``/``format_endpoints`` make ``raybatch endpoints``. The public names are
+re-exported here.
 """
 
+from runner.endpoints._cite import Cite, user_cite
+from runner.endpoints._overrides import EndpointTables, Overrides
+from runner.endpoints._rules import RULES, Rule, rules_for
+from runner.endpoints._table import EndpointRow, endpoint_rows, format_endpoints, rows_as_json
 from runner.endpoints.base import Media, Ruled, Strict, unavailable
 from runner.endpoints.issues import Issue, did_you_mean, format_loc, issues_from
 from runner.endpoints.limits import LIMITS, AppliedLimit, Limit, LimitOverrides, limits_for
@@ -25,6 +33,7 @@ from runner.endpoints.prices import (
     PriceOverride,
     PriceTable,
     estimate_cost,
+    unpriced_refusal,
 )
 from runner.endpoints.registry import (
     EDIT_IMAGE,
@@ -35,6 +44,7 @@ from runner.endpoints.registry import (
     TEXT_TO_VIDEO,
     VIDEO_TO_VIDEO,
     EndpointSpec,
+    endpoint_problem,
     is_endpoint_id,
     spec_for,
 )
@@ -47,12 +57,16 @@ __all__ = [
     "LIMITS",
     "PRICES",
     "REFRAME",
+    "RULES",
     "TEXT_TO_IMAGE",
     "TEXT_TO_VIDEO",
     "VIDEO_TO_VIDEO",
     "AppliedLimit",
+    "Cite",
     "EditImageInput",
+    "EndpointRow",
     "EndpointSpec",
+    "EndpointTables",
     "File",
     "ImageOutput",
     "ImageToVideoInput",
@@ -60,10 +74,12 @@ __all__ = [
     "Limit",
     "LimitOverrides",
     "Media",
+    "Overrides",
     "Price",
     "PriceOverride",
     "PriceTable",
     "ReframeInput",
+    "Rule",
     "Ruled",
     "Strict",
     "TextToImageInput",
@@ -71,11 +87,18 @@ __all__ = [
     "VideoOutput",
     "VideoToVideoInput",
     "did_you_mean",
+    "endpoint_problem",
+    "endpoint_rows",
     "estimate_cost",
+    "format_endpoints",
     "format_loc",
     "is_endpoint_id",
     "issues_from",
     "limits_for",
+    "rows_as_json",
+    "rules_for",
     "spec_for",
     "unavailable",
+    "unpriced_refusal",
+    "user_cite",
 ]

@@ -1,18 +1,21 @@
 """What each endpoint accepts as source media, as one table of cited rows.
 
-Sources disagree on the longest clip Ray 3.2 edits (fal sells 5 s and 10 s slots, Luma's
-typed schema says 18 s, its marketing 20 s, GMI 30 s): the table holds the strictest value a
-fal user can rely on, with its source, and a manifest's ``limits:`` can raise it.
+Sources disagree on the longest clip Ray 3.2 edits (fal sells 5 s and 10 s edit slots,
+Luma's typed schema says 18 s, its marketing 20 s, GMI 30 s): the table holds the strictest
+value a fal user can rely on, with its source, and a manifest's ``limits:`` or a
+``--prices`` file can raise it. Overridden rows name the user's file as their source.
 """
 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import BeforeValidator, PositiveFloat, PositiveInt
 
+from runner.endpoints._cite import FAL_R2_MODIFY, FAL_REFRAME, FAL_TYPES, FAL_V2V, SKILL, Cite
 from runner.endpoints.base import Strict
 from runner.endpoints.registry import REFRAME, VIDEO_TO_VIDEO
 
@@ -27,8 +30,9 @@ class Limit:
     name: str
     value: float | tuple[str, ...]
     source: str
-    date: str = ""
+    date: str
     note: str = ""
+    user: bool = False
 
     @property
     def number(self) -> float:
@@ -45,50 +49,53 @@ class Limit:
     @property
     def cite(self) -> str:
         """``(source, date)``, as error messages show it."""
-        return f"({self.source}, {self.date})" if self.date else f"({self.source})"
+        return f"({self.source}, {self.date})"
 
 
 AppliedLimit = Limit
 
+
+def _row(endpoint: str, name: str, value: float | tuple[str, ...], cite: Cite, note: str) -> Limit:
+    return Limit(endpoint, name, value, cite.source, cite.date, note)
+
+
 LIMITS: tuple[Limit, ...] = (
-    Limit(
+    _row(
         "luma/agent/*",
         "max_file_bytes",
         200 * MB,
-        "Luma Agents API",
-        "2026-07-10",
-        "URL and base64 sources up to 200 MB (generative-media-skills, from Luma's docs)",
+        SKILL,
+        "URL and base64 sources up to 200 MB (Luma's docs, per the audit); fal states no limit",
     ),
-    Limit(
+    _row(
         "luma/agent/*",
         "video_containers",
         ("mp4", "mov", "webm", "m4v", "gif"),
-        "fal upload widget for Luma video",
-        note="fal ray-2 modify playground; no codec whitelist is documented anywhere",
+        FAL_R2_MODIFY,
+        "no codec or container list is documented for Ray 3.2; this is fal's Ray 2 widget's",
     ),
-    Limit(
+    _row(
         "luma/agent/*",
         "image_containers",
         ("jpg", "jpeg", "png", "webp", "gif", "avif"),
-        "fal upload widget for Luma stills",
-        note="fal ray-2 modify first-frame input",
+        FAL_R2_MODIFY,
+        "the first-frame input of fal's Ray 2 modify page",
     ),
-    Limit(
+    _row(
         VIDEO_TO_VIDEO,
         "max_source_seconds",
         10.0,
-        "fal",
-        "2026-10-08",
-        "fal sells only 5 s and 10 s edit slots and its integrators refuse longer clips;"
-        " Luma's typed schema allows 18 s, its marketing 20 s, GMI 30 s",
+        FAL_V2V,
+        "fal sells only 5s and 10s edits and states no source limit; Luma's typed schema"
+        " allows 18 s, its marketing 20 s, GMI 30 s",
     ),
-    Limit(
+    _row(
         REFRAME,
         "max_source_seconds",
-        10.0,
-        "fal live schema",
-        "2026-10-08",
-        "fal's live schema says 'must be 10 seconds or less'; older fal page, Luma and GMI: 30 s",
+        30.0,
+        FAL_REFRAME,
+        f"'must be 30 seconds or less', also in {FAL_TYPES}; a third party read 10 s in"
+        " fal's schema on 2026-10-08 (raybatch's seed used that): fal's page wins",
     ),
 )
 
@@ -115,15 +122,18 @@ class LimitOverrides(Strict):
     """Accepted image file extensions (jpg, png, ...)."""
 
 
-def limits_for(endpoint: str, overrides: LimitOverrides | None = None) -> dict[str, Limit]:
-    """The limits that apply to ``endpoint``, by name: table rows, then manifest overrides."""
+def limits_for(
+    endpoint: str, overrides: Iterable[tuple[LimitOverrides, Cite]] = ()
+) -> dict[str, Limit]:
+    """The limits that apply to ``endpoint``, by name: table rows, then each user's
+    overrides in turn (a later one wins), marked as the user's with their source."""
     found = {
         row.name: Limit(endpoint, row.name, row.value, row.source, row.date, row.note)
         for row in LIMITS
         if fnmatch.fnmatchcase(endpoint, row.endpoint)
     }
-    if overrides is not None:
-        for name, value in overrides.model_dump(exclude_none=True).items():
+    for layer, cite in overrides:
+        for name, value in layer.model_dump(exclude_none=True).items():
             shown = tuple(value) if isinstance(value, list) else value
-            found[name] = Limit(endpoint, name, shown, "manifest")
+            found[name] = Limit(endpoint, name, shown, cite.source, cite.date, user=True)
     return found

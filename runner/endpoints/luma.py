@@ -1,9 +1,12 @@
 """Input and output models of Luma's endpoints on fal (Ray 3.2 video, Uni-1 images).
 
-Every field, enum, default and cross-field rule comes from /shared/reference/luma.md and
-fal's model pages (sources in the comments). Where sources disagree the stricter reading
-wins, because a job refused here costs nothing and one refused by fal costs a round trip.
-Rule messages name the rule in words, e.g. ``HDR needs resolution 720p or 1080p``.
+Every field, enum and default follows fal's model pages read 2026-12-04 and fal's published
+types of 2026-08-02; each cross-field rule is a row of ``_rules.RULES`` with its source and
+date (the tests tie each row to the code that enforces it). Where fal's page and its types
+disagree the page wins (it is the newer); where fal is silent, the stricter reading of
+Luma's own documents wins, because a job refused here costs nothing and one refused by fal
+costs a round trip. Rule messages name the rule in words, e.g. ``HDR needs resolution 720p
+or 1080p``.
 """
 
 from __future__ import annotations
@@ -15,18 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, StringConstra
 
 from runner.endpoints.base import ImageRef, Ruled, Strict, VideoRef, Violation, unavailable
 
-# Ray 3.2 and Uni-1 both take 1-6000 characters (fal schemas pinned 2026-10-08; Comfy nodes).
+# Ray 3.2 and Uni-1 both take 1-6000 characters (Luma's reframing guide, read 2026-12-04).
 Prompt = Annotated[str, StringConstraints(min_length=1, max_length=6000)]
 Resolution = Literal["540p", "720p", "1080p"]
 Duration = Literal["5s", "10s"]
 VideoAspect = Literal["9:16", "3:4", "1:1", "4:3", "16:9", "21:9"]
-# fal's image-to-video card lists twelve ratios (default 16:9).
+# fal's image-to-video page (2026-12-04) lists twelve ratios, default 16:9; fal's types of
+# 2026-08-02 list only the six video ratios: the page is the newer and wins.
 I2VAspect = Literal[
     "3:1", "2:1", "21:9", "16:9", "4:3", "3:2", "1:1", "3:4", "2:3", "9:16", "1:2", "1:3"
 ]
-# fal's Uni-1 text-to-image card lists nine ratios and no default.
+# fal's Uni-1 text-to-image page and types list nine ratios, no 4:3 or 3:4, and no default.
 ImageAspect = Literal["3:1", "2:1", "16:9", "3:2", "1:1", "2:3", "9:16", "1:2", "1:3"]
-PORTRAIT_IMAGE_ASPECTS = ("2:3", "9:16", "1:2", "1:3")
 EditStrength = Literal[
     "adhere_1", "adhere_2", "adhere_3",
     "flex_1", "flex_2", "flex_3",
@@ -35,6 +38,29 @@ EditStrength = Literal[
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 MAX_KEYFRAMES = 64
+#: Image-to-video keyframe indexes are output frames at 24 fps (fal's types, 2026-08-02).
+FRAMES_PER_SECOND = 24
+
+
+def keyframe_violations(
+    frames: list[str] | None, indexes: list[int] | None, last_frame: int | None = None
+) -> Iterator[Violation]:
+    """Keyframes and their indexes pair up one to one, indexes unique (and at most
+    ``last_frame`` when the frame grid is known)."""
+    frames, indexes = frames or [], indexes or []
+    if len(frames) != len(indexes):
+        yield (
+            "keyframe_indexes",
+            f"needs one index per keyframe ({len(frames)} keyframes, {len(indexes)} indexes)",
+        )
+    if len(set(indexes)) != len(indexes):
+        yield "keyframe_indexes", "keyframe indexes must be unique"
+    if last_frame is not None and any(index > last_frame for index in indexes):
+        yield (
+            "keyframe_indexes",
+            f"keyframe indexes are output frames at {FRAMES_PER_SECOND} fps: at most"
+            f" {last_frame} for this duration (got {max(indexes)})",
+        )
 
 
 class LumaInput(Ruled):
@@ -56,7 +82,7 @@ class HdrInput(RayInput):
     exr_export: bool = False
 
     def violations(self) -> Iterator[Violation]:
-        """HDR needs 720p/1080p; EXR needs HDR (Agents SDK video options, fal schemas)."""
+        """HDR needs 720p/1080p; EXR needs HDR (rules hdr-resolution, exr-needs-hdr)."""
         yield from super().violations()
         if self.hdr and self.resolution == "540p":
             yield "hdr", f"HDR needs resolution 720p or 1080p (got {self.resolution})"
@@ -71,14 +97,12 @@ class GeneratedVideoInput(HdrInput):
     loop: bool = False
 
     def violations(self) -> Iterator[Violation]:
-        """Loops are 5 s SDR; HDR is 5 s only (fal T2V schema 2026-10-08, Replicate)."""
+        """Loops are 5 s and SDR (rules loop-5s, loop-sdr)."""
         yield from super().violations()
         if self.loop and self.duration != "5s":
             yield "loop", f"a loop can only be 5s long (got duration {self.duration})"
         if self.loop and self.hdr:
             yield "loop", "a loop cannot be HDR"
-        if self.hdr and self.duration != "5s":
-            yield "hdr", f"HDR is only available for 5s clips (got duration {self.duration})"
 
 
 class PoseControl(Strict):
@@ -125,6 +149,9 @@ class EditControls(Strict):
     face: FaceControl | None = None
 
 
+Keyframes = Annotated[list[ImageRef], Field(min_length=1, max_length=MAX_KEYFRAMES)]
+
+
 class VideoToVideoInput(HdrInput):
     """``luma/agent/ray/v3.2/video-to-video``: restyle an existing clip (Luma ``video_edit``)."""
 
@@ -134,11 +161,10 @@ class VideoToVideoInput(HdrInput):
     edit_strength: EditStrength | None = None
     auto_controls: bool | None = None
     controls: EditControls | None = None
-    keyframes: Annotated[list[ImageRef], Field(max_length=MAX_KEYFRAMES)] | None = None
+    keyframes: Keyframes | None = None
     keyframe_indexes: list[NonNegativeInt] | None = None
+    # Not in fal's types of 2026-08-02; fal's schemas accept unknown fields, so it is sent.
     user: str | None = None
-    # fal: "loop does not apply to editing an existing clip"; an edit keeps its source's
-    # framing and has no end frame (skill, runware, gmi).
     loop: Annotated[None, unavailable("loop is not available for video-to-video edits")] = None
     end_image_url: Annotated[
         None, unavailable("an end frame is not available for video-to-video edits")
@@ -150,21 +176,16 @@ class VideoToVideoInput(HdrInput):
     ] = None  # fmt: skip
 
     def violations(self) -> Iterator[Violation]:
-        """auto_controls excludes manual settings; keyframes pair with unique indexes."""
+        """auto_controls excludes manual settings; keyframes pair with unique indexes and
+        exclude a start image (rules v2v-auto-controls-*, keyframe-indexes-pair,
+        v2v-keyframes-start-image)."""
         yield from super().violations()
         if self.auto_controls and self.edit_strength is not None:
             yield "auto_controls", "auto_controls: true cannot be combined with edit_strength"
         if self.auto_controls and self.controls is not None:
             yield "auto_controls", "auto_controls: true cannot be combined with controls"
-        frames, indexes = self.keyframes or [], self.keyframe_indexes or []
-        if len(frames) != len(indexes):
-            yield (
-                "keyframe_indexes",
-                f"needs one index per keyframe ({len(frames)} keyframes, {len(indexes)} indexes)",
-            )
-        if len(set(indexes)) != len(indexes):
-            yield "keyframe_indexes", "keyframe indexes must be unique"
-        if frames and self.start_image_url is not None:
+        yield from keyframe_violations(self.keyframes, self.keyframe_indexes)
+        if self.keyframes and self.start_image_url is not None:
             yield "keyframes", "keyframes and start_image_url cannot be used together"
 
 
@@ -172,24 +193,52 @@ class TextToVideoInput(GeneratedVideoInput):
     """``luma/agent/ray/v3.2/text-to-video``: a clip from a prompt alone."""
 
     aspect_ratio: VideoAspect = "16:9"
+    # Not in fal's types of 2026-08-02; fal's page says the endpoint takes "reference
+    # images to lock in subject and style" (2026-12-04), and the page wins.
     reference_image_urls: list[ImageRef] | None = None
+
+    def violations(self) -> Iterator[Violation]:
+        """HDR text-to-video is 5 s only (rule t2v-hdr-5s)."""
+        yield from super().violations()
+        if self.hdr and self.duration != "5s":
+            yield "hdr", f"HDR is only available for 5s clips (got duration {self.duration})"
 
 
 class ImageToVideoInput(GeneratedVideoInput):
-    """``luma/agent/ray/v3.2/image-to-video``: animate a start frame, optionally to an end frame."""
+    """``luma/agent/ray/v3.2/image-to-video``: animate a start frame (optionally to an end
+    frame), or follow 1-64 keyframes pinned at output frames."""
 
-    image_url: ImageRef
+    image_url: ImageRef | None = None
     end_image_url: ImageRef | None = None
+    keyframes: Keyframes | None = None
+    keyframe_indexes: list[NonNegativeInt] | None = None
     aspect_ratio: I2VAspect = "16:9"
 
     def violations(self) -> Iterator[Violation]:
-        """Start/end-frame clips are 5 s; a loop has no end frame (fal I2V 2026-10-08)."""
+        """One anchoring mode: a start (and end) frame, or keyframes; 10 s needs keyframes;
+        a loop has no end frame and no keyframes (rules i2v-*, keyframe-indexes-pair)."""
         yield from super().violations()
-        if self.duration != "5s":
-            yield (
-                "duration",
-                f"image-to-video from a start/end frame makes 5s clips only (got {self.duration})",
-            )
+        if self.keyframes:
+            if self.image_url is not None or self.end_image_url is not None:
+                yield (
+                    "keyframes",
+                    "keyframes cannot be combined with image_url or end_image_url",
+                )
+            if self.loop:
+                yield "loop", "a loop cannot use keyframes"
+            last = FRAMES_PER_SECOND * int(self.duration.removesuffix("s"))
+            yield from keyframe_violations(self.keyframes, self.keyframe_indexes, last)
+        else:
+            if self.image_url is None:
+                yield "image_url", "required: a start frame (image_url) or keyframes"
+            if self.keyframe_indexes:
+                yield from keyframe_violations(self.keyframes, self.keyframe_indexes)
+            if self.duration != "5s":
+                yield (
+                    "duration",
+                    f"image-to-video from a start/end frame makes 5s clips only (got"
+                    f" {self.duration}); 10s needs keyframes",
+                )
         if self.loop and self.end_image_url is not None:
             yield "loop", "a loop cannot have an end frame (end_image_url)"
 
@@ -203,7 +252,7 @@ class SourcePosition(Ruled):
     h_norm: Fraction
 
     def violations(self) -> Iterator[Violation]:
-        """The rectangle must lie inside the canvas."""
+        """The rectangle must lie inside the canvas (rule reframe-source-inside)."""
         yield from super().violations()
         if self.x_norm + self.w_norm > 1.0:
             yield "w_norm", f"x_norm + w_norm must be at most 1 (got {self.x_norm + self.w_norm:g})"
@@ -216,14 +265,17 @@ class ReframeInput(RayInput):
 
     video_url: VideoRef
     aspect_ratio: VideoAspect
-    duration: Duration | None = None  # unset: follows the source (fal schema 2026-10-08)
     source_position: SourcePosition | None = None
+    duration: Annotated[
+        None,
+        unavailable("reframe has no duration: the output follows the source's length"),
+    ] = None
     hdr: Annotated[None, unavailable("HDR is not available for reframe")] = None
     exr_export: Annotated[None, unavailable("EXR export is not available for reframe")] = None
     loop: Annotated[None, unavailable("loop is not available for reframe")] = None
 
     def violations(self) -> Iterator[Violation]:
-        """No 1080p for vertical canvases (Agents docs, Comfy node)."""
+        """No 1080p for vertical canvases (rule reframe-1080p-vertical)."""
         yield from super().violations()
         if self.resolution == "1080p" and self.aspect_ratio in ("9:16", "3:4"):
             yield "resolution", f"1080p is not available for {self.aspect_ratio} reframes"
@@ -242,16 +294,6 @@ class TextToImageInput(UniInput):
 
     aspect_ratio: ImageAspect | None = None
     enable_web_search: bool = False
-
-    def violations(self) -> Iterator[Violation]:
-        """Manga is portrait-only (Comfy's Uni-1 node documents Luma's refusal)."""
-        yield from super().violations()
-        if self.style == "manga" and self.aspect_ratio not in (None, *PORTRAIT_IMAGE_ASPECTS):
-            yield (
-                "aspect_ratio",
-                f"manga style needs a portrait aspect ratio ({', '.join(PORTRAIT_IMAGE_ASPECTS)}),"
-                f" not {self.aspect_ratio}",
-            )
 
 
 class EditImageInput(UniInput):

@@ -5,6 +5,9 @@ says what it multiplies: a flat ``job``, each started ``source_second`` (reframe
 source's length, rounded up), or each ``input_image`` (Uni-1 edit bills source and
 reference images). A job costs its first matching ``job``/``source_second`` row plus every
 matching ``input_image`` row; no matching base row means the cost is unknown.
+
+Every row carries its source and the date that source said it. fal's own model pages win
+over third parties; a cell fal does not publish is an *estimate*, and its row says from what.
 """
 
 from __future__ import annotations
@@ -16,9 +19,19 @@ from typing import Any, Literal
 
 from pydantic import NonNegativeFloat
 
+from runner.endpoints._cite import (
+    FAL_I2V,
+    FAL_REFRAME,
+    FAL_UNI_EDIT,
+    FAL_UNI_T2I,
+    FAL_V2V,
+    LUMA_PRICING,
+    Cite,
+)
 from runner.endpoints.base import Strict
 from runner.endpoints.registry import (
     EDIT_IMAGE,
+    ENDPOINTS,
     IMAGE_TO_VIDEO,
     REFRAME,
     TEXT_TO_IMAGE,
@@ -44,6 +57,8 @@ class Price:
     when: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
     date: str = ""
+    note: str = ""
+    user: bool = False
 
     def matches(self, arguments: Mapping[str, Any]) -> bool:
         """Whether every ``when`` field equals the job's argument."""
@@ -53,7 +68,8 @@ class Price:
 # (resolution, duration, hdr, exr_export) -> USD
 Grid = Mapping[tuple[str, str, bool, bool], float]
 
-# fal's video-to-video card (confirmed by apicity's estimator and recast, 2026-10-08).
+# fal's video-to-video page, every cell published (read 2026-12-04; the same figures as
+# the third-party estimators of 2026-10-08).
 _EDIT: Grid = {
     ("540p", "5s", False, False): 0.72, ("540p", "10s", False, False): 1.44,
     ("720p", "5s", False, False): 1.08, ("720p", "10s", False, False): 2.16,
@@ -64,60 +80,83 @@ _EDIT: Grid = {
     ("1080p", "5s", True, True): 6.48, ("1080p", "10s", True, True): 12.96,
 }  # fmt: skip
 
-# Luma Agents API pay-as-you-go generation prices (generative-media-skills 2026-07-10;
-# Runware and Comfy's partner table agree). fal's 2026-10-08 image-to-video card shows the
-# same $0.15 at 540p/5s, so fal now passes these through.
+# fal's image-to-video page (read 2026-12-04): 5s $0.50 / $1 / $2, 10s double. raybatch's
+# seed priced 540p/5s at $0.15, Luma's direct price carried over from a third party.
 _GENERATION: Grid = {
-    ("540p", "5s", False, False): 0.15, ("540p", "10s", False, False): 0.45,
-    ("720p", "5s", False, False): 0.30, ("720p", "10s", False, False): 0.90,
-    ("1080p", "5s", False, False): 1.20, ("1080p", "10s", False, False): 3.60,
-    ("720p", "5s", True, False): 0.60, ("1080p", "5s", True, False): 2.40,
-    ("720p", "5s", True, True): 0.90, ("1080p", "5s", True, True): 3.60,
+    ("540p", "5s", False, False): 0.50, ("540p", "10s", False, False): 1.00,
+    ("720p", "5s", False, False): 1.00, ("720p", "10s", False, False): 2.00,
+    ("1080p", "5s", False, False): 2.00, ("1080p", "10s", False, False): 4.00,
 }  # fmt: skip
 
-# fal's reframe card: per started source second.
+# fal publishes no HDR price for generation: estimated as fal prices HDR edits, 2x the SDR
+# cell with HDR and 3x with HDR + EXR (fal's video-to-video page; Luma's direct prices keep
+# the same ratios).
+_HDR_FACTOR = {(True, False): 2.0, (True, True): 3.0}
+_GENERATION_HDR: Grid = {
+    (res, dur, hdr, exr): round(_GENERATION[(res, dur, False, False)] * factor, 6)
+    for res in ("720p", "1080p")
+    for dur in ("5s", "10s")
+    for (hdr, exr), factor in _HDR_FACTOR.items()
+}
+
+# fal's reframe page: per started source second.
 _REFRAME_PER_SECOND = {"540p": 0.06, "720p": 0.12, "1080p": 0.36}
+
+_HDR_NOTE = (
+    "estimate: fal publishes no HDR price for generation; 2x the SDR cell, 3x with EXR,"
+    " as fal's video-to-video page prices HDR edits"
+)
+_T2V_NOTE = (
+    "estimate: fal prices text-to-video dynamically and publishes no card; Luma prices text-"
+    f" and image-to-video as one generation type ({LUMA_PRICING.source}), so fal's"
+    " image-to-video card stands in"
+)
 
 
 def _grid_rows(
-    endpoint: str, grid: Grid, source: str, date: str, durations: Sequence[str] = ("5s", "10s")
+    endpoint: str,
+    grid: Grid,
+    cite: Cite,
+    note: str = "",
+    durations: Sequence[str] = ("5s", "10s"),
 ) -> list[Price]:
     return [
         Price(
             endpoint,
             usd,
             when={"resolution": res, "duration": dur, "hdr": hdr, "exr_export": exr},
-            source=source,
-            date=date,
+            source=cite.source,
+            date=cite.date,
+            note=note,
         )
         for (res, dur, hdr, exr), usd in grid.items()
         if dur in durations
     ]
 
 
+def _cited(cite: Cite) -> tuple[str, str]:
+    return cite.source, cite.date
+
+
+def _flat(endpoint: str, usd: float, cite: Cite, per: Per = "job", note: str = "") -> Price:
+    return Price(endpoint, usd, per, {}, cite.source, cite.date, note)
+
+
 PRICES: tuple[Price, ...] = (
-    *_grid_rows(VIDEO_TO_VIDEO, _EDIT, "fal video-to-video card", "2026-10-08"),
-    *_grid_rows(
-        TEXT_TO_VIDEO,
-        _GENERATION,
-        "estimate: fal prices text-to-video dynamically; Luma Agents API pay-as-you-go",
-        "2026-07-10",
-    ),
-    *_grid_rows(
-        IMAGE_TO_VIDEO,
-        _GENERATION,
-        "fal image-to-video card for 540p/5s ($0.15, 2026-10-08); other cells: Luma Agents"
-        " API pay-as-you-go generation prices, which that cell matches",
-        "2026-10-08",
-        durations=("5s",),
-    ),
+    *_grid_rows(VIDEO_TO_VIDEO, _EDIT, FAL_V2V),
+    *_grid_rows(IMAGE_TO_VIDEO, _GENERATION, FAL_I2V),
+    # 10s HDR image-to-video exists with keyframes only; the rules refuse the rest.
+    *_grid_rows(IMAGE_TO_VIDEO, _GENERATION_HDR, FAL_I2V, _HDR_NOTE),
+    *_grid_rows(TEXT_TO_VIDEO, _GENERATION, FAL_I2V, _T2V_NOTE),
+    # HDR text-to-video is 5s only.
+    *_grid_rows(TEXT_TO_VIDEO, _GENERATION_HDR, FAL_I2V, _T2V_NOTE, durations=("5s",)),
     *(
-        Price(REFRAME, usd, "source_second", {"resolution": res}, "fal reframe card")
+        Price(REFRAME, usd, "source_second", {"resolution": res}, *_cited(FAL_REFRAME))
         for res, usd in _REFRAME_PER_SECOND.items()
     ),
-    Price(TEXT_TO_IMAGE, 0.042, source="fal Uni-1 text-to-image card"),
-    Price(EDIT_IMAGE, 0.042, source="fal Uni-1 edit card"),
-    Price(EDIT_IMAGE, 0.003, "input_image", source="fal Uni-1 edit card"),
+    _flat(TEXT_TO_IMAGE, 0.042, FAL_UNI_T2I),
+    _flat(EDIT_IMAGE, 0.042, FAL_UNI_EDIT),
+    _flat(EDIT_IMAGE, 0.003, FAL_UNI_EDIT, "input_image", "per reference or source image"),
 )
 
 
@@ -144,15 +183,23 @@ class PriceTable:
         """The rows that price ``endpoint`` (empty: its cost is unknown)."""
         return self._rows.get(endpoint, [])
 
-    def with_overrides(self, overrides: Mapping[str, Sequence[PriceOverride]]) -> PriceTable:
-        """A copy in which each overridden endpoint's rows are replaced by the manifest's."""
+    def with_overrides(
+        self, overrides: Mapping[str, Sequence[PriceOverride]], cite: Cite
+    ) -> PriceTable:
+        """A copy in which each overridden endpoint's rows are replaced by the user's,
+        marked as theirs and cited to ``cite`` (their file and its date)."""
         table = PriceTable(())
         table._rows = dict(self._rows)
         for endpoint, rows in overrides.items():
             table._rows[endpoint] = [
-                Price(endpoint, row.usd, row.per, row.when, "manifest") for row in rows
+                Price(endpoint, row.usd, row.per, row.when, cite.source, cite.date, user=True)
+                for row in rows
             ]
         return table
+
+    def endpoints(self) -> list[str]:
+        """Every endpoint with at least one row."""
+        return list(self._rows)
 
     def estimate(
         self, endpoint: str, arguments: Mapping[str, Any], source_seconds: float | None = None
@@ -177,7 +224,8 @@ def _input_images(endpoint: str, arguments: Mapping[str, Any]) -> int:
     spec = spec_for(endpoint)
     count = 0
     for name, value in arguments.items():
-        if spec.media_kind(name) == "image":
+        # A pass-through endpoint's media fields are of any kind: each counts as an input.
+        if spec.media_kind(name) in ("image", "any"):
             count += len(value) if isinstance(value, list) else 1
     return count
 
@@ -195,3 +243,21 @@ def estimate_cost(
     """The estimated USD of one job; ``media_info`` is its source's (for per-second prices)."""
     seconds = media_info.duration if media_info is not None else None
     return table.estimate(endpoint, arguments, seconds)
+
+
+def unpriced_refusal(counts: Mapping[str, int]) -> str:
+    """Why a budget (``--max-cost``, ``max_cost:``) cannot be checked: per endpoint, how
+    many remaining jobs have no price, and what gives them one."""
+    parts = []
+    for endpoint, count in sorted(counts.items()):
+        if endpoint in ENDPOINTS:
+            why = (
+                "no price row matches their input, or their source's length is unknown"
+                " (reframe bills source seconds: use a local file or --probe-remote)"
+            )
+        else:
+            why = "add a prices: row for it (in the manifest or a --prices file)"
+        parts.append(f"{endpoint}: {count} job(s) without a price; {why}")
+    return "--max-cost cannot cover jobs without a price, so nothing was submitted: " + "; ".join(
+        parts
+    )

@@ -19,7 +19,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from runner.endpoints.base import Media, Ruled
-from runner.endpoints.issues import Issue, issues_from
+from runner.endpoints.issues import Issue, did_you_mean, issues_from
 from runner.endpoints.luma import (
     EditImageInput,
     ImageOutput,
@@ -148,7 +148,7 @@ class EndpointSpec:
         return ""
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)
 def _field_adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
     info = model.model_fields[name]
     annotation: Any = info.annotation
@@ -186,7 +186,8 @@ ENDPOINTS: dict[str, EndpointSpec] = {
 }
 
 
-@functools.cache
+# Bounded: a manifest names a handful of endpoints, but spec_for takes any string.
+@functools.lru_cache(maxsize=256)
 def spec_for(endpoint: str) -> EndpointSpec:
     """The spec of a known endpoint, or a pass-through spec for any other fal id.
 
@@ -198,3 +199,26 @@ def spec_for(endpoint: str) -> EndpointSpec:
     if not is_endpoint_id(endpoint):
         raise ValueError(f"{endpoint!r} is not a fal endpoint id (owner/app[/path])")
     return EndpointSpec(endpoint)
+
+
+def endpoint_problem(endpoint: str, passthrough: bool) -> str | None:
+    """Why a manifest may not name ``endpoint`` with this ``passthrough:`` setting, or None.
+
+    An endpoint raybatch does not know is sent as written, unchecked and unpriced, so the
+    manifest must say it means that (``passthrough: true``); a near miss of a known id is
+    most likely a typo, and the message says which id.
+    """
+    known = endpoint in ENDPOINTS
+    if known and passthrough:
+        return (
+            f"{endpoint} is an endpoint raybatch knows (its input is checked before"
+            " anything is sent); remove passthrough: true"
+        )
+    if known or passthrough:
+        return None
+    hint = did_you_mean(endpoint, ENDPOINTS)
+    return (
+        f"raybatch does not know the endpoint {endpoint!r}{hint or '.'} To send jobs to it"
+        " unchecked, set passthrough: true beside it (and give it a prices: row for"
+        " --max-cost)"
+    )

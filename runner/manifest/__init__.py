@@ -11,7 +11,8 @@ reported with the manifest's file, line and field path, all at once, in one
 
 from __future__ import annotations
 
-from ._models import JobEntry, Manifest, SourceEntry, manifest_schema
+from ._models import JobEntry, Manifest, SourceEntry, load, manifest_schema
+from ._overrides import PriceFile, load_overrides, manifest_overrides
 from ._planner import plan
 from ._yaml import MAX_JOBS, MAX_SHOWN_PROBLEMS
 
@@ -20,7 +21,11 @@ __all__ = (
     "MAX_SHOWN_PROBLEMS",
     "JobEntry",
     "Manifest",
+    "PriceFile",
     "SourceEntry",
+    "load",
+    "load_overrides",
+    "manifest_overrides",
     "manifest_schema",
     "plan",
 )

@@ -20,6 +20,7 @@ from ..endpoints import (
     LimitOverrides,
     PriceOverride,
     Ruled,
+    endpoint_problem,
     is_endpoint_id,
     issues_from,
 )
@@ -52,10 +53,25 @@ def _one_or_many(value: object) -> object:
     return [value] if isinstance(value, dict) else value
 
 
+def _endpoint_violations(endpoint: str | None, passthrough: bool) -> Iterator[Violation]:
+    """An unknown endpoint needs ``passthrough: true`` beside it (see ``endpoint_problem``)."""
+    if endpoint is None:
+        if passthrough:
+            yield "passthrough", "passthrough: true applies to an endpoint: given beside it"
+        return
+    problem = endpoint_problem(endpoint, passthrough)
+    if problem is not None:
+        yield "endpoint", problem
+
+
 Name = Annotated[str, Field(max_length=200), AfterValidator(_check_name)]
 EndpointId = Annotated[str, AfterValidator(_check_endpoint)]
 Values = Annotated[list[Any], Field(min_length=1)]
 Matrix = dict[str, Values]
+#: ``prices:`` (a manifest's block, or a --prices file): endpoint -> one row or a list.
+PriceBlock = dict[EndpointId, Annotated[list[PriceOverride], BeforeValidator(_one_or_many)]]
+#: ``limits:``: endpoint -> the limits it overrides.
+LimitBlock = dict[EndpointId, LimitOverrides]
 
 
 # Shorthands are spelt out before validation (a string for a clip entry, one price row for a
@@ -93,6 +109,8 @@ class SourceEntry(_Entry):
     """An http(s) URL or a data: URI, sent to fal as it is."""
     endpoint: EndpointId | None = None
     """This source's endpoint, instead of the manifest's."""
+    passthrough: bool = False
+    """This entry's endpoint: is one raybatch does not know: send its input unchecked."""
     input: dict[str, Any] = {}
     """Endpoint input for this source's jobs, over defaults:."""
 
@@ -105,10 +123,11 @@ class SourceEntry(_Entry):
         return value
 
     def violations(self) -> Iterator[Violation]:
-        """Exactly one of path and url."""
+        """Exactly one of path and url; an unknown endpoint needs passthrough: true."""
         yield from super().violations()
         if (self.path is None) == (self.url is None):
             yield "path", "give exactly one of path: (a local file or glob) and url:"
+        yield from _endpoint_violations(self.endpoint, self.passthrough)
 
 
 class JobEntry(_Entry):
@@ -116,6 +135,8 @@ class JobEntry(_Entry):
 
     endpoint: EndpointId | None = None
     """The endpoint, if not the source's or the manifest's."""
+    passthrough: bool = False
+    """This entry's endpoint: is one raybatch does not know: send its input unchecked."""
     clip: Name | None = None
     """The id of a clip (or image) from clips:/images:."""
     image: Name | None = None
@@ -132,12 +153,14 @@ class JobEntry(_Entry):
     """Output path template for this entry, instead of the manifest's."""
 
     def violations(self) -> Iterator[Violation]:
-        """At most one source reference and one way of naming prompts."""
+        """At most one source reference and one way of naming prompts; an unknown endpoint
+        needs passthrough: true."""
         yield from super().violations()
         if self.clip is not None and self.image is not None:
             yield "image", "give clip: or image:, not both"
         if self.prompt is not None and self.prompts is not None:
             yield "prompts", "give prompt: or prompts:, not both"
+        yield from _endpoint_violations(self.endpoint, self.passthrough)
 
 
 class Manifest(_Entry):
@@ -147,6 +170,8 @@ class Manifest(_Entry):
     """Names the batch and its default output directory, outputs/<name>."""
     endpoint: EndpointId | None = None
     """The fal endpoint of every job that does not name its own."""
+    passthrough: bool = False
+    """endpoint: is one raybatch does not know: send its input unchecked (and unpriced)."""
     output: str | None = None
     """Output path template inside output_dir, e.g. "{clip}/{prompt}.mp4"."""
     output_dir: str | None = None
@@ -165,14 +190,17 @@ class Manifest(_Entry):
     """Input field -> values: every source × prompt runs once per combination."""
     jobs: list[JobEntry] = []
     """Explicit jobs for irregular cases and for endpoints that take no source."""
-    limits: dict[EndpointId, LimitOverrides] = {}
+    limits: LimitBlock = {}
     """Per-endpoint overrides of the limits table."""
-    prices: dict[EndpointId, Annotated[list[PriceOverride], BeforeValidator(_one_or_many)]] = Field(
-        default={}, json_schema_extra=_price_rows_schema
-    )
+    prices: PriceBlock = Field(default={}, json_schema_extra=_price_rows_schema)
     """Per-endpoint price rows (USD) replacing the price table's."""
     max_cost: Annotated[float, Field(ge=0)] | None = None
     """Budget cap in USD for the remaining jobs (--max-cost overrides it)."""
+
+    def violations(self) -> Iterator[Violation]:
+        """An unknown top-level endpoint needs passthrough: true."""
+        yield from super().violations()
+        yield from _endpoint_violations(self.endpoint, self.passthrough)
 
     @field_validator("clips", "images", mode="before")
     @classmethod
@@ -194,6 +222,7 @@ def manifest_schema() -> dict[str, Any]:
 
 
 def load(path: Path) -> tuple[Manifest, dict[Loc, int]]:
+    """The manifest at ``path``, validated, and each field path's line; raises ManifestError."""
     data, lines = read_yaml(path)
     try:
         return Manifest.model_validate(data), lines

@@ -12,15 +12,15 @@ from typing import Any
 from ..endpoints import (
     ENDPOINTS,
     EndpointSpec,
+    EndpointTables,
     Limit,
+    Overrides,
     PriceTable,
     did_you_mean,
     format_loc,
-    limits_for,
     spec_for,
 )
 from ..endpoints.issues import Loc
-from ..endpoints.prices import DEFAULT_PRICES
 from ..endpoints.registry import MediaField
 from ..job import LocalFile
 from ..media import (
@@ -37,6 +37,7 @@ from ..media import (
 from ..plan import JobColumns, ManifestFacts, Plan, PlanInputs, glob_files, output_dir_for
 from ._expand import Expansion, input_layer, matrix_layers, safe_id, template_problem, url_id
 from ._models import JobEntry, Manifest, SourceEntry, load
+from ._overrides import manifest_overrides
 from ._problems import Problems
 from ._types import ARTICLE, TEMPLATE_VARIABLES, Group, Layer, Source, Template
 from ._yaml import MAX_JOBS
@@ -52,8 +53,12 @@ def plan(
     only: Sequence[str] = (),
     exclude: Sequence[str] = (),
     probe_remote: bool = False,
+    overrides: Overrides | None = None,
 ) -> Plan:
     """Expand the manifest at ``path`` into jobs; raises ``ManifestError`` with every problem.
+
+    ``overrides`` are a ``--prices`` file's rows; they win over the manifest's own
+    ``prices:``/``limits:`` (see ``endpoints.EndpointTables``).
 
     ``only``/``exclude`` are fnmatch patterns matched against each job's clip/image id and
     prompt name (see ``plans.is_selected``). ``probe_media`` reads local media headers
@@ -62,7 +67,11 @@ def plan(
     with the expansion remembered.
     """
     manifest, lines = load(path)
-    planner = Planner(manifest, path, lines, probe_media=probe_media, probe_remote=probe_remote)
+    own = manifest_overrides(manifest, path)
+    tables = EndpointTables([own, *([overrides] if overrides else [])])
+    planner = Planner(
+        manifest, path, lines, probe_media=probe_media, probe_remote=probe_remote, tables=tables
+    )
     jobs = planner.expand()
     facts = ManifestFacts(
         manifest.name,
@@ -96,6 +105,7 @@ class Planner:
         *,
         probe_media: bool,
         probe_remote: bool,
+        tables: EndpointTables,
     ) -> None:
         self.manifest = manifest
         self.base_dir = path.parent
@@ -103,7 +113,8 @@ class Planner:
         self.probe_media = probe_media
         self.probe_remote = probe_remote
         self.applied: dict[tuple[str, str], Limit] = {}
-        self.prices: PriceTable = DEFAULT_PRICES.with_overrides(manifest.prices)
+        self.tables = tables
+        self.prices: PriceTable = self.tables.prices
         self._files: dict[str, LocalFile | None] = {}
         self.globbed: list[tuple[str, tuple[str, ...]]] = []
         self._media: dict[tuple[Path | str, str, MediaField], MediaInfo | None] = {}
@@ -362,7 +373,7 @@ class Planner:
         key = (file.path if isinstance(file, LocalFile) else file, spec.id, kind)
         if key in self._media:
             return self._media[key]
-        limits = limits_for(spec.id, self.manifest.limits.get(spec.id))
+        limits = self.tables.limits_for(spec.id)
 
         def limit(name: str) -> Limit | None:
             found = limits.get(name)

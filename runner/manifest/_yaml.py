@@ -140,9 +140,13 @@ class _YamlProblem(Exception):
         self.loc, self.message, self.line = loc, message, line
 
 
-def read_yaml(path: Path) -> tuple[dict[str, Any], dict[Loc, int]]:
-    """The manifest's data and the line of each field path; raises ManifestError."""
+def read_yaml(path: Path, what: str = "manifest") -> tuple[dict[str, Any], dict[Loc, int]]:
+    """The manifest's data and the line of each field path; raises ManifestError.
+
+    ``what`` names the file in messages (a --prices file is read the same way).
+    """
     shown = str(path)
+    needs = "name: and some jobs" if what == "manifest" else "a mapping of endpoint ids to rows"
 
     def fail(message: str, line: int | None = None, loc: Loc = ()) -> ManifestError:
         return ManifestError(Problem(shown, line, format_loc(loc), message))
@@ -152,23 +156,21 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], dict[Loc, int]]:
         if not stat.S_ISREG(info.st_mode):
             # A FIFO or a device would block or never end; a directory has nothing to read.
             reason = not_a_regular_file(path, info.st_mode).strerror
-            raise fail(f"cannot read the manifest: {reason}")
+            raise fail(f"cannot read the {what}: {reason}")
         if info.st_size > MAX_MANIFEST_BYTES:
-            raise fail(
-                f"is {info.st_size:,} bytes; a manifest may be at most {MAX_MANIFEST_BYTES:,}"
-            )
+            raise fail(f"is {info.st_size:,} bytes; a {what} may be at most {MAX_MANIFEST_BYTES:,}")
         raw = path.read_bytes()
     except OSError as exc:
-        raise fail(f"cannot read the manifest: {exc.strerror or exc}") from None
+        raise fail(f"cannot read the {what}: {exc.strerror or exc}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-            raise fail("is UTF-16 text; save the manifest as UTF-8", 1) from None
+            raise fail(f"is UTF-16 text; save the {what} as UTF-8", 1) from None
         line = raw.count(b"\n", 0, exc.start) + 1
         raise fail(
             f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start});"
-            " save the manifest as UTF-8",
+            f" save the {what} as UTF-8",
             line,
         ) from None
     loader = _Loader(text)
@@ -176,7 +178,7 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], dict[Loc, int]]:
     try:
         root = loader.get_single_node()
         if root is None:
-            raise fail("the manifest is empty; it needs at least name: and some jobs")
+            raise fail(f"the {what} is empty; it needs at least {needs}")
         first_line = root.start_mark.line + 1
         lines = loader.field_lines(root)
         data = loader.construct_document(root)
@@ -198,7 +200,9 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], dict[Loc, int]]:
         loader.dispose()
     if not isinstance(data, dict):
         raise fail(
-            f"the manifest must be a mapping (name:, clips:, prompts:, ...), not {_a(data)}",
+            f"the {what} must be a mapping ({needs}), not {_a(data)}"
+            if what != "manifest"
+            else f"the manifest must be a mapping (name:, clips:, prompts:, ...), not {_a(data)}",
             first_line,
         )
     return data, lines

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
-from ._paths import output_name_for
+from ._paths import main_output_path, output_name_for
 
 
 def find_files(value: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -28,9 +28,18 @@ def find_files(value: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
 def output_paths(
     output: PurePosixPath, files: Sequence[tuple[str, dict[str, Any]]]
 ) -> list[PurePosixPath]:
-    """Where each result file goes: the first under the job's output path, the others
-    beside it as ``<stem>.<field><ext>``. fal supplies the field names and file names, so
-    both are reduced to harmless characters (see ``paths.output_name_for``)."""
+    """Where each result file goes: the first under the job's output path (given the file's
+    extension when the path has none, see ``main_output_path``), the others beside it as
+    ``<stem>.<field><ext>``. fal supplies the field names and file names, so both are
+    reduced to harmless characters (see ``paths.output_name_for``)."""
+    if files:
+        first = files[0][1]
+        output = main_output_path(
+            output,
+            text_field(first.get("file_name")),
+            text_field(first.get("content_type")),
+            text_field(first.get("url")),
+        )
     paths = [output]
     for field_path, file in files[1:]:
         name = output_name_for(

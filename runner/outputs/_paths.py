@@ -19,6 +19,7 @@ __all__ = (
     "MAX_NAME_BYTES",
     "SIDECAR_SUFFIXES",
     "check_relative",
+    "main_output_path",
     "output_name_for",
     "relative_to_root",
     "safe_extension",
@@ -95,6 +96,26 @@ def safe_extension(file_name: str | None, content_type: str | None = None) -> st
         if guess and _EXTENSION.fullmatch(guess):
             return guess
     return ""
+
+
+#: The extension of a result file that says nothing of its type (never extension-less).
+UNKNOWN_EXTENSION = ".bin"
+
+
+def main_output_path(
+    output: PurePosixPath, file_name: str | None, content_type: str | None, url: str | None
+) -> PurePosixPath:
+    """Where a job's main result file goes: ``output``, given an extension when its template
+    rendered none (a pass-through endpoint, whose file type raybatch cannot know in advance).
+
+    The extension comes from fal's ``file_name``, else its ``content_type``, else the URL's
+    last path segment, else ``.bin``: a file is never saved without one.
+    """
+    if output.suffix:
+        return output
+    url_name = url.split("?", 1)[0].split("#", 1)[0].rsplit("/", 1)[-1] if url else None
+    ext = safe_extension(file_name, content_type) or safe_extension(url_name) or UNKNOWN_EXTENSION
+    return check_relative(output.with_name(output.name + ext))
 
 
 def output_name_for(

@@ -30,11 +30,14 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .. import __version__
 from ..job import LocalFile
 from ._plan import JobColumns, ManifestFacts, Plan, PlanInputs, glob_files, output_dir_for
+
+if TYPE_CHECKING:
+    from ..endpoints import Overrides
 
 FORMAT = 2
 #: Entries kept; each is about 150 bytes per job.
@@ -62,24 +65,27 @@ def cached_plan(
     only: Sequence[str] = (),
     exclude: Sequence[str] = (),
     probe_remote: bool = False,
+    overrides: Overrides | None = None,
 ) -> Plan:
     """``manifest.plan`` with the expansion remembered (see the module docstring).
 
     ``probe_remote`` plans asks the network, whose answers can change: never remembered.
+    ``overrides`` (a --prices file's rows) price the jobs, so their values are part of
+    the fingerprint.
     """
-    fingerprint = None if probe_remote else _fingerprint(path)
-    whole = _load(fingerprint, path, output_dir) if fingerprint else None
+    fingerprint = None if probe_remote else _fingerprint(path, overrides)
+    whole = _load(fingerprint, path, output_dir, overrides) if fingerprint else None
     if whole is None:
         from ..manifest import plan
 
-        whole = plan(path, output_dir=output_dir, probe_remote=probe_remote)
+        whole = plan(path, output_dir=output_dir, probe_remote=probe_remote, overrides=overrides)
         if fingerprint is not None:
             _store(fingerprint, whole)
             whole.fingerprint = fingerprint
     return whole.selected(only, exclude)
 
 
-def _fingerprint(path: Path) -> str | None:
+def _fingerprint(path: Path, overrides: Overrides | None = None) -> str | None:
     """What the plan is a function of, besides the inputs checked on load; None if the
     manifest is not a plain readable file (planning it reports why)."""
     try:
@@ -93,6 +99,8 @@ def _fingerprint(path: Path) -> str | None:
     for part in (str(FORMAT), __version__, sys.version, _code_stamp(), os.path.realpath(path)):
         digest.update(part.encode() + b"\0")
     digest.update(manifest)
+    if overrides:
+        digest.update(b"\0prices\0" + overrides.digest().encode())
     return digest.hexdigest()
 
 
@@ -124,7 +132,9 @@ def _entry(fingerprint: str) -> Path:
     return cache_dir() / f"{fingerprint}.plan"
 
 
-def _load(fingerprint: str, path: Path, output_dir: Path | None) -> Plan | None:
+def _load(
+    fingerprint: str, path: Path, output_dir: Path | None, overrides: Overrides | None
+) -> Plan | None:
     entry = _entry(fingerprint)
     try:
         with open(entry, "rb") as handle:
@@ -145,7 +155,7 @@ def _load(fingerprint: str, path: Path, output_dir: Path | None) -> Plan | None:
     def replan() -> JobColumns:
         from ..manifest import plan
 
-        return plan(path).columns
+        return plan(path, overrides=overrides).columns
 
     columns = _LazyColumns(head, _Rest(entry, 8 + _DIGEST + size, replan))
     with contextlib.suppress(OSError):

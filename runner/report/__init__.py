@@ -12,6 +12,7 @@ from ._summary import (
     plan_summary,
     remaining_cost,
     status_summary,
+    unpriced_remaining,
 )
 
 __all__ = (
@@ -23,6 +24,7 @@ __all__ = (
     "remaining_cost",
     "result_record",
     "status_summary",
+    "unpriced_remaining",
     "write_results",
     "write_review_page",
 )

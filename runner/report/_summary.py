@@ -10,7 +10,7 @@ import re
 import shlex
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +24,44 @@ STATES = tuple(s.value for s in JobState if s.stored)
 FAILURES_LISTED = 8
 
 
-def remaining_cost(plan: Plan, store: StateStore | None, *, retry_failed: bool = False) -> float:
-    """Estimated USD of the jobs a run would submit: not done, paid or in flight, and not
-    failed or cancelled unless they are to be retried."""
+def _skipped(retry_failed: bool) -> set[JobState]:
+    """States a run does not submit: already accepted by fal, and (unless they are to be
+    retried) failed or cancelled."""
     skipped = {s for s in JobState if s.accepted}
     if not retry_failed:
         skipped |= {JobState.FAILED, JobState.CANCELLED}
-    if store is not None and store.holds_exactly(plan.identity, len(plan)):
-        return store.estimated_cost(excluding=skipped)
+    return skipped
+
+
+def _would_submit(
+    plan: Plan, store: StateStore | None, retry_failed: bool
+) -> Iterator[tuple[str, float | None]]:
+    """(endpoint, estimated cost) of each job a run would submit."""
+    skipped = _skipped(retry_failed)
     states = store.states() if store is not None else {}
     columns = plan.columns
-    return sum(
-        cost or 0.0
-        for key, cost in zip(columns.keys, columns.costs, strict=True)
-        if states.get(key, JobState.PENDING) not in skipped
-    )
+    for key, endpoint, cost in zip(columns.keys, columns.endpoints, columns.costs, strict=True):
+        if states.get(key, JobState.PENDING) not in skipped:
+            yield endpoint, cost
+
+
+def remaining_cost(plan: Plan, store: StateStore | None, *, retry_failed: bool = False) -> float:
+    """Estimated USD of the jobs a run would submit: not done, paid or in flight, and not
+    failed or cancelled unless they are to be retried."""
+    if store is not None and store.holds_exactly(plan.identity, len(plan)):
+        return store.estimated_cost(excluding=_skipped(retry_failed))
+    return sum(cost or 0.0 for _, cost in _would_submit(plan, store, retry_failed))
+
+
+def unpriced_remaining(
+    plan: Plan, store: StateStore | None, *, retry_failed: bool = False
+) -> dict[str, int]:
+    """Jobs a run would submit that have no estimated cost, counted per endpoint (the
+    jobs ``remaining_cost`` cannot count, so no budget can cover them)."""
+    if all(cost is not None for cost in plan.columns.costs):
+        return {}  # the common case, decided without reading the state
+    jobs = _would_submit(plan, store, retry_failed)
+    return dict(Counter(endpoint for endpoint, cost in jobs if cost is None))
 
 
 def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
@@ -149,12 +172,22 @@ def format_plan(summary: dict[str, Any]) -> str:
     if summary["total"]["unpriced"]:
         lines.append(
             f"  ({summary['total']['unpriced']} job(s) on endpoints without a price:"
-            " not counted; add `prices:` to the manifest to count them)"
+            " not counted; add a `prices:` row, in the manifest or a --prices file, to count"
+            " them)"
         )
     if summary["limits"]:
         lines.append("limits applied:")
         for limit in summary["limits"]:
-            lines.append("  " + "  ".join(f"{k}={v}" for k, v in limit.items()))
+            value = limit["value"]
+            if isinstance(value, list | tuple):
+                shown = ", ".join(value)
+            else:
+                shown = f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
+            mine = " (yours)" if limit.get("user") else ""
+            lines.append(
+                f"  {limit['endpoint']}  {limit['name']}={shown}{mine}"
+                f"  [{limit['source']}, {limit.get('date') or 'undated'}]"
+            )
     return "\n".join(lines)
 
 
