@@ -13,6 +13,7 @@ import pytest
 from runner.errors import ManifestError
 from runner.manifest import plan
 from runner.outputs import output_paths
+from runner.report import plan_summary
 
 from .conftest import MANIFESTS, Emulator, run_cli
 
@@ -92,10 +93,13 @@ def test_passthrough_jobs_plan_unpriced_unless_given_a_price(tmp_path: Path) -> 
         prompts: {a: one, b: two}
         jobs: [{prompts: [a, b]}]
         """
-    unpriced = plan(_write(tmp_path, body))
-    assert unpriced.unpriced_jobs() == {"acme/restyle/v1": 2}
-    priced = plan(_write(tmp_path, body + "prices: {acme/restyle/v1: {usd: 0.25}}\n", "p.yaml"))
-    assert priced.unpriced_jobs() == {} and priced.cost_by_endpoint() == {"acme/restyle/v1": 0.5}
+    unpriced = plan_summary(plan(_write(tmp_path, body)), None)["endpoints"]["acme/restyle/v1"]
+    assert (unpriced["unpriced"], unpriced["estimated_cost"]) == (2, 0.0)
+    priced_plan = plan(
+        _write(tmp_path, body + "prices: {acme/restyle/v1: {usd: 0.25}}\n", "p.yaml")
+    )
+    priced = plan_summary(priced_plan, None)["endpoints"]["acme/restyle/v1"]
+    assert (priced["unpriced"], priced["estimated_cost"]) == (0, 0.5)
 
 
 def _file(url: str, **fields: Any) -> tuple[str, dict[str, Any]]:
@@ -145,7 +149,7 @@ def _passthrough_manifest(tmp_path: Path, prices: str = "") -> Path:
         tmp_path,
         f"""\
         name: pt
-        endpoint: acme/echo/v1
+        endpoint: test/echo/v1
         passthrough: true
         output: "{{prompt}}"
         prompts: {{a: one, b: two}}
@@ -166,7 +170,7 @@ def test_max_cost_refuses_unpriced_passthrough_jobs(tmp_path: Path, emulator: Em
         "run", manifest, "--fal-url", emulator.url, "--max-cost", "9", "--output-dir", out
     )
     assert refused.returncode == 2, refused.stderr
-    assert "acme/echo/v1: 2 job(s) without a price; add a prices: row for it" in refused.stderr
+    assert "test/echo/v1: 2 job(s) without a price; add a prices: row for it" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert emulator.stats()["submits"] == 0
     assert not out.exists()
@@ -178,7 +182,7 @@ def test_priced_passthrough_jobs_run_and_save_files_with_extensions(
     """With a prices: row, --max-cost can be checked: the pass-through jobs run at the
     emulator, and each output, rendered without an extension, is saved with the extension
     of fal's result file (the emulator answers unknown apps with a JSON file)."""
-    manifest = _passthrough_manifest(tmp_path, "prices: {acme/echo/v1: {usd: 0.01}}")
+    manifest = _passthrough_manifest(tmp_path, "prices: {test/echo/v1: {usd: 0.01}}")
     out = tmp_path / "out"
     done = run_cli(
         "run", manifest, "--fal-url", emulator.url, "--max-cost", "1", "--output-dir", out
@@ -187,7 +191,7 @@ def test_priced_passthrough_jobs_run_and_save_files_with_extensions(
     assert emulator.stats()["submits"] == 2
     for prompt, text in (("a", "one"), ("b", "two")):
         saved = json.loads((out / f"{prompt}.json").read_text())
-        assert saved["endpoint"] == "acme/echo/v1" and saved["arguments"]["prompt"] == text
+        assert saved["endpoint"] == "test/echo/v1" and saved["arguments"]["prompt"] == text
         assert not (out / prompt).exists()
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert sorted(r["outputs"][0]["path"] for r in records) == ["a.json", "b.json"]

@@ -208,13 +208,13 @@ def test_run_and_status_with_a_prices_file(tmp_path: Path, emulator: Emulator) -
         tmp_path / "pt.yaml",
         """\
         name: pt
-        endpoint: acme/echo/v1
+        endpoint: test/echo/v1
         passthrough: true
         prompts: {a: one, b: two, c: three}
         jobs: [{prompts: [a, b, c]}]
         """,
     )
-    prices = _write(tmp_path / "rates.json", '{"acme/echo/v1": {"usd": 0.25}}')
+    prices = _write(tmp_path / "rates.json", '{"test/echo/v1": {"usd": 0.25}}')
     out = tmp_path / "out"
     over = run_cli(
         "run", manifest, "--fal-url", emulator.url, "--output-dir", out,
