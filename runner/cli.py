@@ -40,15 +40,16 @@ def _selection(p: argparse.ArgumentParser) -> None:
         "--only",
         action="append",
         default=[],
-        metavar="PATTERN",
-        help="keep jobs whose clip id or prompt name matches (glob; repeatable)",
+        metavar="[FIELD=]GLOB",
+        help="keep these jobs; FIELD is clip, prompt, take or a matrix field, a bare GLOB"
+        " matches clip ids and prompt names; repeatable: OR within a field, AND across fields",
     )
     p.add_argument(
         "--exclude",
         action="append",
         default=[],
-        metavar="PATTERN",
-        help="drop jobs whose clip id or prompt name matches (glob; repeatable)",
+        metavar="[FIELD=]GLOB",
+        help="then drop the jobs these terms describe (read like --only)",
     )
 
 

@@ -102,10 +102,10 @@ def status(
 
 
 def report(plan: Plan) -> Path:
-    """Write the review page; returns its path."""
+    """Write the review page of the whole plan (whatever the selection); returns its path."""
     from .report import write_review_page
 
-    return write_review_page(plan)
+    return write_review_page(plan.whole)
 
 
 @dataclass
@@ -283,7 +283,8 @@ def _write_results(plan: Plan, store: StateStore, summary: RunSummary) -> None:
     from .report import write_results
 
     try:
-        write_results(store, plan.output_dir / "results.jsonl", plan.keys)
+        # The whole plan, whatever --only/--exclude ran: a selection never shrinks the file.
+        write_results(store, plan.output_dir / "results.jsonl", plan.whole.keys)
     except FatalError:
         if summary.fatal is None:
             raise
@@ -297,7 +298,7 @@ def _refresh_review(plan: Plan) -> list[str]:
     try:
         # Bounded: at the end of a 100k-job run, a poster per new video would take an hour
         # of decoding; ``raybatch report`` makes the rest.
-        write_review_page(plan, posters=RUN_POSTERS)
+        write_review_page(plan.whole, posters=RUN_POSTERS)
     except Exception as exc:
         return [f"could not refresh the review page: {exc}"]
     return []

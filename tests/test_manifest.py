@@ -254,7 +254,8 @@ def test_pass_through_endpoint_jobs(tmp_path: Path) -> None:
 
 
 def test_only_and_exclude_filter_without_changing_jobs(tmp_path: Path) -> None:
-    """Filters keep jobs by clip or prompt pattern; keys and outputs do not move."""
+    """Filters keep jobs by clip or prompt pattern (a clip glob and a prompt glob select
+    their product); keys and outputs do not move."""
     path = write(
         tmp_path,
         """\
@@ -270,7 +271,9 @@ def test_only_and_exclude_filter_without_changing_jobs(tmp_path: Path) -> None:
     assert [str(job.output) for job in only] == ["2-beach-noir.mp4", "3-beach-sepia.mp4"]
     assert all(everything[job.key] == str(job.output) for job in only)
     assert [job.clip for job in plan(path, only=["*"], exclude=["sep*"]).jobs] == ["city", "beach"]
-    assert len(plan(path, only=["noir", "city"]).jobs) == 3
+    assert [(j.clip, j.prompt) for j in plan(path, only=["noir", "city"]).jobs] == [
+        ("city", "noir")
+    ]
 
 
 def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def plan(
     ``prices:``/``limits:`` (see ``endpoints.EndpointTables``).
 
     ``only``/``exclude`` are fnmatch patterns matched against each job's clip/image id and
-    prompt name (see ``plans.is_selected``). ``probe_media`` reads local media headers
+    prompt name (see ``plan._select``). ``probe_media`` reads local media headers
     (durations, kinds); ``probe_remote`` also asks each http(s) source for its type and size
     (the only time planning touches the network). ``plan_cache.cached_plan`` is the same
     with the expansion remembered.

@@ -11,7 +11,6 @@ Nothing here imports pydantic, PyAV or httpx: ``status`` on a cached plan stays 
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import glob
 import hashlib
@@ -21,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
+from ..errors import ManifestError
 from ..job import JobSpec, LocalFile
+from ._select import CLIP, PROMPT, TAKE, Decider, Known, Selection, shown_value, unknown_values
 
 #: Where outputs go when neither the manifest nor --output-dir says: outputs/<name>,
 #: relative to the directory raybatch runs in.
@@ -48,6 +49,29 @@ class PlanInputs:
     files: tuple[tuple[str, str, int, int, str], ...] = ()
     #: (absolute glob pattern, the sorted files it matched) per glob in the manifest.
     globs: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedSource:
+    """A clip or image left out of the plan (``on_bad_source: skip``), and why."""
+
+    id: str
+    path: str  # as the manifest names it, or the file a glob matched
+    reason: str
+    where: str  # the manifest place: "demo.yaml:7: clips[2]"
+    suggested_id: str | None = None  # when its id collides with another source's
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateSource:
+    """A source holding the same bytes as an earlier one: its jobs are the earlier one's
+    (one upload, one render, paid once), so it has no jobs of its own."""
+
+    id: str
+    path: str
+    same_as: str  # the earlier source's id
+    same_as_path: str
+    jobs: int  # how many of its jobs are the earlier source's
 
 
 #: The files of a job without any: one shared empty mapping, not one dict per job.
@@ -219,6 +243,9 @@ class Plan:
         inputs: PlanInputs | None = None,
         fingerprint: str | None = None,
         output_dir_given: bool = False,
+        skipped: Sequence[SkippedSource] = (),
+        duplicates: Sequence[DuplicateSource] = (),
+        whole: Plan | None = None,
     ) -> None:
         self.manifest_path = manifest_path
         self.output_dir = output_dir
@@ -230,6 +257,13 @@ class Plan:
         #: Names the manifest's whole plan in the plan cache (None: not remembered, or only
         #: a selection of it): the state file records the last plan added to it by this name.
         self.fingerprint = fingerprint
+        #: Sources left out (bad files under ``on_bad_source: skip``), with their reasons.
+        self.skipped = tuple(skipped)
+        #: Sources whose bytes an earlier source holds: their jobs are that source's.
+        self.duplicates = tuple(duplicates)
+        #: The manifest's whole plan when this is a selection of it (--only/--exclude):
+        #: results.jsonl and the review page always describe the whole.
+        self.whole: Plan = whole or self
         if jobs is not None:
             self.jobs = JobList.of(jobs)
         elif columns is not None:
@@ -263,15 +297,33 @@ class Plan:
         return len(self.jobs)
 
     def selected(self, only: Sequence[str], exclude: Sequence[str]) -> Plan:
-        """This plan with only the jobs ``only``/``exclude`` keep (see ``is_selected``)."""
-        if not only and not exclude:
+        """This plan with only the jobs ``only``/``exclude`` keep (see ``_select``);
+        raises ManifestError when a term matches nothing or no job is kept. Selecting never
+        changes a job's key or output."""
+        selection = Selection(only, exclude)
+        if not selection:
             return self
         columns = self.columns
-        kept = [
-            i
-            for i, (clip, prompt) in enumerate(zip(columns.clips, columns.prompts, strict=True))
-            if is_selected((clip, prompt), only, exclude)
+        fields = selection.fields
+        labelled = bool(fields - {CLIP, PROMPT, TAKE})
+        decider = Decider(*selection.groups(self._known(fields)))
+        kept = []
+        for i, (clip, prompt) in enumerate(zip(columns.clips, columns.prompts, strict=True)):
+            job: dict[str, object] = {CLIP: clip, PROMPT: prompt}
+            if TAKE in fields:
+                job[TAKE] = str(columns.takes[i])
+            if labelled:
+                job.update((k, shown_value(v)) for k, v in columns.labels[i].items())
+            if decider.keeps(job):
+                kept.append(i)
+        skipped = [s for s in self.skipped if decider.keeps(unknown_values(s.id)) is not False]
+        duplicates = [
+            d for d in self.duplicates if decider.keeps(unknown_values(d.id)) is not False
         ]
+        if not kept:
+            why = f" (left out as bad: {', '.join(s.id for s in skipped)})" if skipped else ""
+            words = " ".join(f"{t.option} {t.text}" for t in (*selection.only, *selection.exclude))
+            raise ManifestError(f"usage: {words} selects no job of {len(self)}{why}")
         return Plan(
             self.manifest_path,
             self.output_dir,
@@ -280,21 +332,27 @@ class Plan:
             columns=columns.take(kept),
             inputs=self.inputs,
             output_dir_given=self.output_dir_given,
+            skipped=skipped,
+            duplicates=duplicates,
+            whole=self.whole,
         )
 
-
-def is_selected(names: Sequence[str | None], only: Sequence[str], exclude: Sequence[str]) -> bool:
-    """Whether a job with these clip/prompt names passes ``--only``/``--exclude``.
-
-    Kept if some ``only`` pattern (fnmatch) matches one of the names, or ``only`` is empty,
-    and no ``exclude`` pattern does. Selecting never changes a job's key or output.
-    """
-    present = [name for name in names if name is not None]
-
-    def hit(patterns: Sequence[str]) -> bool:
-        return any(fnmatch.fnmatchcase(name, p) for p in patterns for name in present)
-
-    return (not only or hit(only)) and not hit(exclude)
+    def _known(self, fields: set[str]) -> Known:
+        """The values the plan's jobs (and skipped sources) have in each field."""
+        columns = self.columns
+        clips = {c for c in columns.clips if c is not None}
+        clips.update(s.id for s in self.skipped)
+        matrix: dict[str, set[str]] = {}
+        if fields - {CLIP, PROMPT, TAKE}:
+            for labels in columns.labels:
+                for name, value in labels.items():
+                    matrix.setdefault(name, set()).add(shown_value(value))
+        return Known(
+            frozenset(clips),
+            frozenset(p for p in columns.prompts if p is not None),
+            frozenset(map(str, columns.takes)) if TAKE in fields else frozenset(),
+            {name: frozenset(values) for name, values in matrix.items()},
+        )
 
 
 def output_dir_for(manifest_path: Path, facts: ManifestFacts, given: Path | None) -> Path:

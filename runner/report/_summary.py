@@ -72,8 +72,8 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
     per: dict[str, dict[str, Any]] = {}
     jobs = []
     c = plan.columns
-    for key, endpoint, cost, clip, prompt, output in zip(
-        c.keys, c.endpoints, c.costs, c.clips, c.prompts, c.outputs, strict=True
+    for key, endpoint, cost, clip, prompt, output, labels in zip(
+        c.keys, c.endpoints, c.costs, c.clips, c.prompts, c.outputs, c.labels, strict=True
     ):
         state = states.get(key, "new")
         entry = per.setdefault(
@@ -109,6 +109,7 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
                 "endpoint": endpoint,
                 "clip": clip,
                 "prompt": prompt,
+                "labels": labels,
                 "output": output,
                 "state": state,
                 "estimated_cost": cost,
