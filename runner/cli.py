@@ -53,6 +53,15 @@ def _selection(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _skip_bad_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out clips and images that cannot be used (listing each with its reason)"
+        " and go on with the rest, exiting 1; the manifest's on_bad_source: skip says the same",
+    )
+
+
 def _prices_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prices",
@@ -82,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = manifest_cmd("plan", "validate a manifest and show what would run and what it costs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--probe-remote", action="store_true", help="also check remote media URLs")
+    _skip_bad_option(p)
     _prices_option(p)
 
     p = manifest_cmd("run", "run every job not yet done (resumes where a previous run stopped)")
@@ -155,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long one request to fal may take before it counts as failed (default 30)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="one line per job transition")
+    _skip_bad_option(p)
     _prices_option(p)
 
     p = manifest_cmd("status", "show how far a run got (safe while it runs)")
@@ -228,6 +239,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         exclude=args.exclude,
         probe_remote=getattr(args, "probe_remote", False),
         overrides=overrides,
+        skip_bad=getattr(args, "skip_bad", False),
     )
     command: Callable[[argparse.Namespace, Plan], int] = {
         "plan": _plan,
@@ -271,7 +283,9 @@ def _show(args: argparse.Namespace, summary: dict[str, Any], text: Callable[...,
 def _plan(args: argparse.Namespace, plan: Plan) -> int:
     from .report import format_plan
 
-    return _show(args, session.plan_summary(plan), format_plan)
+    _show(args, session.plan_summary(plan, skip_bad=args.skip_bad), format_plan)
+    # Something in the manifest will not be rendered: scripts must see it.
+    return EXIT_FAILED if plan.skipped else EXIT_OK
 
 
 def _status(args: argparse.Namespace, plan: Plan) -> int:
@@ -307,9 +321,13 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
         with Progress(the_plan, store, verbose=args.verbose) as shown:
             yield shown
 
+    session.refuse_bad_sources(plan, args.skip_bad)
+    for line in _left_out(plan):
+        print(f"raybatch: {line}", file=sys.stderr)
     result = session.run(
         plan,
         options,
+        skip_bad=args.skip_bad,
         fal=session.fal_origin(
             local=args.local, fal_url=args.fal_url, state_dir=plan.output_dir / ".emulator"
         ),
@@ -320,7 +338,19 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
     )
     for warning in result.warnings:
         print(f"raybatch: {warning}", file=sys.stderr)
-    return _exit_code(result.summary)
+    code = _exit_code(result.summary)
+    if plan.skipped and code == EXIT_OK:
+        print(
+            f"raybatch: {len(plan.skipped)} source(s) were left out (listed above)", file=sys.stderr
+        )
+        return EXIT_FAILED
+    return code
+
+
+def _left_out(plan: Plan) -> list[str]:
+    from .report import source_notes
+
+    return source_notes(plan)
 
 
 def _exit_code(summary: RunSummary) -> int:

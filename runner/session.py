@@ -55,9 +55,12 @@ def load(
     exclude: Sequence[str] = (),
     probe_remote: bool = False,
     overrides: Overrides | None = None,
+    skip_bad: bool = False,
 ) -> Plan:
     """The manifest's plan (the selection ``only``/``exclude`` applied, ``overrides`` a
-    --prices file's rows); ManifestError names every problem with file, line and field."""
+    --prices file's rows); ManifestError names every problem with file, line and field.
+    Sources that cannot be used are left out and listed in ``Plan.skipped``: ``plan`` and
+    ``run`` refuse them unless ``skip_bad`` (see ``Plan.bad_source_error``)."""
     return cached_plan(
         manifest,
         output_dir=output_dir,
@@ -65,6 +68,7 @@ def load(
         exclude=exclude,
         probe_remote=probe_remote,
         overrides=overrides,
+        skip_bad=skip_bad,
     )
 
 
@@ -79,10 +83,12 @@ def reading(plan: Plan) -> Iterator[StateStore | None]:
             store.close()
 
 
-def plan_summary(plan: Plan) -> dict[str, Any]:
-    """What ``plan`` shows: jobs and cost per endpoint, what is paid, the limits applied."""
+def plan_summary(plan: Plan, *, skip_bad: bool = False) -> dict[str, Any]:
+    """What ``plan`` shows: jobs and cost per endpoint, what is paid, the limits applied,
+    the sources left out; raises the bad-source error unless ``skip_bad``."""
     from .report import plan_summary as summarize
 
+    refuse_bad_sources(plan, skip_bad)
     with reading(plan) as store:
         return summarize(plan, store)
 
@@ -106,6 +112,13 @@ def report(plan: Plan) -> Path:
     from .report import write_review_page
 
     return write_review_page(plan.whole)
+
+
+def refuse_bad_sources(plan: Plan, skip_bad: bool) -> None:
+    """Raise the ManifestError listing the sources left out, unless they are skipped."""
+    error = plan.bad_source_error(skip_bad)
+    if error is not None:
+        raise error
 
 
 @dataclass
@@ -133,16 +146,19 @@ def run(
     handle_signals: bool = False,
     http_timeout: float = 30.0,
     local_steps: dict[str, LocalStep] | None = None,
+    skip_bad: bool = False,
 ) -> RunResult:
     """Run every job of ``plan`` not yet done; resumes where an earlier run stopped.
 
     ``fal`` yields the fal configuration for the run (see :func:`fal_origin`).
     ``handle_signals`` installs the Ctrl-C policy (first drains, second leaves requests
-    to the next run); only the main thread may. Refusals (a budget below the estimate,
-    another run on the directory) come before anything is written or submitted.
+    to the next run); only the main thread may. Refusals (sources left out without
+    ``skip_bad``, a budget below the estimate, another run on the directory) come before
+    anything is written or submitted.
     """
     from .report import remaining_cost, unpriced_remaining
 
+    refuse_bad_sources(plan, skip_bad)
     if options.concurrency < 1:
         raise ManifestError("usage: --concurrency must be at least 1")
     output_dir = plan.output_dir

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import string
+import unicodedata
 from collections.abc import Mapping
 from itertools import product
 from typing import TYPE_CHECKING, Any
@@ -202,6 +203,14 @@ class Expansion:
         template = group.template
         if not template.usable:
             return None
+        earlier = self._keys.get(key)
+        if earlier is not None and earlier[2] != job[2]:
+            # The same endpoint and input from another source: its file holds the same
+            # bytes. One job (one upload, one render, paid once), flagged in the plan.
+            assert job[2] is not None and earlier[2] is not None
+            same_as, count = self.planner.duplicates.get(job[2], (earlier[2], 0))
+            self.planner.duplicates[job[2]] = (same_as, count + 1)
+            return None
         values = Vars(combo.variables)
         values["prompt"] = job[3] or NONE
         values["key"] = key[:12]
@@ -271,7 +280,10 @@ def url_id(url: str) -> str:
 
 
 def safe_id(text: str) -> str:
-    return UNSAFE_ID_CHARS.sub("_", text).strip("_") or "file"
+    """The id a file name gives: NFC (macOS spells names decomposed), each run of characters
+    an id cannot hold made one '_', no leading dot (no hidden folder, no '..')."""
+    text = unicodedata.normalize("NFC", text)
+    return UNSAFE_ID_CHARS.sub("_", text).strip("_").lstrip(".").strip("_") or "file"
 
 
 def _describe(job: JobId) -> str:

@@ -16,6 +16,7 @@ from ._plan import (
     Plan,
     PlanInputs,
     SkippedSource,
+    bad_source_hint,
     glob_files,
     output_dir_for,
 )
@@ -30,6 +31,7 @@ __all__ = (
     "Plan",
     "PlanInputs",
     "SkippedSource",
+    "bad_source_hint",
     "cache_dir",
     "cached_plan",
     "check_default_output_dir",

@@ -21,6 +21,7 @@ of each job, read only when the jobs themselves are.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import marshal
 import os
@@ -34,12 +35,21 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .. import __version__
 from ..job import LocalFile
-from ._plan import JobColumns, ManifestFacts, Plan, PlanInputs, glob_files, output_dir_for
+from ._plan import (
+    DuplicateSource,
+    JobColumns,
+    ManifestFacts,
+    Plan,
+    PlanInputs,
+    SkippedSource,
+    glob_files,
+    output_dir_for,
+)
 
 if TYPE_CHECKING:
     from ..endpoints import Overrides
 
-FORMAT = 2
+FORMAT = 3
 #: Entries kept; each is about 150 bytes per job.
 KEEP = 16
 _NOT_PLANNING = frozenset({"emulator", "__pycache__"})
@@ -66,6 +76,7 @@ def cached_plan(
     exclude: Sequence[str] = (),
     probe_remote: bool = False,
     overrides: Overrides | None = None,
+    skip_bad: bool = False,
 ) -> Plan:
     """``manifest.plan`` with the expansion remembered (see the module docstring).
 
@@ -78,8 +89,14 @@ def cached_plan(
     if whole is None:
         from ..manifest import plan
 
-        whole = plan(path, output_dir=output_dir, probe_remote=probe_remote, overrides=overrides)
-        if fingerprint is not None:
+        whole = plan(
+            path,
+            output_dir=output_dir,
+            probe_remote=probe_remote,
+            overrides=overrides,
+            skip_bad=skip_bad,
+        )
+        if fingerprint is not None and not whole.inputs.volatile:
             _store(fingerprint, whole)
             whole.fingerprint = fingerprint
     return whole.selected(only, exclude)
@@ -169,6 +186,8 @@ def _load(
         inputs=PlanInputs(tuple(f[:5] for f in head["inputs"][0]), head["inputs"][1]),
         fingerprint=fingerprint,
         output_dir_given=output_dir is not None,
+        skipped=[SkippedSource(*row) for row in head["skipped"]],
+        duplicates=[DuplicateSource(*row) for row in head["duplicates"]],
     )
 
 
@@ -286,7 +305,11 @@ def _store(fingerprint: str, plan: Plan) -> None:
             "concurrency": plan.facts.concurrency,
             "max_cost": plan.facts.max_cost,
             "prompts": dict(plan.facts.prompts),
+            "on_bad_source": plan.facts.on_bad_source,
+            "confirm_above": plan.facts.confirm_above,
         },
+        "skipped": [dataclasses.astuple(s) for s in plan.skipped],
+        "duplicates": [dataclasses.astuple(d) for d in plan.duplicates],
         "limits": plan.limits_applied,
         "inputs": (_identities(plan.inputs.files), plan.inputs.globs),
         "made_at": time.time(),

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
-from ..errors import ManifestError
+from ..errors import ManifestError, Problem, capped
 from ..job import JobSpec, LocalFile
 from ._select import CLIP, PROMPT, TAKE, Decider, Known, Selection, shown_value, unknown_values
 
@@ -38,6 +38,8 @@ class ManifestFacts:
     concurrency: int | None
     max_cost: float | None
     prompts: Mapping[str, str]
+    on_bad_source: str = "stop"  # or "skip"
+    confirm_above: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +49,11 @@ class PlanInputs:
     #: (path as the manifest names it, its real path, size, mtime in ns, sha256) per local
     #: file, as hashed.
     files: tuple[tuple[str, str, int, int, str], ...] = ()
-    #: (absolute glob pattern, the sorted files it matched) per glob in the manifest.
+    #: (absolute glob pattern, the sorted files it matched) per glob in the manifest, and
+    #: (path, ()) per file named that did not exist.
     globs: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: A read failed in a way no identity shows (permissions): the plan is not remembered.
+    volatile: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +63,26 @@ class SkippedSource:
     id: str
     path: str  # as the manifest names it, or the file a glob matched
     reason: str
-    where: str  # the manifest place: "demo.yaml:7: clips[2]"
-    suggested_id: str | None = None  # when its id collides with another source's
+    file: str  # the manifest
+    line: int | None  # of the entry that names it
+    field: str  # that entry's place: "clips[2]", "clips[2].path"
+    suggested_id: str | None = None  # when its id is another source's
+
+    @property
+    def problem(self) -> Problem:
+        """The reason as a manifest problem: ``FILE:LINE: FIELD: PATH: reason``."""
+        return Problem(self.file, self.line, self.field, f"{self.path}: {self.reason}")
+
+
+def bad_source_hint(file: str) -> Problem:
+    """What to do about sources that stop a plan, said after the list of them."""
+    return Problem(
+        file,
+        None,
+        "",
+        "nothing was submitted: --skip-bad (or on_bad_source: skip in the manifest) plans"
+        " and runs the rest, listing these",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +294,14 @@ class Plan:
         else:
             raise ValueError("a plan needs its jobs or their columns")
 
+    def bad_source_error(self, skip_bad: bool = False) -> ManifestError | None:
+        """The error that stops a spending command when sources were left out, unless the
+        command (``skip_bad``) or the manifest (``on_bad_source: skip``) skips them."""
+        if not self.skipped or skip_bad or self.facts.on_bad_source == "skip":
+            return None
+        problems = sorted((s.problem for s in self.skipped), key=lambda p: p.line or 0)
+        return ManifestError(capped(problems, bad_source_hint(str(self.manifest_path))))
+
     @functools.cached_property
     def identity(self) -> str | None:
         """Names exactly this plan's content: the manifest and code (the fingerprint) and
@@ -321,7 +352,7 @@ class Plan:
             d for d in self.duplicates if decider.keeps(unknown_values(d.id)) is not False
         ]
         if not kept:
-            why = f" (left out as bad: {', '.join(s.id for s in skipped)})" if skipped else ""
+            why = "".join(f"\n  it selects {s.path}, left out: {s.reason}" for s in skipped)
             words = " ".join(f"{t.option} {t.text}" for t in (*selection.only, *selection.exclude))
             raise ManifestError(f"usage: {words} selects no job of {len(self)}{why}")
         return Plan(

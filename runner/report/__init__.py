@@ -11,6 +11,7 @@ from ._summary import (
     format_status,
     plan_summary,
     remaining_cost,
+    source_notes,
     status_summary,
     unpriced_remaining,
 )
@@ -23,6 +24,7 @@ __all__ = (
     "plan_summary",
     "remaining_cost",
     "result_record",
+    "source_notes",
     "status_summary",
     "unpriced_remaining",
     "write_results",

@@ -6,6 +6,7 @@ going: SQLite's WAL gives this reader a consistent snapshot beside the single wr
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 import time
@@ -139,8 +140,30 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
         "endpoints": {k: _rounded(v) for k, v in per.items()},
         "total": _rounded(totals),
         "limits": [_as_dict(limit) for limit in plan.limits_applied],
+        **sources_summary(plan),
         "jobs": jobs,
     }
+
+
+def sources_summary(plan: Plan) -> dict[str, Any]:
+    """The sources left out (with why) and those whose jobs are another's (same bytes)."""
+    return {
+        "skipped": [dataclasses.asdict(s) for s in plan.skipped],
+        "duplicates": [dataclasses.asdict(d) for d in plan.duplicates],
+    }
+
+
+def source_notes(plan: Plan | dict[str, Any]) -> list[str]:
+    """One line per source left out and per duplicate source (``plan``, ``run``,
+    ``status``), from a plan or from its summary."""
+    summary = sources_summary(plan) if isinstance(plan, Plan) else plan
+    lines = [f"left out {s['path']} ({s['field']}): {s['reason']}" for s in summary["skipped"]]
+    lines += [
+        f"{d['path']} holds the same bytes as {d['same_as_path']}: its {d['jobs']} job(s) are"
+        f" {d['same_as']}'s (uploaded, rendered and paid once)"
+        for d in summary["duplicates"]
+    ]
+    return lines
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -176,6 +199,10 @@ def format_plan(summary: dict[str, Any]) -> str:
             " not counted; add a `prices:` row, in the manifest or a --prices file, to count"
             " them)"
         )
+    notes = source_notes(summary)
+    if notes:
+        lines.append("sources:")
+        lines += [f"  {note}" for note in notes]
     if summary["limits"]:
         lines.append("limits applied:")
         for limit in summary["limits"]:
@@ -263,6 +290,7 @@ def status_summary(
         "last_update": last_update,
         "retry_command": retry,
         "state_file": str(Path(plan.output_dir) / "state.db") if store is not None else None,
+        **sources_summary(plan),
     }
 
 
@@ -361,4 +389,8 @@ def format_status(summary: dict[str, Any]) -> str:
             lines.append(f"      → {group['advice']}")
     if summary["retry_command"]:
         lines.append(f"retry the failed jobs: {summary['retry_command']}")
+    notes = source_notes(summary)
+    if notes:
+        lines.append("sources:")
+        lines += [f"  {note}" for note in notes]
     return "\n".join(lines)
