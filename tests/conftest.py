@@ -60,7 +60,11 @@ class Emulator:
 
     def stats(self) -> dict[str, Any]:
         """GET /_emulator/stats."""
-        with urllib.request.urlopen(self.url + "/_emulator/stats", timeout=10) as answer:
+        return self.stats_at(self.url)
+
+    def stats_at(self, origin: str) -> dict[str, Any]:
+        """GET /_emulator/stats from one of its origins (every origin serves them)."""
+        with urllib.request.urlopen(origin + "/_emulator/stats", timeout=10) as answer:
             data: dict[str, Any] = json.load(answer)
         return data
 
