@@ -166,7 +166,7 @@ def test_every_display_prints_the_same_spend(
     "seconds",
     [
         pytest.param(8, id="8s"),
-        pytest.param(100, id="100s", marks=pytest.mark.slow),
+        pytest.param(100, id="100s", marks=[pytest.mark.slow, pytest.mark.timeout(600)]),
     ],
 )
 def test_an_outage_mid_run_pays_nothing_twice(tmp_path: Path, seconds: int) -> None:
