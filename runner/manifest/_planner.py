@@ -14,14 +14,14 @@ from ..endpoints import (
     EndpointSpec,
     EndpointTables,
     Limit,
+    Loc,
+    MediaField,
     Overrides,
     PriceTable,
     did_you_mean,
     format_loc,
     spec_for,
 )
-from ..endpoints.issues import Loc
-from ..endpoints.registry import MediaField
 from ..job import LocalFile
 from ..media import (
     MediaError,
