@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from ..endpoints import (
     EndpointSpec,
     Issue,
+    Loc,
     did_you_mean,
     format_loc,
 )
-from ..endpoints.issues import Loc
 from ..job import LocalFile, estimated_work, job_key
 from ..media import (
     MediaInfo,

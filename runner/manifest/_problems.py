@@ -6,9 +6,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..endpoints import (
+    Loc,
     format_loc,
 )
-from ..endpoints.issues import Loc
 from ..errors import ManifestError, Problem, capped
 
 # --------------------------------------------------------------------------- problems

@@ -23,8 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..endpoints import format_loc
-from ..endpoints.issues import Loc
+from ..endpoints import Loc, format_loc
 from ..media import MediaKind, extension
 from ..plan import SkippedSource, glob_files
 from ._expand import safe_id, url_id
