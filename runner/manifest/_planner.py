@@ -12,7 +12,6 @@ from ..endpoints import (
     ENDPOINTS,
     EndpointSpec,
     EndpointTables,
-    Limit,
     Loc,
     MediaField,
     Overrides,
@@ -23,13 +22,9 @@ from ..endpoints import (
 from ..errors import ManifestError, Problem, capped
 from ..job import LocalFile
 from ..media import (
-    MediaError,
     MediaInfo,
-    extension,
     is_remote,
     local_file,
-    probe,
-    probe_remote,
     reference_problem,
 )
 from ..plan import (
@@ -41,6 +36,7 @@ from ..plan import (
     bad_source_hint,
     output_dir_for,
 )
+from ._checks import MediaChecks
 from ._expand import Expansion, input_layer, matrix_layers, template_problem
 from ._models import JobEntry, Manifest, load
 from ._overrides import manifest_overrides
@@ -128,9 +124,8 @@ class Planner:
         self.manifest = manifest
         self.base_dir = path.parent
         self.problems = Problems(str(path), lines)
-        self.probe_media = probe_media
-        self.probe_remote = probe_remote
-        self.applied: dict[tuple[str, str], Limit] = {}
+        self.checks = MediaChecks(tables, probe_media=probe_media, probe_remote=probe_remote)
+        self.applied = self.checks.applied
         self.tables = tables
         self.prices: PriceTable = self.tables.prices
         self._files: dict[str, LocalFile | None] = {}
@@ -140,8 +135,6 @@ class Planner:
         #: A file read failed in a way its identity does not show (permissions): such a
         #: plan is not remembered.
         self.volatile = False
-        self._media: dict[tuple[Path | str, str, MediaField], tuple[MediaInfo | None, list[str]]]
-        self._media = {}
         self.source_list = SourceList(self)
         #: What each usable source measured, per endpoint id (None: not measured).
         self.source_media: dict[str, dict[str, MediaInfo | None]] = {}
@@ -399,75 +392,13 @@ class Planner:
         """Check a local file (or a remote URL, with probe_remote) against ``spec``'s limits,
         once per endpoint; its measured facts, when it was measured. Each thing wrong goes
         to ``sink`` (a reason), or else is a problem at ``loc``."""
-        key = (file.path if isinstance(file, LocalFile) else file, spec.id, kind)
-        checked = self._media.get(key)
-        if checked is None:
-            checked = self._media[key] = self._check(file, spec, kind)
-        info, reasons = checked
+        info, reasons = self.checks.check(file, spec, kind)
         for reason in reasons:
             if sink is not None:
                 sink(reason)
             else:
                 self.problems.add(loc, f"{shown}: {reason}")
         return info
-
-    def _check(
-        self, file: LocalFile | str, spec: EndpointSpec, kind: MediaField
-    ) -> tuple[MediaInfo | None, list[str]]:
-        local = isinstance(file, LocalFile)
-        limits = self.tables.limits_for(spec.id)
-        reasons: list[str] = []
-
-        def limit(name: str) -> Limit | None:
-            found = limits.get(name)
-            if found is not None:
-                self.applied.setdefault((spec.id, name), found)
-            return found
-
-        info, unreadable = self._measure(file, kind)
-        if unreadable is not None:
-            reasons.append(unreadable)
-        size = file.size if isinstance(file, LocalFile) else info.size if info else None
-        size_limit = limit("max_file_bytes") if size is not None else None
-        if size_limit is not None and size is not None and size > size_limit.number:
-            reasons.append(
-                f"{size / 1e6:.1f} MB; {spec.name} accepts at most"
-                f" {size_limit.number / 1e6:g} MB {size_limit.cite}"
-            )
-        if kind != "any":
-            ext = extension(file.path.name) if isinstance(file, LocalFile) else None
-            containers = limit(f"{kind}_containers") if ext is not None else None
-            if containers is not None and ext is not None and ext not in containers.choices:
-                reasons.append(
-                    f".{ext} files are not accepted by {spec.name}"
-                    f" (accepted: {', '.join(containers.choices)}) {containers.cite}"
-                )
-            if info is not None and not info.fits(kind) and (local or info.kind != "unknown"):
-                reasons.append(
-                    f"is {ARTICLE[info.kind]}, but {spec.name} needs {ARTICLE[kind]} here"
-                )
-                info = None
-            measured = kind == "video" and info is not None and info.duration is not None
-            seconds = limit("max_source_seconds") if measured else None
-            if info is not None and seconds is not None and (info.duration or 0) > seconds.number:
-                reasons.append(
-                    f"{info.duration or 0:.1f} s long; {spec.name} accepts at most"
-                    f" {seconds.number:g} s {seconds.cite}"
-                )
-        return info, reasons
-
-    def _measure(
-        self, file: LocalFile | str, kind: MediaField
-    ) -> tuple[MediaInfo | None, str | None]:
-        """The file's media facts (None: not measured), or why it could not be read."""
-        try:
-            if isinstance(file, LocalFile):
-                return (probe(file.path) if self.probe_media and kind != "any" else None), None
-            remote = self.probe_remote and not file.startswith("data:")
-            return (probe_remote(file) if remote else None), None
-        except MediaError as exc:
-            what = f"could not be read as {kind}" if isinstance(file, LocalFile) else "unusable"
-            return None, f"{what}: {exc.reason}"
 
     # ----------------------------------------------------------------- expansion
 
