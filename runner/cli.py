@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,11 +29,43 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
+#: What ``raybatch --help`` says above the commands.
+DESCRIPTION = (
+    "Run large batches of fal.ai generative-video jobs (Luma Ray 3.2) from one YAML manifest."
+    " Every clip x prompt x setting is a job; run the same command again after any"
+    " interruption and it goes on where it stopped, paying for nothing twice."
+)
+#: ... and below them.
+EPILOG = """start here:
+  raybatch plan MANIFEST           check the manifest, see the jobs and their cost
+  raybatch run MANIFEST --local    render offline with the built-in fal emulator
+  raybatch run MANIFEST            render on fal (FAL_KEY from the environment)
+  raybatch COMMAND --help          a command's options
+
+exit codes: 0 every job done; 1 some jobs failed or were not started, or sources were
+left out; 2 manifest or usage error (nothing submitted); 3 fatal (bad key, disk full,
+unusable state, fal unreachable too long); 130 interrupted."""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help with each option's default, where it has one and its text does not say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors raise instead of printing a traceback-free exit itself."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> Any:
-        raise ManifestError(f"usage: {message} (see raybatch {self.prog.split()[-1]} --help)")
+        raise ManifestError(f"usage: {message} (see {self.prog} --help)")
 
 
 def _selection(p: argparse.ArgumentParser) -> None:
@@ -73,7 +106,7 @@ def _prices_option(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
-    parser = _Parser(prog="raybatch", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="raybatch", description=textwrap.fill(DESCRIPTION, 88), epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"raybatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -115,13 +148,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency",
         type=int,
         metavar="N",
-        help="remote requests running at once (your fal account's limit)",
+        help="remote requests running at once, your fal account's limit (default: the"
+        f" manifest's concurrency:, else {session.DEFAULT_CONCURRENCY})",
     )
     p.add_argument(
         "--max-cost",
         type=float,
         metavar="USD",
         help="refuse to start above this estimate; stop submitting when reached",
+    )
+    p.add_argument(
+        "--confirm-above",
+        type=float,
+        metavar="USD",
+        help="on a terminal, ask before starting jobs estimated above this (default: the"
+        f" manifest's confirm_above:, else {session.CONFIRM_ABOVE:g}); without a max_cost it"
+        " always asks",
+    )
+    p.add_argument(
+        "-y", "--yes", action="store_true", help="start without asking (see --confirm-above)"
     )
     p.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
     p.add_argument(
@@ -215,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The retry library logs each retry; the engine reports what matters itself.
     logging.getLogger("stamina").addHandler(logging.NullHandler())
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(build_parser(), argv)
         return _dispatch(args)
     except RaybatchError as exc:
         print(f"raybatch: {exc}", file=sys.stderr)
@@ -229,6 +274,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("raybatch: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The arguments; one not understood is refused in the command's own words."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = getattr(args, "command", None)
+        where = f"raybatch {command}" if command else "raybatch"
+        hint = _option_hint(parser, command, extra)
+        raise ManifestError(
+            f"usage: unrecognized arguments: {' '.join(extra)}{hint} (see {where} --help)"
+        )
+    return args
+
+
+def _option_hint(parser: argparse.ArgumentParser, command: str | None, extra: list[str]) -> str:
+    """A "did you mean" for a mistyped option of ``command``."""
+    import difflib
+
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    chosen = subparsers[0].choices.get(command) if subparsers and command else parser
+    options = [o for a in (chosen or parser)._actions for o in a.option_strings]
+    typed = next((word.split("=")[0] for word in extra if word.startswith("--")), None)
+    close = difflib.get_close_matches(typed, options, n=1) if typed else []
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -315,8 +385,10 @@ def _report(args: argparse.Namespace, plan: Plan) -> int:
 def _run(args: argparse.Namespace, plan: Plan) -> int:
     from .pipeline import RunOptions
 
+    # 0 is a value (refused by session.run), not a missing one.
+    concurrency = args.concurrency if args.concurrency is not None else plan.facts.concurrency
     options = RunOptions(
-        concurrency=args.concurrency or plan.facts.concurrency or session.DEFAULT_CONCURRENCY,
+        concurrency=concurrency if concurrency is not None else session.DEFAULT_CONCURRENCY,
         max_cost=args.max_cost if args.max_cost is not None else plan.facts.max_cost,
         on_ambiguous=args.on_ambiguous,
         resubmit_expired=args.resubmit_expired,
@@ -337,6 +409,13 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
     session.refuse_bad_sources(plan, args.skip_bad)
     for line in _left_out(plan):
         print(f"raybatch: {line}", file=sys.stderr)
+    if not _confirmed(args, plan, options.max_cost):
+        print(
+            "raybatch: not started; nothing was submitted (--yes starts without asking,"
+            " --max-cost caps the spend)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     result = session.run(
         plan,
         options,
@@ -361,6 +440,35 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
         )
         return EXIT_FAILED
     return code
+
+
+def _confirmed(args: argparse.Namespace, plan: Plan, max_cost: float | None) -> bool:
+    """Whether the run may start: on a terminal, the estimate is shown and the user asked
+    when it is above the threshold or no max_cost caps it. Off a terminal it never waits."""
+    if args.yes or args.local:  # the built-in emulator bills nothing
+        return True
+    threshold = args.confirm_above
+    if threshold is None:
+        threshold = plan.facts.confirm_above
+    estimate = session.estimate(plan, retry_failed=args.retry_failed)
+    question = estimate.question(
+        session.CONFIRM_ABOVE if threshold is None else threshold, max_cost
+    )
+    if question is None:
+        return True
+    if not _interactive():
+        print(f"raybatch: {question} (not a terminal: starting without asking)", file=sys.stderr)
+        return True
+    print(f"raybatch: {question}. Start? [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()  # "" at end of input: no
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _interactive() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _left_out(plan: Plan) -> list[str]:

@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 #: Remote requests at once when neither the manifest nor the caller says: a small
 #: account's limit. fal queues what is beyond the real limit, so this only sets the pace.
 DEFAULT_CONCURRENCY = 8
+#: USD above which ``run`` on a terminal asks before starting (manifest ``confirm_above:``,
+#: ``--confirm-above``); without a max_cost it always asks.
+CONFIRM_ABOVE = 20.0
 #: Posters the review page refresh at the end of a run may extract (see report/_review).
 RUN_POSTERS = 200
 #: The key ``--local`` uses when FAL_KEY is unset: the emulator accepts any key.
@@ -119,6 +122,47 @@ def refuse_bad_sources(plan: Plan, skip_bad: bool) -> None:
     error = plan.bad_source_error(skip_bad)
     if error is not None:
         raise error
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a run would submit now: jobs, their estimated USD, and those without a price
+    (counted per endpoint)."""
+
+    jobs: int
+    usd: float
+    unpriced: dict[str, int]
+
+    def question(self, threshold: float, max_cost: float | None) -> str | None:
+        """What to tell before asking whether to start (None: nothing to ask): the jobs
+        and their estimate above ``threshold``, with unpriced jobs, or with no ``max_cost``
+        to cap the spend."""
+        if self.jobs == 0:
+            return None
+        above = self.usd > threshold + 1e-9
+        if not above and max_cost is not None and not self.unpriced:
+            return None
+        unpriced = sum(self.unpriced.values())
+        words = [f"{self.jobs} job(s) to submit, estimated at ${self.usd:.2f}"]
+        if unpriced:
+            words.append(f" + {unpriced} without a price")
+        if above:
+            words.append(f" (above ${threshold:.2f})")
+        if max_cost is None:
+            words.append("; no max_cost caps the spend")
+        return "".join(words)
+
+
+def estimate(plan: Plan, *, retry_failed: bool = False) -> Estimate:
+    """What ``run`` would submit now, read from the state (see ``report.remaining_cost``)."""
+    from .report import jobs_to_submit, remaining_cost, unpriced_remaining
+
+    with reading(plan) as store:
+        return Estimate(
+            jobs_to_submit(plan, store, retry_failed=retry_failed),
+            remaining_cost(plan, store, retry_failed=retry_failed),
+            unpriced_remaining(plan, store, retry_failed=retry_failed),
+        )
 
 
 @dataclass

@@ -9,6 +9,7 @@ from ._review import extract_poster, write_review_page
 from ._summary import (
     format_plan,
     format_status,
+    jobs_to_submit,
     plan_summary,
     remaining_cost,
     source_notes,
@@ -21,6 +22,7 @@ __all__ = (
     "extract_poster",
     "format_plan",
     "format_status",
+    "jobs_to_submit",
     "plan_summary",
     "remaining_cost",
     "result_record",

@@ -346,9 +346,11 @@ class Progress:
 
 
 def _isatty(stream: IO[str]) -> bool:
+    """A terminal bars can be drawn on: one that reports no columns (a bare pty, some CI
+    consoles) would get bars of no width, so it gets plain lines."""
     try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
+        return stream.isatty() and os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, ValueError, OSError):
         return False
 
 

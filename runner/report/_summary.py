@@ -54,6 +54,11 @@ def remaining_cost(plan: Plan, store: StateStore | None, *, retry_failed: bool =
     return sum(cost or 0.0 for _, cost in _would_submit(plan, store, retry_failed))
 
 
+def jobs_to_submit(plan: Plan, store: StateStore | None, *, retry_failed: bool = False) -> int:
+    """How many jobs a run would submit (those ``remaining_cost`` prices)."""
+    return sum(1 for _ in _would_submit(plan, store, retry_failed))
+
+
 def unpriced_remaining(
     plan: Plan, store: StateStore | None, *, retry_failed: bool = False
 ) -> dict[str, int]:
