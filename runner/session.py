@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .endpoints import Overrides
     from .fal import FalConfig
     from .pipeline import CancelOutcome, LocalStep, RunObserver, RunOptions, RunSummary
+    from .report import OutputNames
 
 # Each function imports what it uses when it runs: ``status`` on a remembered plan needs
 # neither pydantic, PyAV, httpx nor the emulator, and their imports cost most of a second.
@@ -114,7 +115,15 @@ def report(plan: Plan) -> Path:
     """Write the review page of the whole plan (whatever the selection); returns its path."""
     from .report import write_review_page
 
-    return write_review_page(plan.whole)
+    return write_review_page(plan.whole, target=names(plan).page)
+
+
+def names(plan: Plan) -> OutputNames:
+    """Where the plan's results.jsonl and review page go (per manifest in a shared dir)."""
+    from .report import output_names
+
+    with reading(plan) as store:
+        return output_names(plan, store.manifests() if store is not None else {})
 
 
 def refuse_bad_sources(plan: Plan, skip_bad: bool) -> None:
@@ -244,11 +253,11 @@ def run(
                         local_steps=local_steps,
                     )
                 )
-            _write_results(plan, store, result.summary)
+            named = _write_results(plan, store, result.summary)
         finally:
             reader.close()
             store.close()
-    result.warnings += _refresh_review(plan)
+    result.warnings += _refresh_review(plan, named.page)
     return result
 
 
@@ -277,6 +286,9 @@ async def _run(
     async with open_writer(store) as writer:
         if not store.is_last_plan(plan.identity):
             await writer.apply(Transitions.add_plan(plan.jobs, plan.identity))
+        await writer.apply(
+            Transitions.note_manifest(str(plan.manifest_path.resolve()), plan.facts.name)
+        )
         if retry_failed:
             await _reset_failed(writer, plan)
         # The observer reads the state as it is now, resets included.
@@ -339,26 +351,30 @@ async def _signals(
                 scheduler.abort()
 
 
-def _write_results(plan: Plan, store: StateStore, summary: RunSummary) -> None:
-    from .report import write_results
+def _write_results(plan: Plan, store: StateStore, summary: RunSummary) -> OutputNames:
+    from .report import adopt_plain_files, output_names, write_results
 
+    manifests = store.manifests()
+    adopt_plain_files(plan.output_dir, manifests)
+    named = output_names(plan, manifests)
     try:
         # The whole plan, whatever --only/--exclude ran: a selection never shrinks the file.
-        write_results(store, plan.output_dir / "results.jsonl", plan.whole.keys)
+        write_results(store, named.results, plan.whole.keys)
     except FatalError:
         if summary.fatal is None:
             raise
         # The run already stopped on a fatal error (a full disk, most likely): that one is
         # the message and the exit code; this one is a consequence.
+    return named
 
 
-def _refresh_review(plan: Plan) -> list[str]:
+def _refresh_review(plan: Plan, page: Path) -> list[str]:
     from .report import write_review_page
 
     try:
         # Bounded: at the end of a 100k-job run, a poster per new video would take an hour
         # of decoding; ``raybatch report`` makes the rest.
-        write_review_page(plan.whole, posters=RUN_POSTERS)
+        write_review_page(plan.whole, posters=RUN_POSTERS, target=page)
     except Exception as exc:
         return [f"could not refresh the review page: {exc}"]
     return []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .conftest import run_cli
+from .conftest import Emulator, run_cli
 
 
 def test_top_level_help_is_for_users() -> None:
@@ -52,3 +52,18 @@ def test_usage_errors_have_no_stray_colon(demo: Path) -> None:
     )
     for done in (typo, missing, budget):
         assert "raybatch: : " not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_failure_list_names_matrix_values(demo: Path, emulator: Emulator) -> None:
+    """Failed jobs that differ only by a matrix value are told apart in `status`."""
+    text = demo.read_text().replace("  edit_strength: flex_2\n", "")
+    text = text.replace(
+        'output: "{clip}/{prompt}.mp4"', 'output: "{clip}/{prompt}-{edit_strength}.mp4"'
+    )
+    text = text.replace("\nprompts:\n", '\nprompts:\n  refused: "FORBIDDEN_CONTENT on purpose"\n')
+    demo.write_text(text + "matrix:\n  edit_strength: [adhere_2, flex_1]\n")
+    out = demo.parent / "out"
+    done = run_cli("run", demo, "--only", "city", "--fal-url", emulator.url, "--output-dir", out)
+    assert done.returncode == 1, done.stderr
+    shown = run_cli("status", demo, "--output-dir", out).stdout
+    assert "city/refused[edit_strength=adhere_2], city/refused[edit_strength=flex_1]" in shown

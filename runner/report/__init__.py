@@ -3,6 +3,7 @@ progress while it runs, and the review page."""
 
 from __future__ import annotations
 
+from ._names import OutputNames, adopt_plain_files, output_names
 from ._progress import Progress
 from ._results import result_record, write_results
 from ._review import extract_poster, write_review_page
@@ -18,11 +19,14 @@ from ._summary import (
 )
 
 __all__ = (
+    "OutputNames",
     "Progress",
+    "adopt_plain_files",
     "extract_poster",
     "format_plan",
     "format_status",
     "jobs_to_submit",
+    "output_names",
     "plan_summary",
     "remaining_cost",
     "result_record",
