@@ -21,7 +21,6 @@ from . import __version__, session
 from .errors import ManifestError, RaybatchError
 
 if TYPE_CHECKING:
-    from .pipeline import RunSummary
     from .plan import Plan
     from .report import Progress
     from .state import StateStore
@@ -433,13 +432,11 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
     )
     for warning in result.warnings:
         print(f"raybatch: {warning}", file=sys.stderr)
-    code = _exit_code(result.summary)
-    if plan.skipped and code == EXIT_OK:
+    if plan.skipped:
         print(
             f"raybatch: {len(plan.skipped)} source(s) were left out (listed above)", file=sys.stderr
         )
-        return EXIT_FAILED
-    return code
+    return _exit_code(result)
 
 
 def _confirmed(args: argparse.Namespace, plan: Plan, max_cost: float | None) -> bool:
@@ -477,15 +474,10 @@ def _left_out(plan: Plan) -> list[str]:
     return source_notes(plan)
 
 
-def _exit_code(summary: RunSummary) -> int:
-    if summary.fatal is not None:
-        print(f"raybatch: {summary.fatal}", file=sys.stderr)
-        return summary.fatal.exit_code
-    if summary.interrupted:
-        return EXIT_INTERRUPTED
-    if summary.failed or summary.not_started or summary.cancelled:
-        return EXIT_FAILED
-    return EXIT_OK
+def _exit_code(result: session.RunResult) -> int:
+    if result.summary.fatal is not None:
+        print(f"raybatch: {result.summary.fatal}", file=sys.stderr)
+    return result.exit_code
 
 
 def _cancel(args: argparse.Namespace, plan: Plan) -> int:

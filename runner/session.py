@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -182,6 +183,23 @@ class RunResult:
     spend: Spend
     spend_before: Spend
     warnings: list[str] = field(default_factory=list)
+    #: Sources the plan left out (``--skip-bad``): the run did not render everything.
+    skipped: int = 0
+    #: Where results.jsonl and the review page were written.
+    names: OutputNames | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI's exit code for this outcome: the fatal error's, 130 interrupted, 1 when
+        jobs failed, were cancelled or not started or sources were left out, else 0."""
+        summary = self.summary
+        if summary.fatal is not None:
+            return summary.fatal.exit_code
+        if summary.interrupted:
+            return 130
+        if summary.failed or summary.not_started or summary.cancelled or self.skipped:
+            return 1
+        return 0
 
 
 #: What the CLI gives a run to draw progress: called with the plan and a read-only view
@@ -200,12 +218,14 @@ def run(
     http_timeout: float = 30.0,
     local_steps: dict[str, LocalStep] | None = None,
     skip_bad: bool = False,
+    stop: threading.Event | None = None,
 ) -> RunResult:
     """Run every job of ``plan`` not yet done; resumes where an earlier run stopped.
 
     ``fal`` yields the fal configuration for the run (see :func:`fal_origin`).
     ``handle_signals`` installs the Ctrl-C policy (first drains, second leaves requests
-    to the next run); only the main thread may. Refusals (sources left out without
+    to the next run); only the main thread may. Setting ``stop`` (from another thread)
+    drains the run as a first Ctrl-C does. Refusals (sources left out without
     ``skip_bad``, a budget below the estimate, another run on the directory) come before
     anything is written or submitted.
     """
@@ -251,6 +271,7 @@ def run(
                         handle_signals=handle_signals,
                         http_timeout=http_timeout,
                         local_steps=local_steps,
+                        stop=stop,
                     )
                 )
             named = _write_results(plan, store, result.summary)
@@ -258,6 +279,7 @@ def run(
             reader.close()
             store.close()
     result.warnings += _refresh_review(plan, named.page)
+    result.skipped, result.names = len(plan.skipped), named
     return result
 
 
@@ -273,6 +295,7 @@ async def _run(
     handle_signals: bool,
     http_timeout: float,
     local_steps: dict[str, LocalStep] | None,
+    stop: threading.Event | None = None,
 ) -> RunResult:
     from .fal import FalClient
     from .net import tls_context
@@ -305,10 +328,13 @@ async def _run(
                     local_steps=local_steps,
                     ssl_context=context,
                 )
-                if handle_signals:
+                if handle_signals or stop is not None:
                     async with anyio.create_task_group() as group:
-                        # start(): the handlers are in place before the first submit.
-                        await group.start(_signals, scheduler)
+                        if handle_signals:
+                            # start(): the handlers are in place before the first submit.
+                            await group.start(_signals, scheduler)
+                        if stop is not None:
+                            group.start_soon(_drain_when, stop, scheduler)
                         summary = await scheduler.run()
                         group.cancel_scope.cancel()
                 else:
@@ -334,6 +360,15 @@ async def _reset_failed(writer: StateWriter, plan: Plan) -> None:
     # Results are needed to tell "download again" from the rest: read them for these only.
     full = {row.key: row for row in writer.store.rows([r.key for r in rows])}
     await writer.apply(*(Transitions.reset(key, retry_state(full[key])) for key in full))
+
+
+async def _drain_when(stop: threading.Event, scheduler: Any) -> None:
+    """Drain once ``stop`` is set (by a caller in another thread: the Python API)."""
+    # Polled: waiting on it in a worker thread would leave that thread blocked after a run
+    # that ends without it ever being set.
+    while not stop.is_set():  # noqa: ASYNC110
+        await anyio.sleep(0.2)
+    scheduler.drain()
 
 
 async def _signals(
