@@ -19,6 +19,7 @@ from runner.errors import ManifestError
 
 from .conftest import TEST_KEY, Emulator
 from .library_media import make_library
+from .test_public_surface import public_names
 
 T = TypeVar("T")
 
@@ -58,14 +59,7 @@ def notebook() -> Iterator[Notebook]:
 def test_the_public_surface_is_exactly_all(package: types.ModuleType) -> None:
     """Both import names expose exactly ``__all__`` (httpx-style), the same objects, each
     documented."""
-    public = {
-        name
-        for name, value in vars(package).items()
-        if not name.startswith("_")
-        and not isinstance(value, types.ModuleType)
-        and name != "annotations"
-    }
-    assert public | {"__version__"} == set(package.__all__)
+    assert public_names(package) | {"__version__"} == set(package.__all__)
     for name in package.__all__:
         assert getattr(package, name) is getattr(runner, name)
         value = getattr(package, name)
