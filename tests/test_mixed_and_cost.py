@@ -40,11 +40,11 @@ def _opens(path: Path) -> None:
             names = archive.namelist()
             assert names and all(n.endswith(".exr") for n in names)
             for name in names:
-                with av.open(io.BytesIO(archive.read(name)), format="image2pipe") as c:
+                with av.open(io.BytesIO(archive.read(name)), "r", format="image2pipe") as c:
                     frame = next(c.decode(video=0))
                     assert frame.width > 0 and frame.height > 0
         return
-    with av.open(str(path)) as container:
+    with av.open(str(path), "r") as container:
         frames = sum(1 for _ in container.decode(video=0))
     assert frames > 0, path
 
