@@ -35,6 +35,7 @@ def _encode(path: Path, codec: str, frames: int, *, fmt: str | None = None) -> P
     """Write ``frames`` small frames with ``codec`` (a GIF, a WebM...) and return the path."""
     with av.open(str(path), "w", format=fmt) as container:
         stream = container.add_stream(codec, rate=10)
+        assert isinstance(stream, av.VideoStream)
         stream.width, stream.height = 32, 24
         stream.pix_fmt = "rgb8" if codec == "gif" else "yuv420p"
         for index in range(frames):
@@ -242,10 +243,10 @@ def _manifest(
     return path
 
 
-def _problems(path: Path, **options: bool) -> list[str]:
+def _problems(path: Path, *, probe_remote: bool = False) -> list[str]:
     """What stops ``plan``/``run``: the manifest's problems or the sources left out."""
     with pytest.raises(ManifestError) as caught:
-        refusal = plan(path, **options).bad_source_error()
+        refusal = plan(path, probe_remote=probe_remote).bad_source_error()
         if refusal is not None:
             raise refusal
     return [
