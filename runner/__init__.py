@@ -18,6 +18,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# The subpackage runner.plan is imported before the function plan is bound: importing a
+# submodule the first time sets it as an attribute of its package, which would otherwise
+# replace runner.plan, the function, with the module whenever a command first planned.
+from . import plan as _plan_package  # noqa: F401
 from ._api import PlanSummary, RunResult, plan, run, run_async, status
 from .errors import (
     AuthError,

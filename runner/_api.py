@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
-    from .plan import DuplicateSource, Plan, SkippedSource
+    from .plan import ClipFacts, DuplicateSource, Plan, SkippedSource
 
 PathLike = str | os.PathLike[str]
 T = TypeVar("T")
@@ -48,6 +48,8 @@ class PlanSummary:
     remaining_cost: float
     skipped: tuple[SkippedSource, ...]
     duplicates: tuple[DuplicateSource, ...]
+    #: Each source: its facts, what its jobs render and bill, and its warnings.
+    clips: tuple[ClipFacts, ...]
     data: dict[str, Any]
 
 
@@ -88,13 +90,17 @@ def plan(
     exclude: Sequence[str] = (),
     skip_bad: bool = False,
     prices: PathLike | None = None,
+    decode: bool = False,
 ) -> PlanSummary:
-    """Check a manifest and summarise its jobs and cost (``raybatch plan``); raises
-    ManifestError for a mistake, or for sources that cannot be used unless ``skip_bad``."""
+    """Check a manifest and summarise its jobs, cost and sources (``raybatch plan
+    --clips``); ``decode`` also decodes the end of each local clip to find truncated files.
+    Raises ManifestError for a mistake, or for sources that cannot be used unless
+    ``skip_bad``."""
     from . import session
 
     the_plan = _load(manifest, output_dir, only, exclude, skip_bad, prices)
-    data = session.plan_summary(the_plan, skip_bad=skip_bad)
+    clips = session.clip_facts(the_plan, decode=decode)
+    data = session.plan_summary(the_plan, skip_bad=skip_bad, clips=clips)
     total = data["total"]
     return PlanSummary(
         the_plan.facts.name,
@@ -106,6 +112,7 @@ def plan(
         total["remaining_cost"],
         the_plan.skipped,
         the_plan.duplicates,
+        tuple(clips),
         data,
     )
 

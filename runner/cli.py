@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = manifest_cmd("plan", "validate a manifest and show what would run and what it costs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--probe-remote", action="store_true", help="also check remote media URLs")
+    p.add_argument(
+        "--clips",
+        action="store_true",
+        help="per source: duration, size, rate, rotation, audio, what is rendered and billed,"
+        " and every warning (decodes the end of each clip to find truncated files)",
+    )
     _skip_bad_option(p)
     _prices_option(p)
 
@@ -364,7 +370,9 @@ def _show(args: argparse.Namespace, summary: dict[str, Any], text: Callable[...,
 def _plan(args: argparse.Namespace, plan: Plan) -> int:
     from .report import format_plan
 
-    _show(args, session.plan_summary(plan, skip_bad=args.skip_bad), format_plan)
+    clips = session.clip_facts(plan) if args.clips else None
+    summary = session.plan_summary(plan, skip_bad=args.skip_bad, clips=clips)
+    _show(args, summary, format_plan)
     # Something in the manifest will not be rendered: scripts must see it.
     return EXIT_FAILED if plan.skipped else EXIT_OK
 
@@ -408,6 +416,8 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
     session.refuse_bad_sources(plan, args.skip_bad)
     for line in _left_out(plan):
         print(f"raybatch: {line}", file=sys.stderr)
+    for line in _clip_warnings(plan):
+        print(f"raybatch: warning: {line}", file=sys.stderr)
     if not _confirmed(args, plan, options.max_cost):
         print(
             "raybatch: not started; nothing was submitted (--yes starts without asking,"
@@ -466,6 +476,12 @@ def _interactive() -> bool:
         return sys.stdin.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def _clip_warnings(plan: Plan) -> list[str]:
+    from .report import clip_warnings
+
+    return clip_warnings(plan)
 
 
 def _left_out(plan: Plan) -> list[str]:

@@ -28,7 +28,7 @@ import anyio.abc
 
 from . import crashpoints
 from .errors import FatalError, ManifestError
-from .plan import Plan, cached_plan, check_default_output_dir, remember
+from .plan import ClipFacts, Plan, cached_plan, check_default_output_dir, remember
 from .state import DirectoryLock, JobState, Spend, StateStore, StateWriter, Transitions
 
 if TYPE_CHECKING:
@@ -88,14 +88,30 @@ def reading(plan: Plan) -> Iterator[StateStore | None]:
             store.close()
 
 
-def plan_summary(plan: Plan, *, skip_bad: bool = False) -> dict[str, Any]:
+def plan_summary(
+    plan: Plan, *, skip_bad: bool = False, clips: Sequence[ClipFacts] | None = None
+) -> dict[str, Any]:
     """What ``plan`` shows: jobs and cost per endpoint, what is paid, the limits applied,
-    the sources left out; raises the bad-source error unless ``skip_bad``."""
-    from .report import plan_summary as summarize
+    the sources left out, and ``clips`` (see :func:`clip_facts`) when given; raises the
+    bad-source error unless ``skip_bad``."""
+    from .report import clips_summary, plan_summary as summarize
 
     refuse_bad_sources(plan, skip_bad)
+    if clips is not None:
+        with reading(plan) as store:
+            return summarize(plan, store) | {"clips": clips_summary(clips)}
     with reading(plan) as store:
         return summarize(plan, store)
+
+
+def clip_facts(plan: Plan, *, decode: bool = True) -> list[ClipFacts]:
+    """Each source's facts, renders and warnings (``plan --clips``); with ``decode`` the
+    end of each local clip is decoded too, to find truncated files."""
+    if not decode:
+        return list(plan.clips)
+    from .manifest import with_decode_checks
+
+    return with_decode_checks(list(plan.clips), plan.manifest_path.parent)
 
 
 def status(

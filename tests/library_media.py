@@ -124,3 +124,15 @@ def make_library(root: Path, *, on_bad_source: str | None = None) -> Library:
         },
         duplicates={"東京_copy.mp4": "東京.mp4"},
     )
+
+
+def write_still(path: Path, width: int, height: int, colour: tuple[int, int, int]) -> Path:
+    """A PNG of ``width`` × ``height`` in one colour."""
+    codec = av.CodecContext.create("png", "w")
+    assert isinstance(codec, av.VideoCodecContext)
+    codec.width, codec.height, codec.pix_fmt = width, height, "rgb24"
+    image = np.empty((height, width, 3), np.uint8)
+    image[:] = colour
+    frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+    path.write_bytes(b"".join(bytes(p) for p in [*codec.encode(frame), *codec.encode(None)]))
+    return path

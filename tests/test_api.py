@@ -4,6 +4,7 @@ another on an event loop that stays running, against a real emulator over loopba
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import json
 import types
@@ -68,6 +69,16 @@ def test_the_public_surface_is_exactly_all(package: types.ModuleType) -> None:
     assert {"plan", "run", "run_async", "status", "PlanSummary", "RunResult"} <= set(
         package.__all__
     )
+
+
+def test_plan_stays_the_function_once_the_plan_package_is_imported() -> None:
+    """runner.plan (the subpackage) loaded by a command never replaces runner.plan, the API
+    function, on either import name."""
+    importlib.import_module("runner.session")
+    importlib.import_module("runner.plan")
+    for package in (runner, raybatch):
+        assert inspect.isfunction(package.plan)
+        assert package.plan.__module__ == "runner._api"
 
 
 def test_a_notebook_plans_runs_and_reads_status(

@@ -37,6 +37,7 @@ from ..plan import (
     output_dir_for,
 )
 from ._checks import MediaChecks
+from ._clips import clip_facts
 from ._expand import Expansion, input_layer, matrix_layers, template_problem
 from ._models import JobEntry, Manifest, load
 from ._overrides import manifest_overrides
@@ -104,6 +105,7 @@ def plan(
         output_dir_given=output_dir is not None,
         skipped=planner.source_list.skipped,
         duplicates=planner.duplicate_sources(),
+        clips=clip_facts(planner.sources, planner.source_media, jobs, planner.prices),
     )
     return whole.selected(only, exclude)
 
@@ -141,6 +143,7 @@ class Planner:
         #: Source id -> (the earlier source holding the same bytes, jobs that are its).
         self.duplicates: dict[str, tuple[str, int]] = {}
         self.shown: dict[str, str] = {}  # source id -> its path or URL as the manifest has it
+        self.sources: dict[str, Source] = {}
         self._layers: dict[tuple[Loc, str], Layer] = {}
         # What a template may name: a job's own variables and any input field anywhere.
         variables = set(TEMPLATE_VARIABLES).union(manifest.defaults, manifest.matrix)
@@ -407,7 +410,7 @@ class Planner:
         sources left out too, unless ``skip_bad``)."""
         if not skip_bad:
             self.problems.before_raising(self._bad_source_problems)
-        sources = self.source_list.collect()
+        sources = self.sources = self.source_list.collect()
         self.shown = {source_id: source.shown for source_id, source in sources.items()}
         groups = self._usable(self.groups(sources))
         total = sum(group.size for group in groups)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from ._cache import cache_dir, cached_plan
 from ._plan import (
     DEFAULT_OUTPUT_ROOT,
+    ClipFacts,
+    ClipRender,
     DuplicateSource,
     JobColumns,
     JobList,
@@ -24,6 +26,8 @@ from ._registry import check_default_output_dir, remember
 
 __all__ = (
     "DEFAULT_OUTPUT_ROOT",
+    "ClipFacts",
+    "ClipRender",
     "DuplicateSource",
     "JobColumns",
     "JobList",

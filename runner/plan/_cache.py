@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from .. import __version__
 from ..job import LocalFile
 from ._plan import (
+    ClipFacts,
     DuplicateSource,
     JobColumns,
     ManifestFacts,
@@ -188,6 +189,7 @@ def _load(
         output_dir_given=output_dir is not None,
         skipped=[SkippedSource(*row) for row in head["skipped"]],
         duplicates=[DuplicateSource(*row) for row in head["duplicates"]],
+        clips=[ClipFacts.from_row(row) for row in head["clip_facts"]],
     )
 
 
@@ -310,6 +312,7 @@ def _store(fingerprint: str, plan: Plan) -> None:
         },
         "skipped": [dataclasses.astuple(s) for s in plan.skipped],
         "duplicates": [dataclasses.astuple(d) for d in plan.duplicates],
+        "clip_facts": [dataclasses.astuple(c) for c in plan.clips],
         "limits": plan.limits_applied,
         "inputs": (_identities(plan.inputs.files), plan.inputs.globs),
         "made_at": time.time(),

@@ -74,6 +74,44 @@ class SkippedSource:
         return Problem(self.file, self.line, self.field, f"{self.path}: {self.reason}")
 
 
+@dataclass(frozen=True, slots=True)
+class ClipRender:
+    """What one source's jobs on one endpoint and length render and cost."""
+
+    endpoint: str
+    jobs: int
+    rendered: str  # "5.0 s of 7.0 s", "all 2.0 s", "a 5s clip from the still"
+    billed: str  # "as 5s", "3 started seconds", "per job"
+    usd: float | None  # all these jobs together (None: unpriced)
+
+
+@dataclass(frozen=True, slots=True)
+class ClipFacts:
+    """A source as ``plan --clips`` shows it: what it is, what is rendered and billed of
+    it, and what the user must know before paying. A fact the media reader does not give
+    is None (not measured), never a guess."""
+
+    id: str
+    path: str
+    kind: str  # "video" or "image"
+    duration: float | None
+    width: int | None  # as a player shows it (after any rotation)
+    height: int | None
+    fps: float | None
+    rotation: int | None  # degrees a player turns the stored picture
+    audio: bool | None
+    renders: tuple[ClipRender, ...]
+    warnings: tuple[str, ...]
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> ClipFacts:
+        """The facts from ``dataclasses.astuple`` of them (a plan cache record)."""
+        values = list(row)
+        values[-2] = tuple(ClipRender(*r) for r in values[-2])
+        values[-1] = tuple(values[-1])
+        return cls(*values)
+
+
 def bad_source_hint(file: str) -> Problem:
     """What to do about sources that stop a plan, said after the list of them."""
     return Problem(
@@ -268,6 +306,7 @@ class Plan:
         output_dir_given: bool = False,
         skipped: Sequence[SkippedSource] = (),
         duplicates: Sequence[DuplicateSource] = (),
+        clips: Sequence[ClipFacts] = (),
         whole: Plan | None = None,
     ) -> None:
         self.manifest_path = manifest_path
@@ -284,6 +323,8 @@ class Plan:
         self.skipped = tuple(skipped)
         #: Sources whose bytes an earlier source holds: their jobs are that source's.
         self.duplicates = tuple(duplicates)
+        #: Each source with jobs, as ``plan --clips`` shows it (its warnings too).
+        self.clips = tuple(clips)
         #: The manifest's whole plan when this is a selection of it (--only/--exclude):
         #: results.jsonl and the review page always describe the whole.
         self.whole: Plan = whole or self
@@ -365,6 +406,7 @@ class Plan:
             output_dir_given=self.output_dir_given,
             skipped=skipped,
             duplicates=duplicates,
+            clips=[c for c in self.clips if decider.keeps(unknown_values(c.id)) is not False],
             whole=self.whole,
         )
 

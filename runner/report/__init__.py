@@ -8,6 +8,8 @@ from ._progress import Progress
 from ._results import result_record, write_results
 from ._review import extract_poster, write_review_page
 from ._summary import (
+    clip_warnings,
+    clips_summary,
     format_plan,
     format_status,
     jobs_to_submit,
@@ -22,6 +24,8 @@ __all__ = (
     "OutputNames",
     "Progress",
     "adopt_plain_files",
+    "clip_warnings",
+    "clips_summary",
     "extract_poster",
     "format_plan",
     "format_status",

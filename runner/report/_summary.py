@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..job import job_label
-from ..plan import Plan
+from ..plan import ClipFacts, Plan
 from ..state import JobRow, JobState, StateStore
 
 #: Display order of job states (the stored ones, in the order a job moves through them).
@@ -158,6 +158,49 @@ def sources_summary(plan: Plan) -> dict[str, Any]:
     }
 
 
+def clips_summary(clips: Sequence[ClipFacts]) -> list[dict[str, Any]]:
+    """Each source as ``plan --clips --json`` shows it."""
+    return [dataclasses.asdict(c) for c in clips]
+
+
+def format_clips(clips: Sequence[dict[str, Any]]) -> list[str]:
+    """``plan --clips`` as text: per source its facts, renders and warnings."""
+    lines = [f"clips ({len(clips)}):"] if clips else []
+    for clip in clips:
+        facts = [clip["kind"]]
+        if clip["duration"] is not None:
+            facts.append(f"{clip['duration']:.1f} s")
+        if clip["width"] and clip["height"]:
+            facts.append(f"{clip['width']}×{clip['height']}")
+        if clip["kind"] == "video":
+            fps, rotation, audio = clip["fps"], clip["rotation"], clip["audio"]
+            facts.append("fps not measured" if fps is None else f"{fps:g} fps")
+            facts.append("rotation not measured" if rotation is None else f"rotation {rotation}°")
+            facts.append(
+                "audio not measured" if audio is None else "audio" if audio else "no audio"
+            )
+        lines.append(f"  {clip['id']}  {clip['path']}  " + ", ".join(facts))
+        for render in clip["renders"]:
+            usd = "unpriced" if render["usd"] is None else f"${render['usd']:.2f}"
+            name = render["endpoint"].rsplit("/", 1)[-1]
+            lines.append(
+                f"      {name}: {render['jobs']} job(s), renders {render['rendered']},"
+                f" billed {render['billed']}, {usd}"
+            )
+        lines += [f"      ! {warning}" for warning in clip["warnings"]]
+    return lines
+
+
+def clip_warnings(plan: Plan, limit: int = 10) -> list[str]:
+    """The warnings of the plan's sources, one line each, at most ``limit`` lines (then how
+    many more and where to see them): what ``run`` says before it starts."""
+    lines = [f"{c.id} ({c.path}): {w}" for c in plan.clips for w in c.warnings]
+    if len(lines) > limit:
+        more = len(lines) - limit
+        lines = [*lines[:limit], f"... and {more} more (raybatch plan --clips lists them)"]
+    return lines
+
+
 def source_notes(plan: Plan | dict[str, Any]) -> list[str]:
     """One line per source left out and per duplicate source (``plan``, ``run``,
     ``status``), from a plan or from its summary."""
@@ -208,6 +251,7 @@ def format_plan(summary: dict[str, Any]) -> str:
     if notes:
         lines.append("sources:")
         lines += [f"  {note}" for note in notes]
+    lines += format_clips(summary.get("clips", []))
     if summary["limits"]:
         lines.append("limits applied:")
         for limit in summary["limits"]:

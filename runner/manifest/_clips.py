@@ -1,0 +1,247 @@
+"""Per source: what it is, what its jobs render and bill, and what to know before paying.
+
+``clip_facts`` turns the planner's measurements and the expanded jobs into one
+``ClipFacts`` per source with jobs (``plan --clips``); ``source_warnings`` is the one place
+that decides the warnings, so that a later change (long clips rendered in segments instead
+of trimmed) changes them here only:
+
+- *trimmed*: a clip longer than the requested ``duration`` (fal renders that much; what it
+  does with the rest is not documented, shared/reference/luma.md §2c, 2026-12-04);
+- *billed up*: a clip shorter than ``duration`` is billed for the whole slot (fal sells
+  5 s and 10 s; "a 3 s clip still costs the 5 s slot", recast via luma.md §2c);
+- *rotated*: a display rotation (phone footage) is not applied to what is uploaded;
+- *sound dropped*: Ray 3.2 renders silent video (runware.ai's Ray 3.2 guide, luma.md
+  update of 2026-12-04);
+- *aspect changed*: a still whose shape differs from ``aspect_ratio`` (image-to-video
+  defaults to 16:9, fal's page 2026-12-04);
+- *truncated*: a file whose last frames do not decode (``deep`` only: it decodes).
+
+Rotation, frame rate, sound and the decode check come from the media reader; where it does
+not report them (``runner.media`` before the media package lands) they are None, shown as
+not measured, and their warnings cannot fire.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import media
+from ..endpoints import EndpointSpec, PriceTable, spec_for
+from ..media import MediaInfo
+from ..plan import ClipFacts, ClipRender, JobColumns
+
+if TYPE_CHECKING:
+    from ._types import Source
+
+#: Container durations carry rounding noise: a 5 s clip may read 5.02 s.
+LENGTH_TOLERANCE = 0.05
+#: A still within 2 % of the output's shape is not "changed".
+ASPECT_TOLERANCE = 0.02
+
+
+def measured(info: MediaInfo | None, name: str) -> Any:
+    """A fact of ``info`` the media reader may not give yet (rotation, fps, has_audio):
+    None when it does not."""
+    return getattr(info, name, None) if info is not None else None
+
+
+@dataclass
+class _Group:
+    """A source's jobs on one endpoint with one requested length and shape."""
+
+    spec: EndpointSpec
+    arguments: Mapping[str, Any]
+    jobs: int = 0
+    usd: float | None = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+def clip_facts(
+    sources: Mapping[str, Source],
+    media_by_source: Mapping[str, Mapping[str, MediaInfo | None]],
+    columns: JobColumns,
+    prices: PriceTable,
+) -> list[ClipFacts]:
+    """One ``ClipFacts`` per source with jobs, in manifest order (``prices``: the table the
+    jobs were priced with, for what each is billed by)."""
+    groups: dict[str, dict[tuple[str, Any, Any], _Group]] = {}
+    for clip, endpoint, arguments, cost in zip(
+        columns.clips, columns.endpoints, columns.arguments, columns.costs, strict=True
+    ):
+        if clip is None or clip not in sources:
+            continue
+        key = (endpoint, arguments.get("duration"), arguments.get("aspect_ratio"))
+        group = groups.setdefault(clip, {}).get(key)
+        if group is None:
+            group = groups[clip][key] = _Group(spec_for(endpoint), arguments)
+        group.jobs += 1
+        group.usd = None if cost is None or group.usd is None else group.usd + cost
+    facts = []
+    for clip, by_key in groups.items():
+        source = sources[clip]
+        infos = media_by_source.get(clip, {})
+        info = next((i for i in infos.values() if i is not None), None)
+        renders, warnings = [], []
+        for group in by_key.values():
+            renders.append(_render(group, info, prices))
+            for warning in source_warnings(info, source.kind, group.spec, group.arguments):
+                if warning not in warnings:
+                    warnings.append(warning)
+        facts.append(_facts(source, info, renders, warnings))
+    return facts
+
+
+def _facts(
+    source: Source, info: MediaInfo | None, renders: list[ClipRender], warnings: list[str]
+) -> ClipFacts:
+    rotation = measured(info, "rotation")
+    turned = rotation in (90, 270)
+    width = info.width if info is not None else None
+    height = info.height if info is not None else None
+    return ClipFacts(
+        source.id,
+        source.shown,
+        source.kind,
+        info.duration if info is not None else None,
+        height if turned else width,
+        width if turned else height,
+        measured(info, "fps"),
+        rotation,
+        measured(info, "has_audio"),
+        tuple(renders),
+        tuple(warnings),
+    )
+
+
+def _seconds(duration: Any) -> float | None:
+    """``"5s"`` as 5.0; None for anything else."""
+    if isinstance(duration, str) and duration.endswith("s"):
+        try:
+            return float(duration[:-1])
+        except ValueError:
+            return None
+    return None
+
+
+def _render(group: _Group, info: MediaInfo | None, prices: PriceTable) -> ClipRender:
+    """What the group's jobs render of the source and what fal bills for it."""
+    requested = group.arguments.get("duration")
+    slot = _seconds(requested)
+    length = info.duration if info is not None else None
+    if info is None or info.kind == "image":
+        rendered = f"a {requested} clip from the still" if slot else "one output"
+    elif length is None:
+        rendered = "the clip (length not measured)"
+    elif slot is not None:
+        rendered = f"{min(length, slot):.1f} s of {length:.1f} s"
+    else:
+        rendered = f"all {length:.1f} s"
+    rows = [r for r in prices.rows(group.spec.id) if r.matches(group.arguments)]
+    per = next((r.per for r in rows if r.per != "input_image"), None)
+    if per == "source_second":
+        billed = f"{math.ceil(length - 0.01)} started second(s)" if length else "per second"
+    elif per == "job":
+        billed = f"as {requested}" if slot else "per job"
+    else:
+        billed = "no price known"
+    return ClipRender(group.spec.id, group.jobs, rendered, billed, group.usd)
+
+
+def source_warnings(
+    info: MediaInfo | None, kind: str, spec: EndpointSpec, arguments: Mapping[str, Any]
+) -> list[str]:
+    """What a user must know before paying for ``spec`` jobs of this source (see the
+    module docstring for each warning and its source)."""
+    if info is None:
+        return []
+    found = []
+    slot = _seconds(arguments.get("duration"))
+    requested = arguments.get("duration")
+    if kind == "video" and info.duration is not None and slot is not None:
+        if info.duration > slot + LENGTH_TOLERANCE:
+            found.append(
+                f"trimmed: {info.duration:.1f} s clip with duration {requested}: fal renders"
+                f" {slot:g} s and the last {info.duration - slot:.1f} s are lost"
+            )
+        elif info.duration < slot - LENGTH_TOLERANCE:
+            found.append(
+                f"billed up: {info.duration:.1f} s clip billed as {requested} (fal sells"
+                " 5 s and 10 s renders)"
+            )
+    rotation = measured(info, "rotation")
+    if kind == "video" and rotation:
+        found.append(
+            f"rotated: stored {info.width}×{info.height}, shown turned {rotation}°; it is"
+            " uploaded as stored, so the render may come back sideways (re-export it upright)"
+        )
+    if kind == "video" and measured(info, "has_audio") and spec.output_kind == "video":
+        found.append("sound dropped: Ray 3.2 renders silent video; the source's audio is lost")
+    aspect = arguments.get("aspect_ratio")
+    if kind == "image" and isinstance(aspect, str) and info.width and info.height:
+        found.extend(_aspect_warning(info.width, info.height, aspect, spec))
+    return found
+
+
+def _ratio(text: str) -> float | None:
+    width, _, height = text.partition(":")
+    try:
+        return float(width) / float(height)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _aspect_warning(width: int, height: int, aspect: str, spec: EndpointSpec) -> list[str]:
+    target = _ratio(aspect)
+    shape = width / height
+    if target is None or abs(shape / target - 1) <= ASPECT_TOLERANCE:
+        return []
+    choices = _aspect_choices(spec)
+    nearest = min(choices, key=lambda c: abs(math.log(shape / (_ratio(c) or 1.0))), default=None)
+    better = (
+        f"; aspect_ratio: '{nearest}' keeps its shape"
+        if nearest is not None and nearest != aspect
+        else ""
+    )
+    return [
+        f"aspect changed: {width}×{height} still ({shape:.2f}:1) comes back {aspect}"
+        f" (aspect_ratio {aspect}){better}"
+    ]
+
+
+def _aspect_choices(spec: EndpointSpec) -> list[str]:
+    """The ratios the endpoint's ``aspect_ratio`` field accepts (its Literal's values)."""
+    model = spec.input_model
+    found = model.model_fields.get("aspect_ratio") if model is not None else None
+    if found is None:
+        return []
+    args: list[str] = []
+    for arg in typing.get_args(found.annotation) or (found.annotation,):
+        args.extend(a for a in typing.get_args(arg) if isinstance(a, str))
+        if isinstance(arg, str):
+            args.append(arg)
+    return [a for a in args if _ratio(a) is not None]
+
+
+def with_decode_checks(facts: list[ClipFacts], base_dir: Path) -> list[ClipFacts]:
+    """``facts`` with a *truncated* warning for each local clip whose last frames do not
+    decode (slow: it decodes them). Unchanged where the media reader has no such check."""
+    check = getattr(media, "decode_problem", None)
+    if check is None:
+        return facts
+    checked = []
+    for fact in facts:
+        problem = None
+        if fact.kind == "video" and "://" not in fact.path:
+            try:
+                problem = check(base_dir / fact.path)
+            except media.MediaError as exc:
+                problem = exc.reason
+        if problem:
+            fact = replace(fact, warnings=(*fact.warnings, f"truncated: {problem}"))
+        checked.append(fact)
+    return checked
