@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 
+import runner.manifest
 from runner.endpoints import IMAGE_TO_VIDEO, VIDEO_TO_VIDEO, spec_for
 from runner.manifest._clips import source_warnings
 from runner.media import MediaInfo
+from runner.plan import cached_plan
 
 from .conftest import Emulator, run_cli
 from .library_media import write_clip, write_still
@@ -160,3 +162,19 @@ def test_run_prints_the_warnings_before_it_starts(footage: Path, emulator: Emula
     )
     assert "raybatch: warning: still (still.png): aspect changed:" in done.stderr
     assert emulator.stats()["submits"] == 5
+
+
+def test_the_facts_are_remembered_with_the_plan(
+    footage: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A remembered plan has the same clip facts without planning again (status never
+    reads them: they sit beside the jobs, not in the record status loads)."""
+    first = cached_plan(footage)
+    monkeypatch.setattr(runner.manifest, "plan", _refuse)
+    again = cached_plan(footage)
+    assert again.clips == first.clips and len(again.clips) == 5
+    assert any(w.startswith("trimmed: ") for c in again.clips for w in c.warnings)
+
+
+def _refuse(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the manifest was planned again")

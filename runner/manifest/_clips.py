@@ -1,9 +1,9 @@
 """Per source: what it is, what its jobs render and bill, and what to know before paying.
 
-``clip_facts`` turns the planner's measurements and the expanded jobs into one
-``ClipFacts`` per source with jobs (``plan --clips``); ``source_warnings`` is the one place
-that decides the warnings, so that a later change (long clips rendered in segments instead
-of trimmed) changes them here only:
+``Renders`` counts each source's jobs while they are made and turns them, with the
+planner's measurements, into one ``ClipFacts`` per source with jobs (``plan --clips``).
+``source_warnings`` is the one place that decides the warnings, so that a later change
+(long clips rendered in segments instead of trimmed) changes them here only:
 
 - *trimmed*: a clip longer than the requested ``duration`` (fal renders that much; what it
   does with the rest is not documented, shared/reference/luma.md §2c, 2026-12-04);
@@ -26,14 +26,14 @@ from __future__ import annotations
 import math
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import media
-from ..endpoints import EndpointSpec, PriceTable, spec_for
+from ..endpoints import EndpointSpec, PriceTable
 from ..media import MediaInfo
-from ..plan import ClipFacts, ClipRender, JobColumns
+from ..plan import ClipFacts, ClipRender
 
 if TYPE_CHECKING:
     from ._types import Source
@@ -58,42 +58,61 @@ class _Group:
     arguments: Mapping[str, Any]
     jobs: int = 0
     usd: float | None = 0.0
-    warnings: list[str] = field(default_factory=list)
 
 
-def clip_facts(
-    sources: Mapping[str, Source],
-    media_by_source: Mapping[str, Mapping[str, MediaInfo | None]],
-    columns: JobColumns,
-    prices: PriceTable,
-) -> list[ClipFacts]:
-    """One ``ClipFacts`` per source with jobs, in manifest order (``prices``: the table the
-    jobs were priced with, for what each is billed by)."""
-    groups: dict[str, dict[tuple[str, Any, Any], _Group]] = {}
-    for clip, endpoint, arguments, cost in zip(
-        columns.clips, columns.endpoints, columns.arguments, columns.costs, strict=True
-    ):
-        if clip is None or clip not in sources:
-            continue
-        key = (endpoint, arguments.get("duration"), arguments.get("aspect_ratio"))
-        group = groups.setdefault(clip, {}).get(key)
+class Renders:
+    """What each source's jobs render, counted while the jobs are made (per matrix
+    combination, not per job: a 100k-job plan has a few thousand)."""
+
+    def __init__(self) -> None:
+        self._by_source: dict[str, dict[tuple[str, Any, Any], _Group]] = {}
+
+    def add(
+        self,
+        source_id: str,
+        spec: EndpointSpec,
+        arguments: Mapping[str, Any],
+        jobs: int,
+        usd: float | None,
+    ) -> None:
+        """Count ``jobs`` more of the source's jobs, each of ``usd`` (None: unpriced)."""
+        key = (spec.id, arguments.get("duration"), arguments.get("aspect_ratio"))
+        found = self._by_source.setdefault(source_id, {})
+        group = found.get(key)
         if group is None:
-            group = groups[clip][key] = _Group(spec_for(endpoint), arguments)
-        group.jobs += 1
-        group.usd = None if cost is None or group.usd is None else group.usd + cost
-    facts = []
-    for clip, by_key in groups.items():
-        source = sources[clip]
-        infos = media_by_source.get(clip, {})
-        info = next((i for i in infos.values() if i is not None), None)
-        renders, warnings = [], []
-        for group in by_key.values():
-            renders.append(_render(group, info, prices))
-            for warning in source_warnings(info, source.kind, group.spec, group.arguments):
-                if warning not in warnings:
-                    warnings.append(warning)
-        facts.append(_facts(source, info, renders, warnings))
-    return facts
+            group = found[key] = _Group(spec, arguments)
+        group.jobs += jobs
+        group.usd = None if usd is None or group.usd is None else group.usd + usd * jobs
+
+    def facts(
+        self,
+        sources: Mapping[str, Source],
+        media_by_source: Mapping[str, Mapping[str, MediaInfo | None]],
+        prices: PriceTable,
+    ) -> list[ClipFacts]:
+        """One ``ClipFacts`` per source with jobs, in manifest order (``prices``: the table
+        the jobs were priced with, for what each is billed by)."""
+        facts = []
+        # Validated inputs are shared objects (one per distinct input): what each is billed
+        # by is found once, not once per source.
+        billed: dict[int, str | None] = {}
+        for clip, by_key in self._by_source.items():
+            source = sources[clip]
+            infos = media_by_source.get(clip, {})
+            info = next((i for i in infos.values() if i is not None), None)
+            renders, warnings = [], []
+            for group in by_key.values():
+                per = billed.get(id(group.arguments), "?")
+                if per == "?":
+                    per = billed[id(group.arguments)] = _billed_per(
+                        prices, group.spec.id, group.arguments
+                    )
+                renders.append(_render(group, info, per))
+                for warning in source_warnings(info, source.kind, group.spec, group.arguments):
+                    if warning not in warnings:
+                        warnings.append(warning)
+            facts.append(_facts(source, info, renders, warnings))
+        return facts
 
 
 def _facts(
@@ -128,7 +147,7 @@ def _seconds(duration: Any) -> float | None:
     return None
 
 
-def _render(group: _Group, info: MediaInfo | None, prices: PriceTable) -> ClipRender:
+def _render(group: _Group, info: MediaInfo | None, per: str | None) -> ClipRender:
     """What the group's jobs render of the source and what fal bills for it."""
     requested = group.arguments.get("duration")
     slot = _seconds(requested)
@@ -141,8 +160,6 @@ def _render(group: _Group, info: MediaInfo | None, prices: PriceTable) -> ClipRe
         rendered = f"{min(length, slot):.1f} s of {length:.1f} s"
     else:
         rendered = f"all {length:.1f} s"
-    rows = [r for r in prices.rows(group.spec.id) if r.matches(group.arguments)]
-    per = next((r.per for r in rows if r.per != "input_image"), None)
     if per == "source_second":
         billed = f"{math.ceil(length - 0.01)} started second(s)" if length else "per second"
     elif per == "job":
@@ -150,6 +167,12 @@ def _render(group: _Group, info: MediaInfo | None, prices: PriceTable) -> ClipRe
     else:
         billed = "no price known"
     return ClipRender(group.spec.id, group.jobs, rendered, billed, group.usd)
+
+
+def _billed_per(prices: PriceTable, endpoint: str, arguments: Mapping[str, Any]) -> str | None:
+    """What the job's price row multiplies (job, source second), or None: no row."""
+    rows = [r for r in prices.rows(endpoint) if r.per != "input_image" and r.matches(arguments)]
+    return rows[0].per if rows else None
 
 
 def source_warnings(

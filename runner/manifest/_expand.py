@@ -80,10 +80,11 @@ class Expansion:
         source_id = source.id if source is not None else None
         for combo in combos:
             jobs.local_files.update(combo.files)
+        added = [0] * len(combos)
         for prompt in group.prompts:
             text = prompts[prompt] if prompt is not None else None
             prompt_ok = prompt is None or text is None or self._prompt_ok(spec, prompt, text)
-            for combo in combos:
+            for number, combo in enumerate(combos):
                 index = self.index
                 self.index += 1
                 if combo.base is None or not prompt_ok:
@@ -97,6 +98,7 @@ class Expansion:
                 job = (index, group.loc, source_id, prompt, combo.labels)
                 output = self._output(group, combo, key, job)
                 if output is not None:
+                    added[number] += 1
                     jobs.keys.append(key)
                     jobs.endpoints.append(spec.id)
                     jobs.arguments.append(arguments)
@@ -109,6 +111,10 @@ class Expansion:
                     jobs.parents.append(())
                     jobs.takes.append(1)
                     jobs.weights.append(estimated_work(arguments))
+        if source_id is not None:
+            for combo, count in zip(combos, added, strict=True):
+                if count and combo.base is not None:
+                    self.planner.renders.add(source_id, spec, combo.base, count, combo.cost)
 
     def _price(self, endpoint: str, base: dict[str, Any], seconds: float | None) -> float | None:
         # Validated inputs are cached per distinct input (``_validate``), so one base dict

@@ -37,7 +37,7 @@ from ..plan import (
     output_dir_for,
 )
 from ._checks import MediaChecks
-from ._clips import clip_facts
+from ._clips import Renders
 from ._expand import Expansion, input_layer, matrix_layers, template_problem
 from ._models import JobEntry, Manifest, load
 from ._overrides import manifest_overrides
@@ -105,7 +105,7 @@ def plan(
         output_dir_given=output_dir is not None,
         skipped=planner.source_list.skipped,
         duplicates=planner.duplicate_sources(),
-        clips=clip_facts(planner.sources, planner.source_media, jobs, planner.prices),
+        clips=planner.renders.facts(planner.sources, planner.source_media, planner.prices),
     )
     return whole.selected(only, exclude)
 
@@ -144,6 +144,7 @@ class Planner:
         self.duplicates: dict[str, tuple[str, int]] = {}
         self.shown: dict[str, str] = {}  # source id -> its path or URL as the manifest has it
         self.sources: dict[str, Source] = {}
+        self.renders = Renders()
         self._layers: dict[tuple[Loc, str], Layer] = {}
         # What a template may name: a job's own variables and any input field anywhere.
         variables = set(TEMPLATE_VARIABLES).union(manifest.defaults, manifest.matrix)

@@ -189,7 +189,7 @@ def _load(
         output_dir_given=output_dir is not None,
         skipped=[SkippedSource(*row) for row in head["skipped"]],
         duplicates=[DuplicateSource(*row) for row in head["duplicates"]],
-        clips=[ClipFacts.from_row(row) for row in head["clip_facts"]],
+        clips=lambda: [ClipFacts.from_row(row) for row in columns.clip_rows()],
     )
 
 
@@ -287,14 +287,21 @@ class _LazyColumns(JobColumns):
 
     def __getattr__(self, name: str) -> Any:
         # Only called for attributes not set yet: the second record's columns.
-        if name not in _REST_COLUMNS and name != "local_files":
+        if name not in _REST_COLUMNS and name not in ("local_files", "_clip_rows"):
             raise AttributeError(name)
         rest = self.__dict__["_rest"].read()
         local = {sha: LocalFile(Path(p), sha, *more) for sha, (p, *more) in rest["local"].items()}
         for column in _REST_COLUMNS:
             object.__setattr__(self, column, rest[column])
         object.__setattr__(self, "local_files", local)
+        # A record planned afresh (the entry was damaged since) has no clip facts: none shown.
+        object.__setattr__(self, "_clip_rows", rest.get("clip_facts", []))
         return getattr(self, name)
+
+    def clip_rows(self) -> list[Any]:
+        """The plan's clip facts as stored (``ClipFacts`` tuples), from the second record."""
+        rows: list[Any] = self._clip_rows
+        return rows
 
 
 def _store(fingerprint: str, plan: Plan) -> None:
@@ -312,7 +319,6 @@ def _store(fingerprint: str, plan: Plan) -> None:
         },
         "skipped": [dataclasses.astuple(s) for s in plan.skipped],
         "duplicates": [dataclasses.astuple(d) for d in plan.duplicates],
-        "clip_facts": [dataclasses.astuple(c) for c in plan.clips],
         "limits": plan.limits_applied,
         "inputs": (_identities(plan.inputs.files), plan.inputs.globs),
         "made_at": time.time(),
@@ -322,7 +328,7 @@ def _store(fingerprint: str, plan: Plan) -> None:
         "clips": columns.clips,
         "prompts": columns.prompts,
     }
-    rest = _rest_record(columns)
+    rest = _rest_record(columns) | {"clip_facts": [dataclasses.astuple(c) for c in plan.clips]}
     folder = cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -15,7 +15,7 @@ import functools
 import glob
 import hashlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
@@ -306,7 +306,7 @@ class Plan:
         output_dir_given: bool = False,
         skipped: Sequence[SkippedSource] = (),
         duplicates: Sequence[DuplicateSource] = (),
-        clips: Sequence[ClipFacts] = (),
+        clips: Sequence[ClipFacts] | Callable[[], Sequence[ClipFacts]] = (),
         whole: Plan | None = None,
     ) -> None:
         self.manifest_path = manifest_path
@@ -323,8 +323,7 @@ class Plan:
         self.skipped = tuple(skipped)
         #: Sources whose bytes an earlier source holds: their jobs are that source's.
         self.duplicates = tuple(duplicates)
-        #: Each source with jobs, as ``plan --clips`` shows it (its warnings too).
-        self.clips = tuple(clips)
+        self._clips = clips
         #: The manifest's whole plan when this is a selection of it (--only/--exclude):
         #: results.jsonl and the review page always describe the whole.
         self.whole: Plan = whole or self
@@ -334,6 +333,13 @@ class Plan:
             self.jobs = JobList(columns)
         else:
             raise ValueError("a plan needs its jobs or their columns")
+
+    @functools.cached_property
+    def clips(self) -> tuple[ClipFacts, ...]:
+        """Each source with jobs, as ``plan --clips`` shows it (its warnings too); read on
+        first use (a remembered plan keeps them beside the jobs, which ``status`` skips)."""
+        found = self._clips() if callable(self._clips) else self._clips
+        return tuple(found)
 
     def bad_source_error(self, skip_bad: bool = False) -> ManifestError | None:
         """The error that stops a spending command when sources were left out, unless the
@@ -406,7 +412,9 @@ class Plan:
             output_dir_given=self.output_dir_given,
             skipped=skipped,
             duplicates=duplicates,
-            clips=[c for c in self.clips if decider.keeps(unknown_values(c.id)) is not False],
+            clips=lambda: [
+                c for c in self.clips if decider.keeps(unknown_values(c.id)) is not False
+            ],
             whole=self.whole,
         )
 
