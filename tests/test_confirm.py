@@ -135,3 +135,19 @@ def test_concurrency_below_one_is_a_usage_error(demo: Path) -> None:
         assert done.returncode == 2, done.stderr
         assert "--concurrency must be at least 1" in done.stderr
         assert "raybatch: : " not in done.stderr
+
+
+def test_the_estimate_counts_what_is_left(demo: Path, emulator: Emulator) -> None:
+    """After a run, only the jobs still to submit are asked about: failed ones with
+    --retry-failed, none otherwise (and then nothing is asked)."""
+    refused = '  refused: "FORBIDDEN_CONTENT on purpose"\n'
+    demo.write_text(demo.read_text().replace("\nprompts:\n", "\nprompts:\n" + refused, 1))
+    out = demo.parent / "out"
+    args = ("run", demo, "--fal-url", emulator.url, "--output-dir", out)
+    first = run_cli(*args, "--yes")
+    assert first.returncode == 1, first.stderr
+    code, shown = _on_a_terminal(*args, "--retry-failed", answer=b"n\n")
+    assert code == 1 and "3 job(s) to submit, estimated at $2.16;" in shown, shown
+    code, shown = _on_a_terminal(*args)
+    assert code == 1 and "Start?" not in shown, shown
+    assert emulator.stats()["submits"] == 12

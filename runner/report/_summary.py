@@ -56,6 +56,9 @@ def remaining_cost(plan: Plan, store: StateStore | None, *, retry_failed: bool =
 
 def jobs_to_submit(plan: Plan, store: StateStore | None, *, retry_failed: bool = False) -> int:
     """How many jobs a run would submit (those ``remaining_cost`` prices)."""
+    if store is not None and store.holds_exactly(plan.identity, len(plan)):
+        skipped = _skipped(retry_failed)  # the table is this plan: SQLite counts it
+        return sum(tally[2] for tally in store.endpoint_tallies() if tally[1] not in skipped)
     return sum(1 for _ in _would_submit(plan, store, retry_failed))
 
 
