@@ -66,20 +66,6 @@ def read_index(image: np.ndarray) -> int:
     return _from_gray(code)
 
 
-def block_levels(image: np.ndarray) -> list[float]:
-    """The mean brightness at each bit block's centre (for blends, which mix two indices)."""
-    height, width = image.shape[:2]
-    grid_height = height * 2 // 3
-    luma = image.mean(axis=2)
-    levels = []
-    for bit in range(BITS):
-        row, column = divmod(bit, COLUMNS)
-        y = (2 * row + 1) * grid_height // (2 * ROWS)
-        x = (2 * column + 1) * width // (2 * COLUMNS)
-        levels.append(float(luma[y, x]))
-    return levels
-
-
 def decoded(path: Path) -> Iterator[tuple[float, np.ndarray]]:
     """Every video frame of ``path`` as (time in seconds, RGB picture as stored)."""
     with av.open(str(path)) as container:
@@ -96,6 +82,16 @@ def read_indices(path: Path) -> list[int]:
 def frame_times(path: Path) -> list[float]:
     """The presentation time of each video frame of ``path``, in seconds."""
     return [time for time, _ in decoded(path)]
+
+
+def on_screen(times: Sequence[float], first: int, frames: int, rate: int) -> list[int]:
+    """The source frame shown at each output frame of a resampling to ``rate`` (see Sampler)."""
+    chosen = []
+    for index in range(first, first + frames):
+        limit = Fraction(index, rate) + Fraction(1, 2 * rate)
+        shown = max((i for i, time in enumerate(times) if time <= limit + 1e-9), default=0)
+        chosen.append(shown)
+    return chosen
 
 
 def click_times(path: Path, *, threshold: float = 0.5) -> list[float]:
@@ -141,10 +137,14 @@ class Clip:
     times: Sequence[float] | None = None
     colour: Callable[[int], Colour] = lambda index: (200, 60, 30)
     container_format: str | None = None
+    #: Amplitude of random grain over the picture (new grain every frame): costs bytes.
+    noise: int = 0
+    #: The index each frame shows, when not its own position (a fake render shows source frames).
+    shows: Callable[[int], int] | None = None
 
 
 def make_clip(path: Path, clip: Clip) -> Path:
-    """Encode ``clip`` into ``path``: frame i shows index i, upright once rotation applies."""
+    """Encode ``clip`` into ``path``: frame i shows index i (or ``shows(i)``), upright."""
     width, height = clip.size
     turns = clip.rotation // 90 % 4
     coded = (height, width) if turns % 2 else (width, height)
@@ -152,17 +152,25 @@ def make_clip(path: Path, clip: Clip) -> Path:
     with av.open(str(path), "w", format=clip.container_format, options=options) as out:
         rate = clip.fps if clip.times is None else Fraction(1000)
         video = out.add_stream(clip.codec, rate=rate, options=clip.options)
+        assert isinstance(video, av.VideoStream)
         video.width, video.height = coded
         video.pix_fmt = clip.pix_fmt
         if clip.times is not None:
             video.codec_context.time_base = Fraction(1, 1000)
         if turns:
             video.set_display_rotation(clip.rotation)
-        audio = None
+        audio: av.AudioStream | None = None
         if clip.audio_codec is not None:
-            audio = out.add_stream(clip.audio_codec, rate=SAMPLE_RATE, layout="mono")
+            sound = out.add_stream(clip.audio_codec, rate=SAMPLE_RATE, layout="mono")
+            assert isinstance(sound, av.AudioStream)
+            audio = sound
+        grain = np.random.default_rng(7)
         for index in range(clip.frames):
-            image = index_image(index, width, height, clip.colour(index))
+            shown = index if clip.shows is None else clip.shows(index)
+            image = index_image(shown, width, height, clip.colour(index))
+            if clip.noise:
+                jitter = grain.integers(-clip.noise, clip.noise + 1, image.shape)
+                image = np.clip(image.astype(np.int16) + jitter, 0, 255).astype(np.uint8)
             # The stored picture is turned the other way, so that a player turning it by
             # ``rotation`` shows it upright.
             frame = av.VideoFrame.from_ndarray(
@@ -184,6 +192,7 @@ def _write_audio(
     fmt = stream.codec_context.format.name if stream.codec_context.format else "fltp"
     for start in range(0, len(signal), chunk):
         samples = signal[start : start + chunk]
+        data: np.ndarray
         if fmt.startswith("s16"):
             data = (samples * 32767).astype(np.int16)[None, :]
         elif fmt.startswith("s32"):

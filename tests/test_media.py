@@ -36,6 +36,7 @@ def _encode(path: Path, codec: str, frames: int, *, fmt: str | None = None) -> P
     """Write ``frames`` small frames with ``codec`` (a GIF, a WebM...) and return the path."""
     with av.open(str(path), "w", format=fmt) as container:
         stream = container.add_stream(codec, rate=10)
+        assert isinstance(stream, av.VideoStream)
         stream.width, stream.height = 32, 24
         stream.pix_fmt = "rgb8" if codec == "gif" else "yuv420p"
         for index in range(frames):
@@ -277,9 +278,9 @@ def _manifest(
     return path
 
 
-def _problems(path: Path, **options: bool) -> list[str]:
+def _problems(path: Path, *, probe_remote: bool = False) -> list[str]:
     with pytest.raises(ManifestError) as caught:
-        plan(path, **options)
+        plan(path, probe_remote=probe_remote)
     return [str(problem) for problem in caught.value.problems]
 
 

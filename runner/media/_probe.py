@@ -189,12 +189,10 @@ def decode_problem(path: Path) -> str | None:
         end = video_duration(container, stream)
         base = stream.time_base or Fraction(1, 1)
         origin = stream.start_time or 0
-        size = os.path.getsize(path)
-        for entry in stream.index_entries:
-            if entry.pos + entry.size > size:
-                cut = float((entry.timestamp - origin) * base)
-                shown = f" of {end:.2f} s" if end else ""
-                return f"is truncated: its data stops at {max(cut, 0.0):.2f} s{shown}"
+        stops = _data_stops(container, os.path.getsize(path))
+        if stops is not None:
+            shown = f" of {end:.2f} s" if end else ""
+            return f"is truncated: its data stops at {max(stops, 0.0):.2f} s{shown}"
         if not end:
             return None
         rate = stream.average_rate or stream.guessed_rate or Fraction(24)
@@ -203,7 +201,8 @@ def decode_problem(path: Path) -> str | None:
         try:
             for packet in container.demux(stream):
                 if packet.is_corrupt:
-                    return f"is damaged near {float((packet.pts or 0) * base):.2f} s"
+                    damaged = float(((packet.pts or origin) - origin) * base)
+                    return f"is damaged near {damaged:.2f} s"
                 for frame in packet.decode():
                     if frame.pts is not None:
                         last = float((frame.pts - origin) * base)
@@ -213,6 +212,19 @@ def decode_problem(path: Path) -> str | None:
             reached = "no frame" if last is None else f"{last + 1 / float(rate):.2f} s"
             return f"decodes only to {reached} of {end:.2f} s (truncated?)"
         return None
+
+
+def _data_stops(container: av.container.InputContainer, size: int) -> float | None:
+    """The earliest moment whose bytes the index places past the end of the file, if any."""
+    stops: list[float] = []
+    for stream in (*container.streams.video, *container.streams.audio):
+        base = stream.time_base or Fraction(1, 1)
+        origin = stream.start_time or 0
+        for entry in stream.index_entries:
+            if entry.pos + entry.size > size:
+                stops.append(float((entry.timestamp - origin) * base))
+                break
+    return min(stops, default=None)
 
 
 def probe_remote(url: str, *, timeout: float = 10.0) -> MediaInfo:
