@@ -95,6 +95,16 @@ def test_detect_shots_ignores_cuts_closer_than_the_minimum(shots: Path) -> None:
     assert detect_shots(shots, min_shot_seconds=2.0) == pytest.approx([2.5, 6.0])
 
 
+def test_detect_shots_leaves_ffmpeg_logging_alone(
+    shots: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Shot detection does not switch FFmpeg's own logging on for the rest of the process."""
+    detect_shots(shots)
+    capfd.readouterr()
+    make_clip(tmp_path / "after.mp4", Clip(frames=5))  # libx264 logs its statistics if on
+    assert "libx264" not in capfd.readouterr().err
+
+
 def test_detect_shots_on_a_non_video_is_a_media_error(tmp_path: Path) -> None:
     """A text file is refused with the file named."""
     path = tmp_path / "notes.mp4"

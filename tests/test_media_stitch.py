@@ -164,6 +164,22 @@ def test_a_source_at_another_rate_is_stitched_at_the_renders_rate(
     clicks_match(stitched.path, CLICKS, info.duration)
 
 
+@pytest.mark.parametrize("name", ["src30.mp4", "src27.mov"])
+def test_a_stitch_from_a_later_segment_takes_the_sound_from_there(
+    media: Path, source_30s: Path, source_27s: Path, tmp_path: Path, name: str
+) -> None:
+    """Segments from 10 s on: the video and the sound both start at 10 s, cut to the sample."""
+    source = source_30s if name == "src30.mp4" else source_27s
+    plan = plan_segments(27.0, 24, length="10s")
+    later = renders(media, "later", plan, Fraction(24))[1:]
+    info = stitch(later, tmp_path / "out.mp4", audio_from=source)
+    assert read_indices(info.path) == list(range(240, 648))
+    heard = click_times(info.path)
+    wanted = [time - 10 for time in CLICKS if 10 <= time < 27]
+    assert heard == pytest.approx(wanted, abs=1 / RENDER_FPS)
+    assert info.audio == ("copied" if name == "src30.mp4" else "aac")
+
+
 def test_a_short_render_is_refused_naming_it(media: Path, tmp_path: Path) -> None:
     """A render with 4 s where 10 s were asked for stops the stitch with its name."""
     plan = plan_segments(20.0, 24, length="10s")

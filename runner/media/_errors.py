@@ -44,7 +44,7 @@ def media_errors(path: Path, dest: Path | None = None) -> Iterator[None]:
     """
     try:
         yield
-    except (av.FFmpegError, OSError, ValueError, IndexError, EOFError) as exc:
+    except (av.FFmpegError, OSError, EOFError) as exc:
         if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
             raise DiskError(f"{dest or path}: {reason_of(exc)}") from None
         named = getattr(exc, "filename", None)

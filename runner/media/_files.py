@@ -11,6 +11,7 @@ import errno
 import hashlib
 import os
 import stat
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -122,6 +123,8 @@ class MediaCache:
             raise ValueError("a MediaCache holds at least one entry")
         self.limit = limit
         self._entries: OrderedDict[tuple[str, FileIdentity], object] = OrderedDict()
+        # Media steps run in worker threads; one cache may serve several of them.
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -129,17 +132,19 @@ class MediaCache:
     def get(self, what: str, identity: FileIdentity) -> object | None:
         """The value remembered for ``what`` about this file, or None."""
         key = (what, identity)
-        value = self._entries.get(key)
-        if value is not None:
-            self._entries.move_to_end(key)
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
         return value
 
     def put(self, what: str, identity: FileIdentity, value: object) -> None:
         """Remember ``value`` for ``what`` about this file, forgetting the oldest if full."""
-        self._entries[(what, identity)] = value
-        self._entries.move_to_end((what, identity))
-        while len(self._entries) > self.limit:
-            self._entries.popitem(last=False)
+        with self._lock:
+            self._entries[(what, identity)] = value
+            self._entries.move_to_end((what, identity))
+            while len(self._entries) > self.limit:
+                self._entries.popitem(last=False)
 
 
 def not_a_regular_file(path: Path, mode: int) -> OSError:

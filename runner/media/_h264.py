@@ -16,6 +16,7 @@ from pathlib import Path
 
 import av
 from av.container import OutputContainer
+from av.video.codeccontext import VideoCodecContext
 from av.video.stream import VideoStream
 
 # "+faststart" moves the index to the front: a browser or fal's fetcher can start reading
@@ -40,6 +41,20 @@ STITCH = Quality(17, "fast")
 PROXY = Quality(23, "veryfast")
 
 
+@dataclass(frozen=True, slots=True)
+class Colours:
+    """A video's colour description, as FFmpeg's enumerations."""
+
+    primaries: int
+    transfer: int
+    matrix: int
+
+    @classmethod
+    def of(cls, context: VideoCodecContext) -> Colours:
+        """The colour description a decoder reports."""
+        return cls(context.color_primaries, context.color_trc, context.colorspace)
+
+
 def mp4_output(dest: Path) -> OutputContainer:
     """``dest`` opened for writing as a fast-start MP4, whatever its name ends with."""
     return av.open(os.fspath(dest), "w", format="mp4", options=dict(_MP4_OPTIONS))
@@ -53,8 +68,13 @@ def add_h264(
     quality: Quality,
     *,
     keyframe_seconds: float | None = None,
+    colours: Colours | None = None,
 ) -> VideoStream:
-    """An H.264 yuv420p stream of constant ``rate``, frames numbered 0, 1, 2... as pts."""
+    """An H.264 yuv420p stream of constant ``rate``, frames numbered 0, 1, 2... as pts.
+
+    ``colours`` describe the pictures that go in (the pixels keep the source's primaries,
+    transfer and matrix): written into the stream so players show them the same.
+    """
     options = {"crf": str(quality.crf), "preset": quality.preset}
     stream = out.add_stream("libx264", rate=rate, options=options)
     stream.width, stream.height = width, height
@@ -62,4 +82,13 @@ def add_h264(
     stream.codec_context.time_base = 1 / rate
     if keyframe_seconds is not None:
         stream.codec_context.gop_size = max(1, round(keyframe_seconds * rate))
+    if colours is not None:
+        context = stream.codec_context
+        # 0 and 2 are FFmpeg's "reserved" and "unspecified": leave x264's default then.
+        if colours.primaries not in (0, 2):
+            context.color_primaries = colours.primaries
+        if colours.transfer not in (0, 2):
+            context.color_trc = colours.transfer
+        if colours.matrix not in (0, 2):
+            context.colorspace = colours.matrix
     return stream

@@ -24,13 +24,16 @@ def detect_shots(
     # pays for it.
     from scenedetect import ContentDetector, SceneManager
     from scenedetect.backends.pyav import VideoStreamAv
-    from scenedetect.video_stream import VideoOpenFailure
+    from scenedetect.video_stream import FrameRateUnavailable, VideoOpenFailure
 
     with media_errors(path):
         try:
-            video = VideoStreamAv(str(path))
-        except VideoOpenFailure as exc:
-            raise MediaError(path, f"could not be opened for shot detection: {exc}") from None
+            # suppress_output: otherwise PySceneDetect turns FFmpeg's logging on for the
+            # whole process (libx264's statistics on stderr at every later encode).
+            video = VideoStreamAv(str(path), suppress_output=True)
+        except (VideoOpenFailure, FrameRateUnavailable) as exc:
+            reason = str(exc) or "it has no frame rate"
+            raise MediaError(path, f"could not be opened for shot detection: {reason}") from None
         rate = float(video.frame_rate) or 24.0
         manager = SceneManager()
         manager.add_detector(

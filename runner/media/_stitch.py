@@ -26,7 +26,7 @@ from av.video.frame import VideoFrame
 from ._audio import AudioFeed
 from ._decode import Sampler, VideoSource
 from ._errors import MediaError, media_errors
-from ._h264 import STITCH, add_h264, mp4_output
+from ._h264 import STITCH, Colours, add_h264, mp4_output
 from ._picture import Upright, blend
 from ._segments import Segment
 
@@ -94,6 +94,7 @@ def stitch(
     with media_errors(first_path, dest), VideoSource(first_path) as head:
         rate = head.rate
         width, height = head.stream.width, head.stream.height
+        colours = Colours.of(head.stream.codec_context)
     segments = [segment for _, segment in parts]
     start = segments[0].at(segments[0].keep_first)
     end = segments[-1].at(segments[-1].keep_end)
@@ -117,7 +118,7 @@ def stitch(
                 with media_errors(first_path, dest), VideoSource(first_path) as template:
                     stream = out.add_stream_from_template(template.stream)
             else:
-                stream = add_h264(out, width, height, rate, STITCH)
+                stream = add_h264(out, width, height, rate, STITCH, colours=colours)
             if audio_from is not None:
                 with media_errors(audio_from, dest):
                     feed = AudioFeed(audio_from, out, *sound)

@@ -14,7 +14,7 @@ from pathlib import Path
 from ._audio import AudioFeed
 from ._decode import Sampler, VideoSource
 from ._errors import MediaError
-from ._h264 import Quality, add_h264, mp4_output
+from ._h264 import Colours, Quality, add_h264, mp4_output
 from ._picture import Upright, fit_size
 
 
@@ -75,9 +75,14 @@ def transcode(
         rotation = source.rotation()
         width, height = shape.of(source, rotation)
         stream = add_h264(
-            out, width, height, Fraction(span.rate), quality, keyframe_seconds=keyframe_seconds
+            out,
+            width,
+            height,
+            Fraction(span.rate),
+            quality,
+            keyframe_seconds=keyframe_seconds,
+            colours=Colours.of(source.stream.codec_context),
         )
-        _keep_colours(source, stream.codec_context)
         audio = None
         if sound:
             audio = AudioFeed(src, out, span.start, span.end, transcode=not _aac(source))
@@ -113,13 +118,3 @@ def transcode(
 def _aac(source: VideoSource) -> bool:
     audio = source.container.streams.audio
     return bool(audio) and audio[0].codec_context.name == "aac"
-
-
-def _keep_colours(source: VideoSource, context: object) -> None:
-    """Tag the output with the source's colour description (the pixels keep its matrix)."""
-    decoded = source.stream.codec_context
-    for name in ("color_primaries", "color_trc", "colorspace"):
-        value = getattr(decoded, name, 0)
-        # 2 is FFmpeg's "unspecified": leave x264's default rather than claim anything.
-        if value and value != 2:
-            setattr(context, name, value)
