@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import pytest
 
+from runner.errors import DiskError
 from runner.media import MediaError, Segment, cut_segment, plan_segments, probe
 from tests.media_sources import Clip, decoded, make_clip, on_screen, read_index, read_indices
 
@@ -180,6 +181,13 @@ def test_a_source_ending_before_the_segment_is_refused(gop_clip: Path, tmp_path:
     with pytest.raises(MediaError, match=r"ends at 19\.96 s, before 25\.00 s") as caught:
         cut_segment(gop_clip, segment(480, 120), tmp_path / "past.mp4")
     assert caught.value.path == gop_clip
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_is_a_disk_error_naming_the_output(gop_clip: Path) -> None:
+    """Writing into a full disk stops the run (DiskError), it is not the source's fault."""
+    with pytest.raises(DiskError, match="/dev/full: No space left on device"):
+        cut_segment(gop_clip, segment(121, 120), Path("/dev/full"))
 
 
 def test_unreadable_sources_are_media_errors(tmp_path: Path) -> None:

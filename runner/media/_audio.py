@@ -22,6 +22,7 @@ from av.container import OutputContainer
 from av.packet import Packet
 
 from ._decode import first_video
+from ._errors import media_errors
 
 if TYPE_CHECKING:  # PyAV's Packet is generic only in its stubs
     AudioPacket = Packet[AudioStream]
@@ -71,7 +72,8 @@ class AudioFeed:
             self.stream = out.add_stream("aac", rate=rate, layout=layout)
             self.stream.bit_rate = _AAC_BIT_RATE
             self._packets = self._encode(source, origin, rate, layout)
-        self._pending = next(self._packets, None)
+        with media_errors(src):
+            self._pending = next(self._packets, None)
 
     def close(self) -> None:
         """Close the source file."""
@@ -81,7 +83,8 @@ class AudioFeed:
         """Write every sound packet that starts before output time ``seconds`` (None: all)."""
         while self._pending is not None and (seconds is None or self._pending[0] < seconds):
             out.mux(self._pending[1])
-            self._pending = next(self._packets, None)
+            with media_errors(self.src):
+                self._pending = next(self._packets, None)
 
     def _copy(
         self, source: AudioStream, origin: Fraction

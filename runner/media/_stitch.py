@@ -111,8 +111,9 @@ def stitch(
     )
     blending = blend_overlaps and any(segment.blend_frames for segment in segments[1:])
     copyable = not blending and _copyable(placed, start, rate)
-    with mp4_output(dest) as out:
-        feed = None
+    feed = None
+    # Whatever fails without a more precise culprit below (the muxer, the disk) names dest.
+    with media_errors(dest, dest), mp4_output(dest) as out:
         try:
             if copyable:
                 with media_errors(first_path, dest), VideoSource(first_path) as template:
@@ -127,8 +128,7 @@ def stitch(
             else:
                 _reencode(placed, out, stream, start, rate, blending, feed, dest)
             if feed is not None:
-                with media_errors(audio_from or first_path, dest):
-                    feed.until(out, None)
+                feed.until(out, None)
         finally:
             if feed is not None:
                 feed.close()
