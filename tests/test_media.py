@@ -345,3 +345,12 @@ def test_reframe_cost_uses_the_probed_length(tmp_path: Path) -> None:
     assert job.estimated_cost == pytest.approx(0.12)
     [unpriced] = plan(path, probe_media=False).jobs
     assert unpriced.estimated_cost is None
+
+
+def test_the_media_package_has_one_public_surface() -> None:
+    """``runner.media.__all__`` lists exactly its public names, and each of them exists."""
+    import runner.media as media
+
+    public = {name for name in vars(media) if not name.startswith("_")}
+    assert set(media.__all__) == public
+    assert len(media.__all__) == len(set(media.__all__))
