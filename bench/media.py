@@ -15,8 +15,9 @@ repository (``--cache``, default ``$XDG_CACHE_HOME/raybatch-bench-media``):
    segments (trimmed, then blended: both re-encode, the blend reads two files at once).
    Peak RSS from ``os.wait4`` minus the child's RSS before the work.
 
-Writes ``<out>/media.json`` and ``<out>/media.md`` (default ``bench/results``); prints the
-table. ``--quick`` uses tiny sources (a harness check, not figures).
+Writes ``<out>/media.json`` and ``<out>/media.md`` (default ``bench/results``;
+``media-dense.*`` with ``--scene dense``); prints the table. ``--quick`` uses tiny sources
+(a harness check, not figures).
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny sources: checks the harness only")
     p.add_argument("--only", action="append", choices=PHASES, help="run only these phases")
     p.add_argument("--cache", type=Path, help="where generated sources are kept")
+    p.add_argument(
+        "--scene",
+        choices=["natural", "dense"],
+        default="natural",
+        help="generated footage: natural (default) or dense texture everywhere (worst case)",
+    )
     p.add_argument("--out", type=Path, help="where media.json/media.md go (bench/results)")
     p.add_argument("--child", choices=["memory"], help=argparse.SUPPRESS)
     p.add_argument("--source", type=Path, help=argparse.SUPPRESS)
@@ -74,37 +81,48 @@ class _Scene:
     Real footage compresses because neighbouring pixels and frames resemble each other;
     per-pixel random noise would make every encoder look hopeless and every ratio
     meaningless, so texture here is smooth noise over several octaves, with hard-edged
-    shapes for detail, a slow pan for motion and a faint grain that changes every frame.
+    shapes for detail, a slow pan for motion and a grain that changes every frame.
+
+    ``natural``: amplitude falls as 1/f from the frame's scale down to the pixel's, as in
+    photographs (most contrast in large shapes), 200 shapes, grain of 1 code value.
+    ``dense``: texture as strong at 2 pixels as at 64 (foliage, gravel, crowds everywhere),
+    40 shapes, grain of 1.5: the worst case for every encoder, ProRes included.
     """
 
     _GRAINS = 6
 
-    def __init__(self, width: int, height: int, seed: int = 3) -> None:
+    def __init__(self, width: int, height: int, scene: str = "natural", seed: int = 3) -> None:
         rng = np.random.default_rng(seed)
         self.width, self.height = width, height
         self.margin_x, self.margin_y = width // 4, height // 8
         world_w, world_h = width + self.margin_x, height + self.margin_y
+        if scene == "natural":
+            octaves = range(1, 8)
+            weights = [2.0**octave for octave in octaves]
+            norm = 1.1 / float(np.sqrt(sum(w * w for w in weights)))
+            weights = [w * norm for w in weights]
+            shapes, grain = 80, 1.0
+        else:
+            octaves = range(1, 6)
+            weights = [0.2 * 1.5**octave for octave in octaves]
+            shapes, grain = 40, 1.5
         world = np.zeros((world_h, world_w, 3), np.float32)
-        # Natural pictures have most of their contrast at large scales (a 1/f spectrum) and
-        # in brightness more than in colour.
-        for octave in range(1, 6):
+        for octave, weight in zip(octaves, weights, strict=True):
             grey = rng.normal(0, 1, (max(2, world_h >> octave), max(2, world_w >> octave), 1))
             tint = rng.normal(0, 0.15, grey.shape[:2] + (3,))
             layer = av.VideoFrame.from_ndarray(
                 np.clip((grey + tint) * 40 + 128, 0, 255).astype(np.uint8), format="rgb24"
             ).reformat(world_w, world_h, interpolation="BICUBIC")
-            world += (layer.to_ndarray().astype(np.float32) - 128) * (0.2 * 1.5**octave)
+            world += (layer.to_ndarray().astype(np.float32) - 128) * weight
         world += np.array([110, 100, 90], np.float32)
-        for _ in range(40):  # hard edges: boxes of flat colour
+        for _ in range(shapes):  # hard edges: boxes of flat colour
             x, y = int(rng.integers(0, world_w)), int(rng.integers(0, world_h))
-            w, h = (
-                int(rng.integers(width // 40, width // 8)),
-                int(rng.integers(height // 40, height // 8)),
-            )
+            w = int(rng.integers(width // 60, width // 8))
+            h = int(rng.integers(height // 60, height // 8))
             world[y : y + h, x : x + w] = rng.integers(20, 235, 3)
         self.world = np.clip(world, 0, 255).astype(np.uint8)
         self.grains = [
-            rng.normal(0, 1.5, (height, width, 1)).round().astype(np.int16)
+            rng.normal(0, grain, (height, width, 1)).round().astype(np.int16)
             for _ in range(self._GRAINS)
         ]
 
@@ -129,6 +147,7 @@ def _write_video(
     options: dict[str, str] | None = None,
     bit_rate: int | None = None,
     sound: bool = False,
+    scene: str = "natural",
 ) -> Path:
     """A ``seconds`` long clip at 24 fps; written to a temporary name, then renamed."""
     if path.exists():
@@ -138,9 +157,9 @@ def _write_video(
     # Drawing a 4K frame costs more than encoding it: a second or two of frames is drawn
     # once and played forwards and backwards (a smooth pan, never a jump).
     loop = 24 if width > 1920 else 48
-    scene = _Scene(width, height)
-    drawn = [scene.frame(index, fmt) for index in range(loop)]
-    del scene
+    world = _Scene(width, height, scene)
+    drawn = [world.frame(index, fmt) for index in range(loop)]
+    del world
     partial = path.with_name(path.name + ".part")
     container = "mov" if path.suffix == ".mov" else "mp4"
     with av.open(str(partial), "w", format=container) as out:
@@ -179,7 +198,7 @@ def _tone(seconds: float) -> Iterator[av.AudioFrame]:
         yield frame
 
 
-def _renders(cache: Path, width: int, height: int, count: int) -> list[Path]:
+def _renders(cache: Path, width: int, height: int, count: int, scene: str) -> list[Path]:
     """``count`` 10 s renders as Ray delivers them: 24 fps H.264, silent, 10 Mbit/s."""
     return [
         _write_video(
@@ -189,6 +208,7 @@ def _renders(cache: Path, width: int, height: int, count: int) -> list[Path]:
             height,
             options={"preset": "veryfast"},
             bit_rate=10 * MB,
+            scene=scene,
         )
         for index in range(count)
     ]
@@ -211,10 +231,10 @@ def _timed_stitch(parts: list[tuple[Path, Segment]], dest: Path, audio: Path) ->
     }
 
 
-def stitch_phase(cache: Path, work: Path, quick: bool) -> dict[str, Any]:
+def stitch_phase(cache: Path, work: Path, quick: bool, scene: str) -> dict[str, Any]:
     """18 renders of 10 s stitched with the source's sound: copied, and trimmed."""
     width, height, count = _sizes(quick)["stitch"]
-    renders = _renders(cache, width, height, count)
+    renders = _renders(cache, width, height, count, scene)
     length = 10.0 * count
     sound = _write_video(cache / f"sound-{length:g}s.mp4", length, 160, 90, sound=True)
     exact = plan_segments(length, RATE, length="10s")
@@ -235,7 +255,7 @@ def stitch_phase(cache: Path, work: Path, quick: bool) -> dict[str, Any]:
     return result
 
 
-def upload_phase(cache: Path, work: Path, quick: bool) -> dict[str, Any]:
+def upload_phase(cache: Path, work: Path, quick: bool, scene: str) -> dict[str, Any]:
     """A 4K ProRes master prepared for a 1080p render: bytes uploaded against the master's."""
     width, height, seconds = _sizes(quick)["upload"]
     master = _write_video(
@@ -245,6 +265,7 @@ def upload_phase(cache: Path, work: Path, quick: bool) -> dict[str, Any]:
         height,
         codec="prores_ks",
         options={"profile": "2"},  # ProRes 422 (not HQ): the smaller master, the harder test
+        scene=scene,
     )
     plan = plan_segments(seconds, RATE, length="10s")
     started = time.monotonic()
@@ -275,7 +296,7 @@ def upload_phase(cache: Path, work: Path, quick: bool) -> dict[str, Any]:
     }
 
 
-def memory_phase(cache: Path, work: Path, quick: bool) -> dict[str, Any]:
+def memory_phase(cache: Path, work: Path, quick: bool, scene: str) -> dict[str, Any]:
     """Prepare and stitch a 10-minute clip in a child; its RSS growth over its start."""
     width, height, seconds = _sizes(quick)["memory"]
     source = _write_video(
@@ -286,6 +307,7 @@ def memory_phase(cache: Path, work: Path, quick: bool) -> dict[str, Any]:
         options={"preset": "veryfast"},
         bit_rate=8 * MB,
         sound=True,
+        scene=scene,
     )
     report = work / "memory.json"
     measured = measure(
@@ -346,7 +368,11 @@ def memory_child(source: Path, work: Path) -> int:
 
 def markdown(figures: dict[str, Any]) -> str:
     """The figures as a short markdown report, with the issue's targets."""
-    lines = [f"Media bench of {figures['date']} on {figures['machine']['nproc']} cores", ""]
+    lines = [
+        f"Media bench of {figures['date']} on {figures['machine']['nproc']} cores,"
+        f" {figures['scene']} generated footage",
+        "",
+    ]
     lines += ["| figure | value | target | met |", "|---|---:|---:|:---:|"]
     stitched = figures.get("stitch")
     if stitched:
@@ -393,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         return memory_child(args.source, args.work)
     home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     cache: Path = args.cache or home / "raybatch-bench-media" / ("quick" if args.quick else "full")
+    cache = cache / args.scene
     out: Path = args.out or ROOT / "bench" / "results" / ("quick" if args.quick else "")
     work = cache / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -401,18 +428,20 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
         "quick": args.quick,
+        "scene": args.scene,
     }
     phases = {"stitch": stitch_phase, "upload": upload_phase, "memory": memory_phase}
     for name in args.only or PHASES:
         started = time.monotonic()
-        figures[name] = phases[name](cache, work, args.quick)
+        figures[name] = phases[name](cache, work, args.quick, args.scene)
         print(
             f"[bench.media] {name} ({time.monotonic() - started:.0f} s): {figures[name]}",
             file=sys.stderr,
         )
     table = markdown(figures)
-    (out / "media.json").write_text(json.dumps(figures, indent=2) + "\n")
-    (out / "media.md").write_text(table)
+    name = "media" if args.scene == "natural" else f"media-{args.scene}"
+    (out / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+    (out / f"{name}.md").write_text(table)
     print(table)
     return 0
 
