@@ -35,8 +35,10 @@ class Quality:
 #: Segments prepared for fal. "medium" (x264's default) over "fast": smaller uploads for
 #: the same quality; a 10 s 1080p segment still encodes in seconds.
 VISUALLY_LOSSLESS = Quality(17, "medium")
-#: Re-encoded stitches: the same quality, faster, since a stitch may be minutes long.
-STITCH = Quality(17, "fast")
+#: Re-encoded stitches: the same rate factor (x264 holds the quality a CRF names at any
+#: preset; faster presets spend bytes, not quality), "veryfast" since a stitch may be an
+#: hour of 1080p: 2.6 times less CPU than "fast" on 1080p renders (bench/media.py).
+STITCH = Quality(17, "veryfast")
 #: Review-page proxies.
 PROXY = Quality(23, "veryfast")
 
