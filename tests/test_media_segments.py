@@ -32,7 +32,7 @@ def check_invariants(plan: SegmentPlan) -> None:
     for previous, segment in zip((None, *plan.segments), plan.segments, strict=False):
         assert isinstance(segment, Segment)
         assert segment.keep_first == position, "each source frame is kept exactly once"
-        assert segment.first <= segment.blend_first <= segment.keep_first < segment.keep_end
+        assert segment.first == segment.keep_first < segment.keep_end, "kept from its start"
         assert segment.keep_end <= segment.end <= plan.frames and segment.first >= 0
         if segment.billed_short:
             assert len(plan.segments) == 1 and segment.frames == plan.frames
@@ -40,19 +40,19 @@ def check_invariants(plan: SegmentPlan) -> None:
             assert segment.frames == segment.seconds * plan.rate
             assert segment.seconds in (5, 10)
         if previous is not None and segment.blend_frames:
-            assert previous.keep_first <= segment.blend_first, "blend within the previous keep"
+            assert previous.end >= segment.keep_first + segment.blend_frames, "both render it"
         position = segment.keep_end
     assert position == plan.frames
 
 
 def test_27_seconds_at_10_seconds_pulls_the_last_segment_back() -> None:
-    """27 s at 10 s: [0,10] [10,20] [17,27]; the last keeps only 20-27 s."""
+    """27 s at 10 s: [0,10] [10,20] [17,27]; the second is kept up to 17 s, the last whole."""
     plan = plan_segments(27.0, 24, length="10s")
     check_invariants(plan)
     assert spans(plan) == [(0, 240), (240, 480), (408, 648)]
-    assert keeps(plan) == [(0, 240), (240, 480), (480, 648)]
+    assert keeps(plan) == [(0, 240), (240, 408), (408, 648)]
     assert [segment.duration for segment in plan.segments] == ["10s", "10s", "10s"]
-    assert plan.seams == (10.0, 20.0)
+    assert plan.seams == (10.0, 17.0)
     assert plan.rendered_seconds == 30 and plan.cost is None
     assert any("3.00 s more than asked" in note for note in plan.notes)
 
@@ -138,12 +138,11 @@ def test_auto_needs_a_price_function() -> None:
 
 
 def test_overlap_frames_are_rendered_twice_and_marked_for_a_blend() -> None:
-    """With 12 overlap frames each seam's previous 12 kept frames are rendered by both."""
+    """With 12 overlap frames each segment's first 12 kept frames are rendered by both."""
     plan = plan_segments(27.0, 24, length="10s", overlap_frames=12)
     check_invariants(plan)
     assert spans(plan) == [(0, 240), (228, 468), (408, 648)]
-    assert keeps(plan) == [(0, 240), (240, 468), (468, 648)]
-    assert [segment.blend_first for segment in plan.segments] == [0, 228, 456]
+    assert keeps(plan) == [(0, 228), (228, 408), (408, 648)]
     assert [segment.blend_frames for segment in plan.segments] == [0, 12, 12]
     with pytest.raises(ValueError, match="overlap_frames"):
         plan_segments(27.0, 24, length="10s", overlap_frames=60)

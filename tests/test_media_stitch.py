@@ -34,7 +34,11 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def render(
-    path: Path, segment: Segment, source_fps: Fraction, band: Colour = (200, 60, 30)
+    path: Path,
+    segment: Segment,
+    source_fps: Fraction,
+    band: Colour = (200, 60, 30),
+    options: dict[str, str] | None = None,
 ) -> Path:
     """A fake Ray render of ``segment``: 24 fps, silent, frame j shows the source frame then."""
 
@@ -43,13 +47,20 @@ def render(
         return int(moment * source_fps + Fraction(1, 10**6))
 
     frames = segment.seconds * RENDER_FPS
-    return make_clip(path, Clip(frames=frames, shows=shows, colour=lambda _: band))
+    clip = Clip(frames=frames, shows=shows, colour=lambda _: band, options=options or {})
+    return make_clip(path, clip)
 
 
-def renders(media: Path, name: str, plan: SegmentPlan, fps: Fraction) -> list[tuple[Path, Segment]]:
+def renders(
+    media: Path,
+    name: str,
+    plan: SegmentPlan,
+    fps: Fraction,
+    options: dict[str, str] | None = None,
+) -> list[tuple[Path, Segment]]:
     """One fake render per segment of ``plan``."""
     return [
-        (render(media / f"{name}-{segment.index}.mp4", segment, fps), segment)
+        (render(media / f"{name}-{segment.index}.mp4", segment, fps, options=options), segment)
         for segment in plan.segments
     ]
 
@@ -114,8 +125,32 @@ def test_an_overlapping_last_segment_is_trimmed(
     clicks_match(info.path, CLICKS, 27.0)
 
 
+def test_a_tail_cut_of_renders_without_reordered_frames_is_copied(
+    media: Path, source_30s: Path, tmp_path: Path
+) -> None:
+    """27 s from renders without reordered frames: the second is cut short, nothing re-encoded."""
+    plan = plan_segments(27.0, 24, length="10s")
+    parts = renders(media, "noreorder", plan, Fraction(24), {"bf": "0"})
+    info = stitch(parts, tmp_path / "out.mp4", audio_from=source_30s)
+    assert not info.reencoded
+    kept = [video_packets(path)[: s.keep_end - s.keep_first] for path, s in parts]
+    assert video_packets(info.path) == [packet for part in kept for packet in part]
+    assert read_indices(info.path) == list(range(648))
+    clicks_match(info.path, CLICKS, 27.0)
+
+
+def test_a_tail_cut_inside_a_b_frame_group_is_re_encoded(media: Path, tmp_path: Path) -> None:
+    """A cut that would drop a frame a kept B-frame needs: re-encoded, still frame-exact."""
+    plan = plan_segments(26.25, 24, length="10s")
+    assert (plan.segments[1].keep_end - plan.segments[1].keep_first) % 4 == 2
+    parts = renders(media, "bframes", plan, Fraction(24), {"bf": "3", "x264-params": "b-adapt=0"})
+    info = stitch(parts, tmp_path / "out.mp4")
+    assert info.reencoded
+    assert read_indices(info.path) == list(range(630))
+
+
 def test_overlaps_are_blended_linearly(media: Path, tmp_path: Path) -> None:
-    """With 12 overlap frames, the band fades from one render's colour to the next's."""
+    """With 12 overlap frames, the band fades from one render's colour into the next's."""
     plan = plan_segments(19.5, 24, length="10s", overlap_frames=12)
     assert len(plan.segments) == 2  # two 10 s renders overlapping by 0.5 s
     dark, light = (20, 20, 20), (235, 235, 235)
@@ -130,11 +165,11 @@ def test_overlaps_are_blended_linearly(media: Path, tmp_path: Path) -> None:
     assert read_indices(blended.path) == read_indices(trimmed.path) == list(range(468))
     band = [float(image[-8:, :].mean()) for _, image in decoded(blended.path)]
     plain = [float(image[-8:, :].mean()) for _, image in decoded(trimmed.path)]
-    window = range(second.blend_first, second.keep_first)
+    window = range(second.keep_first, second.keep_first + second.blend_frames)
     for index in window:
-        weight = (index - second.blend_first + 1) / 13
+        weight = (index - window.start + 1) / 13
         assert band[index] == pytest.approx(20 + weight * 215, abs=6)
-        assert plain[index] == pytest.approx(20, abs=6)
+        assert plain[index] == pytest.approx(235, abs=6)
     assert band[: window.start] == pytest.approx(plain[: window.start], abs=1)
     assert band[window.stop :] == pytest.approx(plain[window.stop :], abs=1)
     fade = band[window.start - 1 : window.stop + 1]

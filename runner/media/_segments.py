@@ -45,9 +45,12 @@ class Segment:
     """One render: which source frames go in, how long fal renders, which frames are kept.
 
     Frame numbers count frames at ``rate`` from the start of the source. The stitch takes
-    frames ``keep_first``..``keep_end - 1`` from this segment; the frames
-    ``blend_first``..``keep_first - 1`` were rendered by the previous segment too (they are
-    that segment's last kept frames) and may be blended from it into this one.
+    frames ``keep_first``..``keep_end - 1`` from this segment. A segment is always kept from
+    its own first frame, and where two overlap the earlier one's tail is what is dropped:
+    a render's opening frames are the ones steered by its start image, and a file cut short
+    at its end can often be copied, where one cut at its head must be re-encoded. The first
+    ``blend_frames`` kept frames were rendered by the previous segment too, and may be
+    blended from it into this one.
     """
 
     index: int
@@ -58,7 +61,7 @@ class Segment:
     seconds: int
     keep_first: int
     keep_end: int
-    blend_first: int
+    blend_frames: int = 0
     #: The whole source is shorter than the shortest render: sent as it is, billed as 5 s.
     billed_short: bool = False
 
@@ -95,11 +98,6 @@ class Segment:
     def keep_end_time(self) -> float:
         """Where the kept span ends in the source (the seam after it), in seconds."""
         return self.keep_end / self.rate
-
-    @property
-    def blend_frames(self) -> int:
-        """How many frames before ``keep_first`` both this and the previous segment render."""
-        return self.keep_first - self.blend_first
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +165,7 @@ def plan_segments(
             f"{total / rate:.2f} s is shorter than fal's shortest render:"
             f" sent as it is and billed as {min(RENDER_SECONDS)} s"
         )
-        only = Segment(0, rate, 0, total, min(RENDER_SECONDS), 0, total, 0, billed_short=True)
+        only = Segment(0, rate, 0, total, min(RENDER_SECONDS), 0, total, billed_short=True)
         return _finish(rate, total, [only], price, notes)
     minimum = max(shortest, round((min_segment_seconds or 0) * rate))
     lengths = RENDER_SECONDS if length == "auto" else (int(length[:-1]),)
@@ -246,24 +244,27 @@ def _cover(
     if best is None:  # unreachable for a span of at least one render
         raise ValueError(f"no exact cover for {span.end - span.first} frames")
     _, order, firsts = best
-    segments: list[Segment] = []
-    for position, (first, seconds) in enumerate(zip(firsts, order, strict=True)):
-        frames = seconds * rate
-        keep_first = span.first if position == 0 else segments[-1].end
-        keep_end = span.end if position == len(firsts) - 1 else first + frames
-        blend_first = keep_first if position == 0 else keep_first - overlap
-        segments.append(
-            Segment(
-                index + position, rate, first, frames, seconds, keep_first, keep_end, blend_first
-            )
+    ends = [*firsts[1:], span.end]
+    segments = [
+        Segment(
+            index + position,
+            rate,
+            first,
+            seconds * rate,
+            seconds,
+            first,
+            keep_end,
+            overlap if position else 0,
         )
+        for position, (first, seconds, keep_end) in enumerate(zip(firsts, order, ends, strict=True))
+    ]
     if len(segments) > 1:
         extra = segments[-2].end - segments[-1].first - overlap
         if extra > 0:
             notes.append(
                 f"the segment at {_at(segments[-1].first, rate)} overlaps the one before by"
                 f" {extra / rate:.2f} s more than asked, to render exactly"
-                f" {segments[-1].seconds} s; those frames are kept from the earlier one"
+                f" {segments[-1].seconds} s; those frames are kept from the later one"
             )
     return segments
 

@@ -79,8 +79,8 @@ def stitch(
 ) -> StitchInfo:
     """Join rendered segments, in order, keeping exactly the frames each is meant to give.
 
-    ``blend_overlaps`` mixes the frames two segments both rendered (each segment's
-    ``blend_frames``) linearly from one into the next; otherwise the earlier one's are kept.
+    ``blend_overlaps`` mixes the first ``blend_frames`` of each segment linearly from the
+    previous segment's rendering of the same moments; otherwise each segment's own are kept.
     ``audio_from``'s sound between ``audio_range`` (default: the kept span) is muxed in,
     copied when MP4 can hold it, else as AAC. Writes ``dest`` as it is named: the caller
     renames it into place.
@@ -151,7 +151,13 @@ def _encoding(source: VideoSource) -> _Encoding:
 
 
 def _copyable(parts: list[_Part], start: Fraction, rate: Fraction) -> bool:
-    """Whether each part gives all its frames, from its first, in one shared encoding."""
+    """Whether each part's kept frames can be copied: one shared encoding, a clean cut.
+
+    A part gives its frames from its first on. When it gives fewer than it holds, the
+    ones it gives must come first in decode order too (no kept frame may need a dropped
+    one): true of streams without reordered frames, and of cuts between groups of
+    B-frames.
+    """
     shared: _Encoding | None = None
     for part in parts:
         offset = (start + Fraction(part.first) / rate - part.segment.at(part.segment.first)) * rate
@@ -161,17 +167,20 @@ def _copyable(parts: list[_Part], start: Fraction, rate: Fraction) -> bool:
             encoding = _encoding(source)
             if shared is None:
                 shared = encoding
-            if encoding != shared or encoding.rate != rate:
-                return False
             ticks = 1 / rate / source.base
-            if ticks.denominator != 1:
+            if encoding != shared or encoding.rate != rate or ticks.denominator != 1:
                 return False
-            times = sorted(
+            decode_order = [
                 packet.pts - source.origin
                 for packet in source.container.demux(source.stream)
                 if packet.pts is not None and packet.size
-            )
-            if times != [index * int(ticks) for index in range(part.end - part.first)]:
+            ]
+            wanted = part.end - part.first
+            if sorted(decode_order) != [index * int(ticks) for index in range(len(decode_order))]:
+                return False
+            cut = wanted * int(ticks)
+            kept = [time < cut for time in decode_order]
+            if kept != [True] * wanted + [False] * (len(kept) - wanted):
                 return False
     return True
 
@@ -184,13 +193,16 @@ def _remux(
     feed: AudioFeed | None,
     dest: Path,
 ) -> None:
-    """Copy every part's packets, each part shifted to where it starts in the output."""
+    """Copy each part's kept packets, shifted to where the part starts in the output."""
     for part in parts:
         with media_errors(part.path, dest), VideoSource(part.path) as source:
             shift = int(Fraction(part.first) / rate / source.base) - source.origin
+            cut = source.origin + int((part.end - part.first) / rate / source.base)
             for packet in source.container.demux(source.stream):
                 if packet.pts is None or packet.size == 0:
                     continue
+                if packet.pts >= cut:
+                    break  # ``_copyable`` made sure nothing kept comes later
                 packet.pts += shift
                 if packet.dts is not None:
                     packet.dts += shift
@@ -259,30 +271,31 @@ def _pictures(
     convert: Upright,
     dest: Path,
 ) -> Iterator[VideoFrame]:
-    """Every output frame in order; at most two parts are open at a time."""
-    readers: dict[int, _Reader] = {}
+    """Every output frame in order; a part stays open through the next one's blend."""
+    previous: _Reader | None = None
+    reader: _Reader | None = None
     try:
-        for number, part in enumerate(parts):
-            if number not in readers:
-                readers[number] = _Reader(part, rate, dest)
-            reader = readers[number]
-            following = parts[number + 1] if number + 1 < len(parts) else None
-            mix_from = None
-            if blending and following is not None and following.segment.blend_frames:
-                mix_from = following.segment.at(following.segment.blend_first)
+        for part in parts:
+            reader = _Reader(part, rate, dest)
+            segment = part.segment
+            mixed = blending and previous is not None and segment.blend_frames > 0
+            if previous is not None and not mixed:
+                previous.close()
+                previous = None
+            seam = segment.at(segment.keep_first)
+            window = segment.at(segment.blend_frames)
             for index in range(part.first, part.end):
                 moment = start + index / rate
                 picture = convert(reader.at(moment))
-                if mix_from is not None and following is not None and moment >= mix_from:
-                    if number + 1 not in readers:
-                        readers[number + 1] = _Reader(following, rate, dest)
-                    window = following.segment.at(following.segment.blend_frames)
+                if previous is not None and moment < seam + window:
                     # 1/(n+1) .. n/(n+1): neither end of the blend is a plain copy.
-                    weight = float((moment - mix_from + 1 / rate) / (window + 1 / rate))
-                    later = convert(readers[number + 1].at(moment))
-                    picture = blend(picture, later, weight)
+                    weight = float((moment - seam + 1 / rate) / (window + 1 / rate))
+                    picture = blend(convert(previous.at(moment)), picture, weight)
                 yield picture
-            readers.pop(number).close()
+            if previous is not None:
+                previous.close()
+            previous, reader = reader, None
     finally:
-        for reader in readers.values():
-            reader.close()
+        for left in (previous, reader):
+            if left is not None:
+                left.close()
