@@ -2,12 +2,14 @@
 
 Output frame ``j`` is the moment ``T0 + j / rate`` of the source (``T0`` the first kept
 moment, ``rate`` the parts' own frame rate) and comes from the segment that keeps that
-moment. When every part contributes all its frames, unchanged, and the parts share one
-encoding, their packets are copied one after the other (no decoding: many times real
-time). Otherwise — a head trimmed off an overlapping segment, a blend, parts that differ —
-the whole is decoded and re-encoded at a visually lossless quality: H.264 parts from
-different encoder settings cannot share one MP4 stream, so a partial re-encode could not
-be joined to copied parts safely.
+moment. Each segment is kept from its first frame, so a part is either used whole or cut
+short. When the parts share one encoding and every part's kept frames are the first ones
+in its decode order (always, for a part used whole; for a part cut short, when no kept
+frame needs a dropped one), their packets are copied one after the other: no decoding,
+many times real time. Otherwise (a cut inside a group of B-frames, a blend, parts that
+differ) the whole is decoded and re-encoded at a visually lossless quality: re-encoding
+only the part that needs it would put two encoders' parameter sets in one MP4 stream,
+which players are not required to follow.
 """
 
 from __future__ import annotations
