@@ -75,8 +75,13 @@ def test_quick_bench_reports_both_sides(quick: tuple[dict[str, Any], str]) -> No
 def test_quick_bench_covers_curve_scale_transfer_and_targets(
     quick: tuple[dict[str, Any], str],
 ) -> None:
-    """The CPU curve, scale points, transfers and every target have their figures."""
-    figures, _ = quick
+    """The CPU curve, scale points, transfers, stream faults and every target have their
+    figures."""
+    figures, text = quick
+    faults = [row["fault"] for row in figures["streams"]]
+    assert faults[0] == "none" and len(faults) == 4 and "silent" in faults
+    assert all(row["exit_code"] == 0 and row["status_calls_per_job"] for row in figures["streams"])
+    assert "Status-stream faults" in text
     assert [p["jobs"] for p in figures["cpu_curve"]] == figures["config"]["cpu_scale"]
     for point in figures["cpu_curve"]:
         assert point["cpu_ratio"] is not None
