@@ -1,35 +1,21 @@
 """``plan --clips``: per source its facts, what is rendered and billed, and each warning a
-user must see before paying; the same warnings at the start of ``run``.
-
-The media reader on this branch (``runner.media``) reports no rotation, frame rate or sound
-and has no decode check: those facts show as not measured, and the tests of the warnings
-built on them run against the real clips only where the reader reports them (the media
-package, branch ``media``). Their logic is tested meanwhile on measured facts given by hand
-(``MediaInfo`` with the fields the media package adds), the one stand-in here.
-"""
+user must see before paying; the same warnings at the start of ``run``. Every clip is a
+real file made at test time, read by the real media package."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import runner.manifest
-from runner.endpoints import IMAGE_TO_VIDEO, VIDEO_TO_VIDEO, spec_for
-from runner.manifest._clips import source_warnings
-from runner.media import MediaInfo
+from runner.endpoints import IMAGE_TO_VIDEO, VIDEO_TO_VIDEO
 from runner.plan import cached_plan
 
 from .conftest import Emulator, run_cli
 from .library_media import write_clip, write_still
-
-MEASURES_ROTATION = hasattr(MediaInfo, "rotation")
-NEEDS_MEDIA = pytest.mark.skipif(
-    not MEASURES_ROTATION, reason="runner.media reports no rotation or sound yet (media branch)"
-)
 
 
 @pytest.fixture
@@ -97,7 +83,6 @@ def test_an_aspect_ratio_that_fits_has_no_warning(footage: Path) -> None:
     assert _clips(footage)["still"]["warnings"] == []
 
 
-@NEEDS_MEDIA
 def test_rotation_and_sound_are_measured_and_warned(footage: Path) -> None:
     """A phone clip turned 90° and a clip with sound, measured by the media reader."""
     clips = _clips(footage)
@@ -105,6 +90,7 @@ def test_rotation_and_sound_are_measured_and_warned(footage: Path) -> None:
     # Turned a quarter either way (the reader may count clockwise): shown upright 36×64.
     assert phone["rotation"] in (90, 270) and (phone["width"], phone["height"]) == (36, 64)
     assert any(w.startswith("rotated: stored 64×36, shown turned") for w in phone["warnings"])
+    assert phone["fps"] == pytest.approx(24)
     assert talk["audio"] is True
     assert (
         "sound dropped: Ray 3.2 renders silent video; the source's audio is lost"
@@ -112,7 +98,6 @@ def test_rotation_and_sound_are_measured_and_warned(footage: Path) -> None:
     )
 
 
-@NEEDS_MEDIA
 def test_a_truncated_clip_is_found_by_decoding_its_end(footage: Path) -> None:
     """A faststart MP4 cut short probes fine; --clips decodes its end and says so."""
     whole = write_clip(footage.parent / "whole.mp4", 4, (10, 10, 10)).read_bytes()
@@ -121,35 +106,24 @@ def test_a_truncated_clip_is_found_by_decoding_its_end(footage: Path) -> None:
 
 
 def test_facts_not_measured_are_said_so(footage: Path) -> None:
-    """Where the media reader gives no rotation, rate or sound, --clips says not measured."""
-    if MEASURES_ROTATION:
-        pytest.skip("the media reader measures them")
-    phone = _clips(footage)["phone"]
-    assert (phone["rotation"], phone["fps"], phone["audio"]) == (None, None, None)
-    assert "rotation not measured" in run_cli("plan", footage, "--clips").stdout
-
-
-@dataclass(frozen=True, slots=True)
-class _Measured(MediaInfo):
-    """What the media package measures beyond runner.media's MediaInfo (a stand-in until
-    it lands: see the module docstring)."""
-
-    rotation: int = 0
-    has_audio: bool = False
-
-
-def test_rotation_and_sound_warnings_from_measured_facts() -> None:
-    """Given a rotation and sound, the warnings say what happens; none without them."""
-    phone = _Measured("video", "mov,mp4", "h264", 1920, 1080, 5.0, 120, 1, rotation=90)
-    talk = _Measured("video", "mov,mp4", "h264", 64, 36, 5.0, 120, 1, has_audio=True)
-    plain = _Measured("video", "mov,mp4", "h264", 64, 36, 5.0, 120, 1)
-    v2v, arguments = spec_for(VIDEO_TO_VIDEO), {"duration": "5s"}
-    [rotated] = source_warnings(phone, "video", v2v, arguments)
-    assert rotated.startswith("rotated: stored 1920×1080, shown turned 90°; it is uploaded as")
-    assert source_warnings(talk, "video", v2v, arguments) == [
-        "sound dropped: Ray 3.2 renders silent video; the source's audio is lost"
-    ]
-    assert source_warnings(plain, "video", v2v, arguments) == []
+    """A remote clip is not probed: its facts show as not measured, and it has no warning."""
+    footage.write_text(
+        footage.read_text().replace(
+            "clips: ['clips/*.mp4']", "clips: ['https://media.example.invalid/remote.mp4']"
+        )
+    )
+    remote = _clips(footage)["remote"]
+    assert (remote["duration"], remote["fps"], remote["rotation"], remote["audio"]) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert remote["warnings"] == [] and remote["renders"][0]["jobs"] == 1
+    assert (
+        "fps not measured, rotation not measured, audio not measured"
+        in run_cli("plan", footage, "--clips").stdout
+    )
 
 
 def test_run_prints_the_warnings_before_it_starts(footage: Path, emulator: Emulator) -> None:

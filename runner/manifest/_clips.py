@@ -9,16 +9,16 @@ planner's measurements, into one ``ClipFacts`` per source with jobs (``plan --cl
   does with the rest is not documented, shared/reference/luma.md §2c, 2026-12-04);
 - *billed up*: a clip shorter than ``duration`` is billed for the whole slot (fal sells
   5 s and 10 s; "a 3 s clip still costs the 5 s slot", recast via luma.md §2c);
-- *rotated*: a display rotation (phone footage) is not applied to what is uploaded;
+- *rotated*: a display rotation (phone footage) is not applied to what is uploaded (the
+  file goes as stored; sending it upright needs a local re-encode, a later step);
 - *sound dropped*: Ray 3.2 renders silent video (runware.ai's Ray 3.2 guide, luma.md
   update of 2026-12-04);
 - *aspect changed*: a still whose shape differs from ``aspect_ratio`` (image-to-video
   defaults to 16:9, fal's page 2026-12-04);
-- *truncated*: a file whose last frames do not decode (``deep`` only: it decodes).
+- *truncated*: a file whose last frames do not decode (``with_decode_checks`` only: it
+  decodes them).
 
-Rotation, frame rate, sound and the decode check come from the media reader; where it does
-not report them (``runner.media`` before the media package lands) they are None, shown as
-not measured, and their warnings cannot fire.
+A fact not measured (a remote clip not probed) is None, shown as not measured.
 """
 
 from __future__ import annotations
@@ -44,18 +44,13 @@ LENGTH_TOLERANCE = 0.05
 ASPECT_TOLERANCE = 0.02
 
 
-def measured(info: MediaInfo | None, name: str) -> Any:
-    """A fact of ``info`` the media reader may not give yet (rotation, fps, has_audio):
-    None when it does not."""
-    return getattr(info, name, None) if info is not None else None
-
-
 @dataclass
 class _Group:
     """A source's jobs on one endpoint with one requested length and shape."""
 
     spec: EndpointSpec
     arguments: Mapping[str, Any]
+    input_key: tuple[object, ...]  # names the distinct input (its manifest places)
     jobs: int = 0
     usd: float | None = 0.0
 
@@ -72,15 +67,17 @@ class Renders:
         source_id: str,
         spec: EndpointSpec,
         arguments: Mapping[str, Any],
+        input_key: tuple[object, ...],
         jobs: int,
         usd: float | None,
     ) -> None:
-        """Count ``jobs`` more of the source's jobs, each of ``usd`` (None: unpriced)."""
+        """Count ``jobs`` more of the source's jobs of one validated input (``arguments``,
+        named by ``input_key``), each of ``usd`` (None: unpriced)."""
         key = (spec.id, arguments.get("duration"), arguments.get("aspect_ratio"))
         found = self._by_source.setdefault(source_id, {})
         group = found.get(key)
         if group is None:
-            group = found[key] = _Group(spec, arguments)
+            group = found[key] = _Group(spec, arguments, input_key)
         group.jobs += jobs
         group.usd = None if usd is None or group.usd is None else group.usd + usd * jobs
 
@@ -93,20 +90,19 @@ class Renders:
         """One ``ClipFacts`` per source with jobs, in manifest order (``prices``: the table
         the jobs were priced with, for what each is billed by)."""
         facts = []
-        # Validated inputs are shared objects (one per distinct input): what each is billed
-        # by is found once, not once per source.
-        billed: dict[int, str | None] = {}
+        # What an input is billed by is found once per distinct input, not once per source.
+        billed: dict[tuple[object, ...], str | None] = {}
         for clip, by_key in self._by_source.items():
             source = sources[clip]
-            infos = media_by_source.get(clip, {})
-            info = next((i for i in infos.values() if i is not None), None)
+            info = None
+            for measured_info in media_by_source.get(clip, {}).values():
+                info = info or measured_info
             renders, warnings = [], []
             for group in by_key.values():
-                per = billed.get(id(group.arguments), "?")
-                if per == "?":
-                    per = billed[id(group.arguments)] = _billed_per(
-                        prices, group.spec.id, group.arguments
-                    )
+                key = group.input_key
+                if key not in billed:
+                    billed[key] = _billed_per(prices, group.spec.id, group.arguments)
+                per = billed[key]
                 renders.append(_render(group, info, per))
                 for warning in source_warnings(info, source.kind, group.spec, group.arguments):
                     if warning not in warnings:
@@ -118,20 +114,22 @@ class Renders:
 def _facts(
     source: Source, info: MediaInfo | None, renders: list[ClipRender], warnings: list[str]
 ) -> ClipFacts:
-    rotation = measured(info, "rotation")
-    turned = rotation in (90, 270)
-    width = info.width if info is not None else None
-    height = info.height if info is not None else None
+    if info is None:
+        return ClipFacts(
+            source.id, source.shown, source.kind, None, None, None, None, None, None,
+            tuple(renders), tuple(warnings),
+        )  # fmt: skip
+    video = info.kind == "video"
     return ClipFacts(
         source.id,
         source.shown,
         source.kind,
-        info.duration if info is not None else None,
-        height if turned else width,
-        width if turned else height,
-        measured(info, "fps"),
-        rotation,
-        measured(info, "has_audio"),
+        info.duration,
+        info.upright_width,
+        info.upright_height,
+        info.fps,
+        info.rotation if video else None,
+        info.has_audio if video else None,
         tuple(renders),
         tuple(warnings),
     )
@@ -196,13 +194,13 @@ def source_warnings(
                 f"billed up: {info.duration:.1f} s clip billed as {requested} (fal sells"
                 " 5 s and 10 s renders)"
             )
-    rotation = measured(info, "rotation")
-    if kind == "video" and rotation:
+    if kind == "video" and info.rotation:
         found.append(
-            f"rotated: stored {info.width}×{info.height}, shown turned {rotation}°; it is"
-            " uploaded as stored, so the render may come back sideways (re-export it upright)"
+            f"rotated: stored {info.width}×{info.height}, shown turned {info.rotation}°"
+            " clockwise; it is uploaded as stored, so the render may come back sideways"
+            " (re-export it upright)"
         )
-    if kind == "video" and measured(info, "has_audio") and spec.output_kind == "video":
+    if kind == "video" and info.has_audio and spec.output_kind == "video":
         found.append("sound dropped: Ray 3.2 renders silent video; the source's audio is lost")
     aspect = arguments.get("aspect_ratio")
     if kind == "image" and isinstance(aspect, str) and info.width and info.height:
@@ -252,16 +250,13 @@ def _aspect_choices(spec: EndpointSpec) -> list[str]:
 
 def with_decode_checks(facts: list[ClipFacts], base_dir: Path) -> list[ClipFacts]:
     """``facts`` with a *truncated* warning for each local clip whose last frames do not
-    decode (slow: it decodes them). Unchanged where the media reader has no such check."""
-    check = getattr(media, "decode_problem", None)
-    if check is None:
-        return facts
+    decode (slow: it decodes the last seconds of each)."""
     checked = []
     for fact in facts:
         problem = None
         if fact.kind == "video" and "://" not in fact.path:
             try:
-                problem = check(base_dir / fact.path)
+                problem = media.decode_problem(base_dir / fact.path)
             except media.MediaError as exc:
                 problem = exc.reason
         if problem:

@@ -122,7 +122,9 @@ class Expansion:
         if source_id is not None:
             for combo, count in zip(combos, added, strict=True):
                 if count and combo.base is not None:
-                    self.planner.renders.add(source_id, spec, combo.base, count, combo.cost)
+                    self.planner.renders.add(
+                        source_id, spec, combo.base, combo.input_key, count, combo.cost
+                    )
 
     def _price(
         self, input_key: tuple[object, ...], base: dict[str, Any], seconds: float | None
@@ -163,7 +165,7 @@ class Expansion:
             endpoint=group.spec.name,
             ext=group.spec.output_ext(variables),
         )
-        return Combo(base, cost, files, tuple(files), labels, variables)
+        return Combo(base, cost, files, tuple(files), labels, variables, input_key)
 
     def _source_media(self, group: Group) -> MediaInfo | None:
         source = group.source

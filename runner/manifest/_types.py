@@ -104,6 +104,7 @@ class Combo(NamedTuple):
     shas: tuple[str, ...]  # of ``files``: what a job's column holds
     labels: dict[str, Any]  # shared by the combination's jobs: never modified
     variables: dict[str, Any]
+    input_key: tuple[object, ...]  # names the distinct validated input (see _input_key)
 
 
 # A job while it is being planned: (index, its group's place in the manifest, clip/image id,
