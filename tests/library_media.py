@@ -1,19 +1,21 @@
 """A footage folder as users have them, made at test time: good clips under Unicode names,
 byte-identical copies, one stem under two extensions, and files that cannot be used.
 
-Clips are tiny (64×36 H.264) so that making a library takes a fraction of a second; each
-has its own colour, so no two are the same bytes unless copied on purpose.
+Clips are tiny (64×36 H.264, made by ``media_sources.make_clip``) so that making a library
+takes a fraction of a second; each has its own colour, so no two are the same bytes unless
+copied on purpose.
 """
 
 from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+
+from .media_sources import Clip, make_clip
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -24,45 +26,19 @@ def write_clip(
     colour: tuple[int, int, int],
     *,
     size: tuple[int, int] = (64, 36),
-    fps: int = 24,
     rotation: int = 0,
     audio: bool = False,
-    faststart: bool = True,
 ) -> Path:
-    """A clip of ``seconds`` in one colour with a moving bar; ``rotation`` is the display
-    rotation a player applies (counterclockwise degrees), ``audio`` adds a quiet tone;
-    without ``faststart`` the index comes last (a cut file then has none)."""
-    width, height = size
-    frames = max(1, round(seconds * fps))
-    options = {"movflags": "+faststart"} if faststart else {}
-    with av.open(str(path), "w", options=options) as out:
-        video = out.add_stream("libx264", rate=fps, options={"threads": "1"})
-        assert isinstance(video, av.VideoStream)
-        video.width, video.height = width, height
-        video.pix_fmt = "yuv420p"
-        if rotation:
-            video.set_display_rotation(rotation)
-        sound = out.add_stream("aac", rate=48_000, layout="mono") if audio else None
-        for index in range(frames):
-            image = np.empty((height, width, 3), np.uint8)
-            image[:] = colour
-            image[:, index % width] = 255
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = index
-            out.mux(video.encode(frame))
-        out.mux(video.encode())
-        if isinstance(sound, av.AudioStream):
-            samples = round(seconds * 48_000)
-            tone = 0.1 * np.sin(np.arange(samples) * 2 * np.pi * 440 / 48_000)
-            for start in range(0, samples, 1024):
-                chunk = tone[start : start + 1024].astype(np.float32)[None, :]
-                piece = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-                piece.sample_rate = 48_000
-                piece.pts = start
-                piece.time_base = Fraction(1, 48_000)
-                out.mux(sound.encode(piece))
-            out.mux(sound.encode())
-    return path
+    """A 24 fps clip of ``seconds`` whose band has ``colour`` (see ``make_clip``);
+    ``rotation`` is the display rotation (counterclockwise degrees), ``audio`` adds sound."""
+    clip = Clip(
+        frames=max(1, round(seconds * 24)),
+        size=size,
+        rotation=rotation,
+        audio_codec="aac" if audio else None,
+        colour=lambda _index: colour,
+    )
+    return make_clip(path, clip)
 
 
 @dataclass(frozen=True)
@@ -90,8 +66,8 @@ def make_library(root: Path, *, on_bad_source: str | None = None) -> Library:
     write_clip(lib / "A001.mov", 2, (200, 200, 40))
     write_clip(lib / "A001.mp4", 2, (40, 200, 200))  # same stem, other bytes
     (lib / "notes.mp4").write_text("shot list: 001 002 003\n")  # a .txt renamed .mp4
-    whole = write_clip(lib / "cut.mp4", 2, (90, 90, 90), faststart=False).read_bytes()
-    (lib / "cut.mp4").write_bytes(whole[: len(whole) // 2])  # a truncated mp4, index lost
+    whole = write_clip(lib / "cut.mp4", 2, (90, 90, 90)).read_bytes()
+    (lib / "cut.mp4").write_bytes(whole[:600])  # a truncated mp4: cut inside its index
     shutil.copy(DATA / "long_clip.mp4", lib / "long.mp4")  # 12 s: over fal's 10 s
     manifest = root / "library.yaml"
     lines = [

@@ -20,13 +20,13 @@ from .library_media import write_clip, write_still
 
 @pytest.fixture
 def footage(tmp_path: Path) -> Path:
-    """A folder of the issue's cases: 7 s, 0.5 s, a phone clip turned 90°, a clip with
+    """A folder of the issue's cases: 7 s, 0.5 s, a phone clip turned a quarter, a clip with
     sound, a 4:3 still for image-to-video; returns its manifest."""
     clips = tmp_path / "clips"
     clips.mkdir()
     write_clip(clips / "seven.mp4", 7, (200, 40, 40))
     write_clip(clips / "blink.mp4", 0.5, (40, 200, 40))
-    write_clip(clips / "phone.mp4", 2, (40, 40, 200), size=(64, 36), rotation=90)
+    write_clip(clips / "phone.mp4", 2, (40, 40, 200), rotation=90)
     write_clip(clips / "talk.mp4", 2, (200, 200, 40), audio=True)
     write_still(tmp_path / "still.png", 64, 48, (90, 90, 90))
     manifest = tmp_path / "clips.yaml"
@@ -87,9 +87,13 @@ def test_rotation_and_sound_are_measured_and_warned(footage: Path) -> None:
     """A phone clip turned 90° and a clip with sound, measured by the media reader."""
     clips = _clips(footage)
     phone, talk = clips["phone"], clips["talk"]
-    # Turned a quarter either way (the reader may count clockwise): shown upright 36×64.
-    assert phone["rotation"] in (90, 270) and (phone["width"], phone["height"]) == (36, 64)
-    assert any(w.startswith("rotated: stored 64×36, shown turned") for w in phone["warnings"])
+    # Stored 36×64 and turned a quarter (counted clockwise: 270 for a 90° counterclockwise
+    # display matrix), it shows upright as 64×36.
+    assert phone["rotation"] == 270 and (phone["width"], phone["height"]) == (64, 36)
+    assert any(
+        w.startswith("rotated: stored 36×64, shown turned 270° clockwise; it is uploaded")
+        for w in phone["warnings"]
+    )
     assert phone["fps"] == pytest.approx(24)
     assert talk["audio"] is True
     assert (
