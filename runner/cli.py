@@ -361,33 +361,30 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
         with Progress(the_plan, store, verbose=args.verbose) as shown:
             yield shown
 
-    session.refuse_bad_sources(plan, args.skip_bad)
-    for line in _left_out(plan):
-        print(f"raybatch: {line}", file=sys.stderr)
-    for line in _clip_warnings(plan):
-        print(f"raybatch: warning: {line}", file=sys.stderr)
-    if not _confirmed(args, plan, options.max_cost):
+    try:
+        result = session.run(
+            plan,
+            options,
+            skip_bad=args.skip_bad,
+            confirm=lambda estimate: _before_start(args, plan, options.max_cost, estimate),
+            fal=session.fal_origin(
+                local=args.local,
+                fal_url=args.fal_url,
+                backup_url=args.fal_backup_url,
+                state_dir=plan.output_dir / ".emulator",
+            ),
+            retry_failed=args.retry_failed,
+            observe=observe,
+            handle_signals=True,
+            http_timeout=args.http_timeout,
+        )
+    except session.Declined:
         print(
             "raybatch: not started; nothing was submitted (--yes starts without asking,"
             " --max-cost caps the spend)",
             file=sys.stderr,
         )
         return EXIT_FAILED
-    result = session.run(
-        plan,
-        options,
-        skip_bad=args.skip_bad,
-        fal=session.fal_origin(
-            local=args.local,
-            fal_url=args.fal_url,
-            backup_url=args.fal_backup_url,
-            state_dir=plan.output_dir / ".emulator",
-        ),
-        retry_failed=args.retry_failed,
-        observe=observe,
-        handle_signals=True,
-        http_timeout=args.http_timeout,
-    )
     for warning in result.warnings:
         print(f"raybatch: {warning}", file=sys.stderr)
     if plan.skipped:
@@ -397,15 +394,21 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
     return _exit_code(result)
 
 
-def _confirmed(args: argparse.Namespace, plan: Plan, max_cost: float | None) -> bool:
-    """Whether the run may start: on a terminal, the estimate is shown and the user asked
-    when it is above the threshold or no max_cost caps it. Off a terminal it never waits."""
+def _before_start(
+    args: argparse.Namespace, plan: Plan, max_cost: float | None, estimate: session.Estimate
+) -> bool:
+    """Once nothing refuses the run: the sources left out and the clips' warnings, then
+    whether it may start: on a terminal, the estimate is shown and the user asked when it
+    is above the threshold or no max_cost caps it. Off a terminal it never waits."""
+    for line in _left_out(plan):
+        print(f"raybatch: {line}", file=sys.stderr)
+    for line in _clip_warnings(plan):
+        print(f"raybatch: warning: {line}", file=sys.stderr)
     if args.yes or args.local:  # the built-in emulator bills nothing
         return True
     threshold = args.confirm_above
     if threshold is None:
         threshold = plan.facts.confirm_above
-    estimate = session.estimate(plan, retry_failed=args.retry_failed)
     question = estimate.question(
         session.CONFIRM_ABOVE if threshold is None else threshold, max_cost
     )

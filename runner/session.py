@@ -179,16 +179,8 @@ class Estimate:
         return "".join(words)
 
 
-def estimate(plan: Plan, *, retry_failed: bool = False) -> Estimate:
-    """What ``run`` would submit now, read from the state (see ``report.remaining_cost``)."""
-    from .report import jobs_to_submit, remaining_cost, unpriced_remaining
-
-    with reading(plan) as store:
-        return Estimate(
-            jobs_to_submit(plan, store, retry_failed=retry_failed),
-            remaining_cost(plan, store, retry_failed=retry_failed),
-            unpriced_remaining(plan, store, retry_failed=retry_failed),
-        )
+class Declined(Exception):
+    """The caller's ``confirm`` said no: nothing was written or submitted."""
 
 
 @dataclass
@@ -235,6 +227,7 @@ def run(
     local_steps: dict[str, LocalStep] | None = None,
     skip_bad: bool = False,
     stop: threading.Event | None = None,
+    confirm: Callable[[Estimate], bool] | None = None,
 ) -> RunResult:
     """Run every job of ``plan`` not yet done; resumes where an earlier run stopped.
 
@@ -243,9 +236,10 @@ def run(
     to the next run); only the main thread may. Setting ``stop`` (from another thread)
     drains the run as a first Ctrl-C does. Refusals (sources left out without
     ``skip_bad``, a budget below the estimate, another run on the directory) come before
-    anything is written or submitted.
+    anything is written or submitted; then ``confirm``, given what would be submitted, may
+    say no (``Declined``).
     """
-    from .report import remaining_cost, unpriced_remaining
+    from .report import jobs_to_submit, remaining_cost, unpriced_remaining
 
     refuse_bad_sources(plan, skip_bad)
     if options.concurrency < 1:
@@ -256,6 +250,7 @@ def run(
     with reading(plan) as existing:
         remaining = remaining_cost(plan, existing, retry_failed=retry_failed)
         unpriced = unpriced_remaining(plan, existing, retry_failed=retry_failed)
+        jobs = jobs_to_submit(plan, existing, retry_failed=retry_failed) if confirm else 0
     if options.max_cost is not None and unpriced:
         from .endpoints import unpriced_refusal
 
@@ -265,6 +260,8 @@ def run(
             f"the remaining jobs are estimated at ${remaining:.2f}, above --max-cost"
             f" ${options.max_cost:.2f}; nothing was submitted (raise the cap or use --only)"
         )
+    if confirm is not None and not confirm(Estimate(jobs, remaining, unpriced)):
+        raise Declined("not started")
     output_dir.mkdir(parents=True, exist_ok=True)
     crashpoints.arm(os.environ.get("RAYBATCH_CRASH_AT"))
     with DirectoryLock(output_dir):
