@@ -19,17 +19,18 @@ import asyncio
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
     from .plan import ClipFacts, DuplicateSource, Plan, SkippedSource
 
 PathLike = str | os.PathLike[str]
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 @dataclass(frozen=True)
@@ -183,11 +184,22 @@ def run(
     return call(None)
 
 
-async def run_async(manifest: PathLike, **options: Any) -> RunResult:
-    """``run`` (same options) in a worker thread, leaving the caller's event loop free."""
-    import anyio
+def _awaitable(func: Callable[P, T]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """``func`` as a coroutine function that runs it in a worker thread (same parameters)."""
 
-    return await anyio.to_thread.run_sync(functools.partial(run, manifest, **options))
+    @functools.wraps(func)
+    async def in_a_thread(*args: P.args, **kwargs: P.kwargs) -> T:
+        import anyio
+
+        return await anyio.to_thread.run_sync(functools.partial(func, *args, **kwargs))
+
+    return in_a_thread
+
+
+run_async = _awaitable(run)
+run_async.__name__ = run_async.__qualname__ = "run_async"
+run_async.__doc__ = """``await run_async(manifest, ...)``: ``run`` (the same parameters) in a worker
+thread, leaving the caller's event loop free while the batch runs."""
 
 
 # --------------------------------------------------------------------------- internals
