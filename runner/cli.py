@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .pipeline import RunSummary
     from .plan import Plan
     from .report import Progress
+    from .session import Located
     from .state import StateStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -109,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
     p.add_argument(
+        "--rerender",
+        action="store_true",
+        help="render again (billed again, priced first) jobs whose output is missing or"
+        " altered, instead of downloading it again",
+    )
+    p.add_argument(
         "--on-ambiguous",
         choices=("resubmit", "fail"),
         default="resubmit",
@@ -160,10 +168,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _prices_option(p)
 
-    p = manifest_cmd("cancel", "cancel this manifest's requests in flight at fal")
-    p.add_argument("--fal-url", metavar="URL", help="fal origin (an emulator)")
+    p = manifest_cmd(
+        "cancel",
+        "cancel this manifest's unfinished jobs, at fal too (asks the run, if one is going)",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--fal-url", metavar="URL", help="fal origin (an emulator)")
+    where.add_argument(
+        "--local", action="store_true", help="the jobs ran on the built-in emulator (run --local)"
+    )
 
     manifest_cmd("report", "write <output_dir>/index.html to review results beside sources")
+
+    p = manifest_cmd(
+        "verify", "check every done output against the state; mark missing or altered ones"
+    )
+    p.add_argument("--full", action="store_true", help="compare every file's sha256")
 
     p = sub.add_parser(
         "endpoints",
@@ -220,6 +240,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .manifest import load_overrides
 
         overrides = load_overrides(args.prices)
+    if args.command in _KEEPERS:
+        located = session.locate(
+            args.manifest,
+            output_dir=args.output_dir,
+            only=args.only,
+            exclude=args.exclude,
+            overrides=overrides,
+        )
+        for warning in located.warnings:
+            print(f"raybatch: {warning}", file=sys.stderr)
+        return _KEEPERS[args.command](args, located)
     plan = session.load(
         args.manifest,
         output_dir=args.output_dir,
@@ -228,13 +259,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         probe_remote=getattr(args, "probe_remote", False),
         overrides=overrides,
     )
-    command: Callable[[argparse.Namespace, Plan], int] = {
-        "plan": _plan,
-        "run": _run,
-        "status": _status,
-        "cancel": _cancel,
-        "report": _report,
-    }[args.command]
+    command: Callable[[argparse.Namespace, Plan], int] = {"plan": _plan, "run": _run}[args.command]
     return command(args, plan)
 
 
@@ -273,15 +298,19 @@ def _plan(args: argparse.Namespace, plan: Plan) -> int:
     return _show(args, session.plan_summary(plan), format_plan)
 
 
-def _status(args: argparse.Namespace, plan: Plan) -> int:
+def _status(args: argparse.Namespace, located: Located) -> int:
     from .report import format_status
 
-    summary = session.status(plan, only=args.only, exclude=args.exclude, output_dir=args.output_dir)
+    # A relocated state is named in the retry command: `run` from here would refuse.
+    given = args.output_dir or (located.plan.output_dir if located.relocated else None)
+    plan = located.plan
+    summary = session.status(plan, only=args.only, exclude=args.exclude, output_dir=given)
+    summary["warnings"] = located.warnings
     return _show(args, summary, format_status)
 
 
-def _report(args: argparse.Namespace, plan: Plan) -> int:
-    print(f"wrote {session.report(plan)}")
+def _report(args: argparse.Namespace, located: Located) -> int:
+    print(f"wrote {session.report(located.plan)}")
     return EXIT_OK
 
 
@@ -313,6 +342,7 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
             local=args.local, fal_url=args.fal_url, state_dir=plan.output_dir / ".emulator"
         ),
         retry_failed=args.retry_failed,
+        rerender=args.rerender,
         observe=observe,
         handle_signals=True,
         http_timeout=args.http_timeout,
@@ -333,18 +363,60 @@ def _exit_code(summary: RunSummary) -> int:
     return EXIT_OK
 
 
-def _cancel(args: argparse.Namespace, plan: Plan) -> int:
-    from .fal import FalConfig
-
-    outcomes = session.cancel(plan, FalConfig.from_env(args.fal_url))
-    if outcomes is None:
+def _cancel(args: argparse.Namespace, located: Located) -> int:
+    plan = located.plan
+    fal = session.fal_origin(
+        local=args.local, fal_url=args.fal_url, state_dir=plan.output_dir / ".emulator"
+    )
+    done = session.cancel(plan, fal)
+    if done is None:
         print("nothing to cancel: no state file yet")
         return EXIT_OK
-    for o in outcomes:
-        print(f"{o.key[:12]} {o.label}: {o.note}")
-    cancelled = sum(o.cancelled for o in outcomes)
-    print(f"{cancelled} job(s) marked cancelled; `raybatch run --retry-failed` runs them again")
+    for o in done.outcomes:
+        print(f"{o.label}: {o.note}")
+    cancelled = sum(o.cancelled for o in done.outcomes)
+    asked = len(done.outcomes) - cancelled
+    by = f" by the running raybatch (pid {done.by_run})" if done.by_run else ""
+    print(
+        f"{cancelled} job(s) marked cancelled{by}, {asked} left to end as fal reports;"
+        " `raybatch run --retry-failed` runs cancelled jobs again"
+    )
     return EXIT_OK
+
+
+def _verify(args: argparse.Namespace, located: Located) -> int:
+    found = session.verify(located.plan, full=args.full)
+    if found is None:
+        print("nothing to verify: no state file yet")
+        return EXIT_OK
+    for label, why in found.damaged:
+        print(f"{label}: {why}")
+    how = "sha256" if found.full else "size and mtime"
+    if not found.damaged:
+        print(f"{found.checked} done job(s) checked ({how}): every output is as recorded")
+        return EXIT_OK
+    manifest = shlex.quote(str(located.plan.manifest_path))
+    if found.marked:
+        print(
+            f"{len(found.damaged)} of {found.checked} done job(s) need fetch: `raybatch run"
+            f" {manifest}` downloads them again (not billed while fal still holds the"
+            " results); `--rerender` renders them again (billed)"
+        )
+    else:
+        print(
+            f"{len(found.damaged)} of {found.checked} done job(s) have missing or altered"
+            " outputs; a run holds the directory, so they are not marked: the next"
+            " `raybatch run` finds and fetches them"
+        )
+    return EXIT_FAILED
+
+
+_KEEPERS: dict[str, Callable[[argparse.Namespace, Located], int]] = {
+    "status": _status,
+    "report": _report,
+    "cancel": _cancel,
+    "verify": _verify,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover

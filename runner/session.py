@@ -1,13 +1,18 @@
 """One command on one manifest, from set-up to tear-down: ``plan``, ``run``, ``status``,
-``report`` and ``cancel`` as functions that return values and raise the documented error
-tree (``runner.errors``), never printing and never exiting. The CLI prints what they
-return; the Python API is these functions.
+``report``, ``cancel`` and ``verify`` as functions that return values and raise the
+documented error tree (``runner.errors``), never printing and never exiting. The CLI
+prints what they return; the Python API is these functions. ``locate`` finds a batch's
+state for the commands that only read or keep it up (``_locate``); ``cancel`` and
+``verify`` live in ``_upkeep``.
 
 A run's set-up: the plan (remembered when nothing it was made from changed), the output
 directory (refusing a default one that another directory's state already claims), the
 budget check, the directory lock, the state file (migrated if older), the single writer,
-the plan added to the state unless it is the very plan last added, and ``--retry-failed``
-resets decided by the fault-policy table. Its tear-down: ``results.jsonl`` and the review
+the plan added to the state unless it is the very plan last added, the files of the jobs
+it superseded moved aside, ``--retry-failed`` resets decided by the fault-policy table,
+and a stat of every done output (missing or altered ones are fetched again, or rendered
+again with ``--rerender``). While it runs it answers ``raybatch cancel`` from other
+processes (``state.Mailbox``). Its tear-down: ``results.jsonl`` and the review
 page, rewritten for the whole plan whatever the selection.
 """
 
@@ -26,6 +31,15 @@ import anyio
 import anyio.abc
 
 from . import crashpoints
+
+# The commands that read or keep up a batch without running it, one module each.
+from ._locate import Located as Located, locate as locate
+from ._upkeep import (
+    Cancelled as Cancelled,
+    Verified as Verified,
+    cancel as cancel,
+    verify as verify,
+)
 from .errors import FatalError, ManifestError
 from .plan import Plan, cached_plan, check_default_output_dir, remember
 from .state import DirectoryLock, JobState, Spend, StateStore, StateWriter, Transitions
@@ -33,7 +47,8 @@ from .state import DirectoryLock, JobState, Spend, StateStore, StateWriter, Tran
 if TYPE_CHECKING:
     from .endpoints import Overrides
     from .fal import FalConfig
-    from .pipeline import CancelOutcome, LocalStep, RunObserver, RunOptions, RunSummary
+    from .outputs import OutputSink
+    from .pipeline import LocalStep, RunObserver, RunOptions, RunSummary
 
 # Each function imports what it uses when it runs: ``status`` on a remembered plan needs
 # neither pydantic, PyAV, httpx nor the emulator, and their imports cost most of a second.
@@ -129,6 +144,7 @@ def run(
     *,
     fal: AbstractContextManager[FalConfig],
     retry_failed: bool = False,
+    rerender: bool = False,
     observe: ObserverFactory | None = None,
     handle_signals: bool = False,
     http_timeout: float = 30.0,
@@ -140,6 +156,8 @@ def run(
     ``handle_signals`` installs the Ctrl-C policy (first drains, second leaves requests
     to the next run); only the main thread may. Refusals (a budget below the estimate,
     another run on the directory) come before anything is written or submitted.
+    ``rerender``: jobs whose output is missing or altered are rendered again (priced in
+    the estimate) instead of fetched again.
     """
     from .report import remaining_cost, unpriced_remaining
 
@@ -151,6 +169,8 @@ def run(
     with reading(plan) as existing:
         remaining = remaining_cost(plan, existing, retry_failed=retry_failed)
         unpriced = unpriced_remaining(plan, existing, retry_failed=retry_failed)
+        if rerender and existing is not None:
+            remaining += _rerender_cost(plan, existing)
     if options.max_cost is not None and unpriced:
         from .endpoints import unpriced_refusal
 
@@ -178,6 +198,7 @@ def run(
                         config,
                         options,
                         retry_failed=retry_failed,
+                        rerender=rerender,
                         observe=observe,
                         handle_signals=handle_signals,
                         http_timeout=http_timeout,
@@ -200,6 +221,7 @@ async def _run(
     options: RunOptions,
     *,
     retry_failed: bool,
+    rerender: bool,
     observe: ObserverFactory | None,
     handle_signals: bool,
     http_timeout: float,
@@ -208,43 +230,82 @@ async def _run(
     from .fal import FalClient
     from .net import tls_context
     from .outputs import LocalSink
-    from .pipeline import Scheduler
-    from .state import open_writer
+    from .pipeline import Scheduler, keep_superseded, serve_requests
+    from .state import Mailbox, open_writer
 
     # One TLS context for every client of the run: each costs a load of the CA bundle.
     context = tls_context()
+    sink = LocalSink(plan.output_dir, ssl_context=context)
     spend_before = store.spend()
     async with open_writer(store) as writer:
         if not store.is_last_plan(plan.identity):
             await writer.apply(Transitions.add_plan(plan.jobs, plan.identity))
+        warnings = await keep_superseded(writer, sink)
         if retry_failed:
             await _reset_failed(writer, plan)
+        notes = await _recheck_outputs(writer, sink, plan, rerender=rerender)
         # The observer reads the state as it is now, resets included.
         observing = observe(plan, reader) if observe else nullcontext(None)
         with observing as observer:
+            if observer is not None:
+                for note in notes:
+                    observer.on_note(note)
             async with FalClient(config, timeout=http_timeout, ssl_context=context) as client:
                 scheduler = Scheduler(
                     plan.jobs,
                     writer,
                     client,
-                    LocalSink(plan.output_dir, ssl_context=context),
+                    sink,
                     options,
                     observer,
                     local_steps=local_steps,
                     ssl_context=context,
                 )
-                if handle_signals:
-                    async with anyio.create_task_group() as group:
+                async with anyio.create_task_group() as group:
+                    if handle_signals:
                         # start(): the handlers are in place before the first submit.
                         await group.start(_signals, scheduler)
-                        summary = await scheduler.run()
-                        group.cancel_scope.cancel()
-                else:
+                    # `raybatch cancel` from another terminal asks this process.
+                    group.start_soon(serve_requests, Mailbox(plan.output_dir), scheduler.cancel)
                     summary = await scheduler.run()
+                    group.cancel_scope.cancel()
             spend = store.spend()
             if observer is not None:
                 observer.on_finish(summary, spend, spend_before)
-    return RunResult(summary, spend, spend_before)
+    return RunResult(summary, spend, spend_before, warnings)
+
+
+async def _recheck_outputs(
+    writer: StateWriter, sink: OutputSink, plan: Plan, *, rerender: bool
+) -> list[str]:
+    """Before a run calls anything done: a stat of each done output of the plan; a missing
+    or altered one is fetched again (or with ``rerender`` rendered again)."""
+    from .pipeline import damaged_outputs, mark_damaged, to_rerender
+
+    files = writer.store.done_outputs(plan.keys)
+    damaged = await anyio.to_thread.run_sync(functools.partial(damaged_outputs, files, sink))
+    again = to_rerender(writer.store, plan.keys, damaged) if rerender else []
+    await mark_damaged(writer, damaged, rerender=again)
+    notes = []
+    if damaged:
+        shown = "; ".join(list(damaged.values())[:3]) + (" …" if len(damaged) > 3 else "")
+        notes.append(f"{len(damaged)} done job(s) have outputs missing or altered ({shown})")
+    if again:
+        notes.append(f"rendering {len(again)} job(s) again (--rerender): billed again")
+    elif damaged:
+        notes.append("fetching them again from their kept results (not billed again)")
+    return notes
+
+
+def _rerender_cost(plan: Plan, store: StateStore) -> float:
+    """What ``--rerender`` adds to the estimate: the jobs it would render again."""
+    from .outputs import LocalSink
+    from .pipeline import damaged_outputs, to_rerender
+
+    damaged = damaged_outputs(store.done_outputs(plan.keys), LocalSink(plan.output_dir))
+    again = set(to_rerender(store, plan.keys, damaged))
+    columns = plan.columns
+    return sum(c or 0.0 for k, c in zip(columns.keys, columns.costs, strict=True) if k in again)
 
 
 async def _reset_failed(writer: StateWriter, plan: Plan) -> None:
@@ -320,25 +381,3 @@ def fal_origin(
     with launch.local_emulator(state_dir=state_dir) as url:
         key = os.environ.get("FAL_KEY") or LOCAL_KEY
         yield FalConfig.single_origin(url, key)
-
-
-def cancel(plan: Plan, config: FalConfig) -> list[CancelOutcome] | None:
-    """Cancel the plan's requests at fal and mark them cancelled; None when nothing ran."""
-    path = plan.output_dir / "state.db"
-    if not path.exists():
-        return None
-    with DirectoryLock(plan.output_dir):
-        store = StateStore.open(path)
-        try:
-            return anyio.run(_cancel, store, plan, config)
-        finally:
-            store.close()
-
-
-async def _cancel(store: StateStore, plan: Plan, config: FalConfig) -> list[CancelOutcome]:
-    from .fal import FalClient
-    from .pipeline import cancel_requests
-    from .state import open_writer
-
-    async with open_writer(store) as writer, FalClient(config) as client:
-        return await cancel_requests(writer, plan.keys, client)

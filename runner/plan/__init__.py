@@ -18,7 +18,7 @@ from ._plan import (
     is_selected,
     output_dir_for,
 )
-from ._registry import check_default_output_dir, remember
+from ._registry import check_default_output_dir, output_dirs, remember
 
 __all__ = (
     "DEFAULT_OUTPUT_ROOT",
@@ -33,5 +33,6 @@ __all__ = (
     "glob_files",
     "is_selected",
     "output_dir_for",
+    "output_dirs",
     "remember",
 )

@@ -16,12 +16,26 @@ from typing import Any, NamedTuple
 from ..errors import DiskError, IllegalTransition, StateError, StateLocked
 from ._jobstate import JobState
 from ._lock import DirectoryLock
-from ._rows import BLOCKED_ROW, PENDING_ROW, JobRow, JobTally, Spend, Unfinished
-from ._schema import LAST_PLAN, MIGRATIONS, SCHEMA, SCHEMA_VERSION, run_script
+from ._rows import (
+    BLOCKED_ROW,
+    PENDING_ROW,
+    JobRow,
+    JobTally,
+    OutputFile,
+    Spend,
+    StoredJob,
+    Unfinished,
+)
+from ._schema import LAST_PLAN, MIGRATIONS, MOVES_PENDING, SCHEMA, SCHEMA_VERSION, run_script
 
 Op = Callable[[sqlite3.Connection], None]
 
 _UNFINISHED_SQL = JobState.sql_list(JobState.unfinished())
+#: Where a superseded job's files are kept, under the output directory: ``<dir>/<key>/…``.
+ASIDE_DIR = ".superseded"
+#: Attempts fal may have billed: all but those it refused (``unsent``) and those it
+#: removed from its queue before they ran (``cancelled``).
+_BILLED = "billing NOT IN ('unsent', 'cancelled')"
 #: A never-submitted job's narrow row: most unfinished jobs of a big batch look like this,
 #: and share one value instead of one tuple each.
 _UNTOUCHED = {
@@ -44,6 +58,10 @@ def translate_errors() -> Iterator[None]:
         raise StateError(f"the state file is damaged: {exc}") from exc
     except OSError as exc:
         raise DiskError(f"cannot write the state file: {exc.strerror or exc}") from exc
+
+
+def _files(rows: Iterable[tuple[str, str | None]]) -> dict[str, list[OutputFile]]:
+    return {key: [OutputFile(**o) for o in json.loads(text or "[]")] for key, text in rows}
 
 
 class PlanSnapshot(NamedTuple):
@@ -321,6 +339,35 @@ class StateStore:
         with translate_errors():
             return [dict(r) for r in self._conn.execute(sql + " ORDER BY intent_at", args)]
 
+    def done_outputs(self, keys: Iterable[str] | None = None) -> dict[str, list[OutputFile]]:
+        """key → recorded files of every done job (of ``keys``), read narrowly (by index)."""
+        wanted = None if keys is None else set(keys)
+        with translate_errors():
+            cur = self._conn.execute("SELECT key, outputs FROM jobs WHERE state = 'done'")
+            return _files(row for row in cur if wanted is None or row[0] in wanted)
+
+    def current_jobs(self) -> list[StoredJob]:
+        """Every job no other job has superseded, in insertion order: what the state knows
+        of a manifest's jobs when the manifest cannot be planned (a source moved away)."""
+        with translate_errors():
+            cur = self._conn.execute(
+                "SELECT key, endpoint, arguments, output, clip, prompt, labels, estimated_cost"
+                " FROM jobs WHERE superseded_by IS NULL ORDER BY rowid"
+            )
+            return [
+                StoredJob(
+                    key,
+                    endpoint,
+                    json.loads(args),
+                    output,
+                    clip,
+                    prompt,
+                    json.loads(labels) if labels else {},
+                    cost,
+                )
+                for key, endpoint, args, output, clip, prompt, labels, cost in cur
+            ]
+
     def edges(self) -> list[tuple[str, str]]:
         """Every (child, parent) pair of the job graph."""
         with translate_errors():
@@ -331,6 +378,32 @@ class StateStore:
         with translate_errors():
             row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()
         return None if row is None else str(row[0])
+
+    def outputs_to_move(
+        self,
+    ) -> tuple[dict[str, list[OutputFile]], dict[str, list[OutputFile]]] | None:
+        """(superseded done jobs whose files are still at their output paths, current done
+        jobs whose files are kept aside), each as key → recorded files; None unless a plan
+        added since the last move asks for it.
+
+        A superseded job whose path a current done job already fills had its file
+        overwritten before raybatch kept them (an older state file): nothing to move.
+        """
+        if self.meta(MOVES_PENDING) is None:
+            return None
+        aside = f"outputs LIKE '%\"{ASIDE_DIR}/%'"
+        with translate_errors():
+            away = self._conn.execute(
+                "SELECT key, outputs FROM jobs WHERE superseded_by IS NOT NULL"
+                f" AND state = 'done' AND NOT {aside} AND NOT EXISTS (SELECT 1 FROM jobs AS"
+                " now WHERE now.output = jobs.output AND now.superseded_by IS NULL"
+                f" AND now.state = 'done' AND NOT now.{aside})"
+            ).fetchall()
+            back = self._conn.execute(
+                "SELECT key, outputs FROM jobs WHERE superseded_by IS NULL AND state = 'done'"
+                f" AND {aside}"
+            ).fetchall()
+        return _files(away), _files(back)
 
     def is_last_plan(self, identity: str | None) -> bool:
         """Whether ``identity`` names the plan last added to this file (then adding it
@@ -374,7 +447,7 @@ class StateStore:
             usd, units, paid, jobs, lost = self._conn.execute(
                 "SELECT total(CASE WHEN billable_units = 0 THEN 0 ELSE cost END),"
                 " total(billable_units), count(*), count(DISTINCT key),"
-                " total(billing = 'ambiguous') FROM attempts WHERE billing != 'unsent'"
+                f" total(billing = 'ambiguous') FROM attempts WHERE {_BILLED}"
             ).fetchone()
         return Spend(round(float(usd), 6), float(units), paid, paid - jobs, int(lost))
 
@@ -392,7 +465,7 @@ class StateStore:
             cur = self._conn.execute(
                 "SELECT jobs.endpoint, total(CASE WHEN attempts.billable_units = 0 THEN 0"
                 " ELSE attempts.cost END) FROM attempts JOIN jobs ON jobs.key = attempts.key"
-                " WHERE attempts.billing != 'unsent' GROUP BY jobs.endpoint"
+                f" WHERE attempts.{_BILLED} GROUP BY jobs.endpoint"
             )
             return {endpoint: round(float(usd), 6) for endpoint, usd in cur}
 
@@ -401,7 +474,7 @@ class StateStore:
         with translate_errors():
             cur = self._conn.execute(
                 "SELECT key, total(CASE WHEN billable_units = 0 THEN 0 ELSE cost END),"
-                " count(*) FROM attempts WHERE billing != 'unsent' GROUP BY key"
+                f" count(*) FROM attempts WHERE {_BILLED} GROUP BY key"
             )
             return {key: (round(float(usd), 6), paid) for key, usd, paid in cur}
 
