@@ -50,6 +50,10 @@ def cancel(plan: Plan, fal: AbstractContextManager[FalConfig]) -> Cancelled | No
     posted_to: int | None = None
     deadline = time.monotonic() + ANSWER_SECONDS
     while True:
+        # The answer first: a run that answered may have ended since.
+        answer = mailbox.answered(ticket) if ticket is not None else None
+        if answer is not None:
+            return _answered(answer, posted_to)
         try:
             lock.acquire()
         except StateLocked:
@@ -57,14 +61,13 @@ def cancel(plan: Plan, fal: AbstractContextManager[FalConfig]) -> Cancelled | No
         else:
             try:
                 if ticket is not None:
+                    answer = mailbox.answered(ticket)  # answered just before it ended?
+                    if answer is not None:
+                        return _answered(answer, posted_to)
                     mailbox.withdraw(ticket)
                 return Cancelled(_cancel_here(plan, fal))
             finally:
                 lock.release()
-        if ticket is not None:
-            answer = mailbox.answered(ticket)
-            if answer is not None:
-                return _answered(answer, posted_to)
         if (
             holder is not None
             and holder != posted_to

@@ -369,8 +369,11 @@ def _cancel(args: argparse.Namespace, located: Located) -> int:
         local=args.local, fal_url=args.fal_url, state_dir=plan.output_dir / ".emulator"
     )
     done = session.cancel(plan, fal)
-    if done is None:
-        print("nothing to cancel: no state file yet")
+    if done is None or not done.outcomes:
+        print(
+            "nothing to cancel: "
+            + ("no state file yet" if done is None else "no job is unfinished")
+        )
         return EXIT_OK
     for o in done.outcomes:
         print(f"{o.label}: {o.note}")

@@ -138,9 +138,8 @@ class Scheduler:
         states = self.writer.store.states()
         outcomes: list[CancelOutcome] = []
         idle: list[int] = []
-        for key in sorted(wanted):
-            i = graph.index(key)
-            if i is None:
+        for i, key in enumerate(self.jobs.keys):
+            if key not in wanted:
                 continue
             spec, job = self.jobs[i], self._active.get(key)
             if job is None:
@@ -156,11 +155,12 @@ class Scheduler:
                 continue
             outcomes.append(outcome(key, spec.label, case, False))
         if idle:
+            # Out of the ready queue first: the feeder must not start one while we write.
+            graph.discard(idle)
             idle_keys = [self.jobs.keys[i] for i in idle]
             await self.writer.apply(
                 *(Transitions.cancelled(key, NOTES["unsubmitted"]) for key in idle_keys)
             )
-            graph.discard(idle)
             for i in idle:
                 self.observer.on_state(self.jobs[i], JobState.CANCELLED, NOTES["unsubmitted"])
             for key in idle_keys:
