@@ -7,14 +7,22 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import time
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import Emulator, run_cli, spawn_cli, start_emulator, stop_emulator
+from .conftest import (
+    Emulator,
+    count_rows,
+    run_cli,
+    spawn_cli,
+    start_emulator,
+    stop_emulator,
+    wait_for_stats,
+)
 
 JOBS = 9
 
@@ -30,14 +38,10 @@ def two_slot_emulator() -> Iterator[Emulator]:
         stop_emulator(emu)
 
 
-def _wait_for(emulator: Emulator, predicate: Any, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stats = emulator.stats()
-        if predicate(stats):
-            return stats
-        time.sleep(0.05)
-    raise AssertionError("the emulator never reached the expected state")
+def _run_in_background(demo: Path, emu: Emulator, out: Path) -> subprocess.Popen[str]:
+    """`run` of the demo on two slots, started in the background."""
+    args = ("run", demo, "--fal-url", emu.url, "--output-dir", out, "--concurrency", "2")
+    return spawn_cli(*args, cwd=out.parent)
 
 
 def _rows(out: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -56,12 +60,9 @@ def test_cancel_while_running_bills_what_ran_and_keeps_its_output(
     are cancelled; status, results.jsonl and the emulator agree on the spend."""
     emu = two_slot_emulator
     out = tmp_path / "out"
-    runner = spawn_cli(
-        "run", demo, "--fal-url", emu.url, "--output-dir", out, "--concurrency", "2",
-        cwd=tmp_path,
-    )  # fmt: skip
+    runner = _run_in_background(demo, emu, out)
     try:
-        _wait_for(emu, lambda s: s["running"] == 2 and s["queued"] >= 1)
+        wait_for_stats(emu, lambda s: s["running"] == 2 and s["queued"] >= 1)
         cancel = run_cli("cancel", demo, "--output-dir", out, key=None)
         _, err = runner.communicate(timeout=60)
     finally:
@@ -112,11 +113,10 @@ def test_cancel_with_no_run_marks_unsubmitted_jobs_and_drops_queued_ones(
     nothing, and `--retry-failed` runs them all."""
     emu = two_slot_emulator
     out = tmp_path / "out"
-    runner = spawn_cli(
-        "run", demo, "--fal-url", emu.url, "--output-dir", out, "--concurrency", "2",
-        cwd=tmp_path,
-    )  # fmt: skip
-    _wait_for(emu, lambda s: s["running"] == 2 and s["queued"] >= 1)
+    runner = _run_in_background(demo, emu, out)
+    # Three requests recorded while fal runs two: at least one recorded one is queued there.
+    recorded = "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')"
+    wait_for_stats(emu, lambda s: s["running"] == 2 and count_rows(out / "state.db", recorded) >= 3)
     runner.send_signal(signal.SIGKILL)
     runner.communicate()
     cancel = run_cli("cancel", demo, "--fal-url", emu.url, "--output-dir", out)

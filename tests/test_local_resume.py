@@ -9,51 +9,27 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from .conftest import run_cli
+from .conftest import count_rows, run_cli, spawn_cli
 
 JOBS = 9
 
 
-def _spawn_in_own_group(*args: str | Path, cwd: Path) -> subprocess.Popen[str]:
-    """`python -m runner …` as the foreground job of a terminal: its own process group,
-    which a terminal's Ctrl-C signals as a whole (the emulator it starts has its own)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FAL_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "runner", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-def _count(db: Path, sql: str) -> int:
-    """One number from a SQLite file (0 while it is not there or not ready)."""
-    if not db.exists():
-        return 0
-    conn = sqlite3.connect(db)
-    try:
-        return int(conn.execute(sql).fetchone()[0] or 0)
-    except sqlite3.Error:
-        return 0
-    finally:
-        conn.close()
+def _run_local(demo: Path, out: Path) -> subprocess.Popen[str]:
+    """`run --local` in the background as a terminal's foreground job (its own group)."""
+    args = ("run", demo, "--local", "--output-dir", out)
+    return spawn_cli(*args, cwd=out.parent, key=None, own_group=True)
 
 
 def _wait_until_at_fal(out: Path, jobs: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     sql = "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')"
-    while _count(out / "state.db", sql) < jobs:
+    while count_rows(out / "state.db", sql) < jobs:
         assert time.monotonic() < deadline, "no job reached the emulator"
         time.sleep(0.05)
 
@@ -75,7 +51,9 @@ def test_ctrl_c_on_run_local_then_run_again_finishes_without_resubmitting(
     twice, it leaves requests at the emulator, which keeps them under the output dir. The
     next `run --local` re-attaches: every job done, none failed, each input submitted once."""
     out = tmp_path / "out"
-    runner = _spawn_in_own_group("run", demo, "--local", "--output-dir", out, cwd=tmp_path)
+    runner = spawn_cli(
+        "run", demo, "--local", "--output-dir", out, cwd=tmp_path, key=None, own_group=True
+    )
     try:
         _wait_until_at_fal(out, 2)
         emulators = psutil.Process(runner.pid).children(recursive=True)
@@ -91,7 +69,7 @@ def test_ctrl_c_on_run_local_then_run_again_finishes_without_resubmitting(
             runner.communicate()
     assert runner.returncode == 130, err
     assert "submitting nothing new" in err
-    left = _count(out / "state.db", "SELECT count(*) FROM jobs WHERE state = 'done'")
+    left = count_rows(out / "state.db", "SELECT count(*) FROM jobs WHERE state = 'done'")
     if presses == 1:
         assert "refusing" not in err and "failed 0" in err
     psutil.wait_procs(emulators, timeout=30)
@@ -101,8 +79,8 @@ def test_ctrl_c_on_run_local_then_run_again_finishes_without_resubmitting(
     assert again.returncode == 0, again.stderr
     assert "UnsafeOutput" not in again.stderr and "refusing" not in again.stderr
     db = out / "state.db"
-    assert _count(db, "SELECT count(*) FROM jobs WHERE state = 'done'") == JOBS
-    assert _count(db, "SELECT sum(ambiguous) FROM jobs") == 0
+    assert count_rows(db, "SELECT count(*) FROM jobs WHERE state = 'done'") == JOBS
+    assert count_rows(db, "SELECT sum(ambiguous) FROM jobs") == 0
     requests = _emulator_requests(out)
     assert len(requests) == JOBS, "a job was submitted twice"
     assert len({r["input_sha256"] for r in requests}) == JOBS
@@ -114,7 +92,9 @@ def test_sigkill_on_run_local_leaves_no_emulator_and_resumes(demo: Path, tmp_pat
     """kill -9 of the runner: its emulator notices (its stdin closes) and exits; the next
     `run --local` finishes every job, paying only for the counted ambiguous submits."""
     out = tmp_path / "out"
-    runner = _spawn_in_own_group("run", demo, "--local", "--output-dir", out, cwd=tmp_path)
+    runner = spawn_cli(
+        "run", demo, "--local", "--output-dir", out, cwd=tmp_path, key=None, own_group=True
+    )
     try:
         _wait_until_at_fal(out, 2)
         emulators = psutil.Process(runner.pid).children(recursive=True)
@@ -127,8 +107,8 @@ def test_sigkill_on_run_local_leaves_no_emulator_and_resumes(demo: Path, tmp_pat
     again = run_cli("run", demo, "--local", "--output-dir", out, key=None, timeout=180)
     assert again.returncode == 0, again.stderr
     db = out / "state.db"
-    assert _count(db, "SELECT count(*) FROM jobs WHERE state = 'done'") == JOBS
-    ambiguous = _count(db, "SELECT sum(ambiguous) FROM jobs")
+    assert count_rows(db, "SELECT count(*) FROM jobs WHERE state = 'done'") == JOBS
+    ambiguous = count_rows(db, "SELECT sum(ambiguous) FROM jobs")
     requests = _emulator_requests(out)
     assert len({r["input_sha256"] for r in requests}) == JOBS
     assert len(requests) <= JOBS + ambiguous

@@ -44,6 +44,8 @@ NOTES = {
     "was_running": "was running at fal when cancelled: it may still finish and bill; `raybatch"
     " run --retry-failed` re-attaches and downloads it if it does",
     "finished": "finished at fal before the cancel took effect: the next run downloads it",
+    "ambiguous": "its submit was cut off before fal's answer: it may exist at fal (counted as"
+    " paid; check fal's dashboard); not submitted again",
 }
 
 
@@ -98,14 +100,19 @@ async def cancel_requests(
 
     A request that completed normally is left for the next run to download; one still
     running is marked cancelled, and ``--retry-failed`` re-attaches to it (it may finish).
-    A job caught mid-submit is left to the next run, which settles it first.
+    A job caught mid-submit (the ambiguous case) is counted as paid and cancelled.
     """
     wanted = set(keys)
     outcomes: list[CancelOutcome] = []
     ops: list[Op] = []
     waiting = (JobState.BLOCKED, JobState.PENDING, JobState.QUEUED, JobState.RUNNING)
-    for row in writer.store.rows_in(waiting):
+    for row in writer.store.rows_in((*waiting, JobState.SUBMITTING)):
         if row.key not in wanted:
+            continue
+        if row.state is JobState.SUBMITTING:
+            ops.append(Transitions.ambiguous(row.key, resubmit=True))
+            ops.append(Transitions.cancelled(row.key, NOTES["ambiguous"]))
+            outcomes.append(outcome(row.key, _label(row), "ambiguous", True))
             continue
         if not row.state.accepted or not row.request_id:
             ops.append(Transitions.cancelled(row.key, NOTES["unsubmitted"]))
