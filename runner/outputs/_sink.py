@@ -175,7 +175,19 @@ class LocalSink:
             return target.exists()
         except OSError as exc:
             raise disk_error(target, exc) from exc
+        self._prune(source.parent)
         return True
+
+    def _prune(self, directory: Path) -> None:
+        """Remove the directories a move left empty, up to the root (never the root)."""
+        root = self.root.absolute()
+        directory = directory.absolute()
+        while directory != root and root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return  # not empty (or not ours to remove): stop there
+            directory = directory.parent
 
 
 def _sha256(path: Path) -> str:
