@@ -62,6 +62,7 @@ class LocalSink:
 
     def __init__(self, root: Path, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self.root = root
+        self._root = os.fspath(root)
         self._ssl = ssl_context
 
     async def download(
@@ -127,7 +128,8 @@ class LocalSink:
         ``mtime_ns`` (touched, or edited in place keeping its size); ``full`` hashes every
         file.
         """
-        path = self.path(relative)
+        # A string join, not a Path: ``run`` stats every done output before it starts.
+        path = os.path.join(self._root, relative)
         try:
             info = os.stat(path, follow_symlinks=False)
         except FileNotFoundError:
@@ -190,7 +192,7 @@ class LocalSink:
             directory = directory.parent
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK_SIZE):

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from ..outputs import OutputSink
-from ..state import ErrorInfo, JobState, OutputFile, StateStore, StateWriter, Transitions
+from ..state import ErrorInfo, FileStamp, JobState, StateStore, StateWriter, Transitions
 
 #: The error class a job carries while its outputs wait to be fetched again.
 NEEDS_FETCH = "OutputMissing"
@@ -28,7 +28,7 @@ def refetch_failed(error: Exception) -> ErrorInfo:
 
 
 def damaged_outputs(
-    files: Mapping[str, list[OutputFile]], sink: OutputSink, *, full: bool = False
+    files: Mapping[str, list[FileStamp]], sink: OutputSink, *, full: bool = False
 ) -> dict[str, str]:
     """key → why its files are not as recorded, for each job of ``files`` that has one.
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from ._jobstate import JobState
 from ._lock import DirectoryLock
 from ._mailbox import Mailbox, Request
-from ._rows import ErrorInfo, JobRow, JobTally, OutputFile, Spend, StoredJob, Unfinished
+from ._rows import ErrorInfo, FileStamp, JobRow, JobTally, OutputFile, Spend, StoredJob, Unfinished
 from ._schema import SCHEMA_VERSION
 from ._store import ASIDE_DIR, Op, PlanSnapshot, StateStore
 from ._transitions import Transitions
@@ -29,6 +29,7 @@ __all__ = (
     "SCHEMA_VERSION",
     "DirectoryLock",
     "ErrorInfo",
+    "FileStamp",
     "JobRow",
     "JobState",
     "JobTally",

@@ -84,6 +84,15 @@ class JobRow:
         return cls(**data)
 
 
+class FileStamp(NamedTuple):
+    """What checking a done output needs of its record (see ``OutputFile``)."""
+
+    path: str
+    size: int
+    sha256: str
+    mtime_ns: int | None
+
+
 class Unfinished(NamedTuple):
     """What a resumed run reads of a job it has yet to finish."""
 

@@ -13,8 +13,8 @@ Versions:
    (``edges``); per attempt, whether fal may bill it (``billing``), its estimated cost and
    the billable units fal reported, so spend is the sum over attempts.
 3. superseded jobs: ``superseded_by`` names the job that now renders to a job's output
-   path (its input changed: an edited prompt), whose files are kept under
-   ``.superseded/<key>/``; outputs are looked up by path (``jobs_by_output``).
+   path (its input changed: an edited prompt); its files are kept under
+   ``.superseded/<key>/``.
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
-CREATE INDEX IF NOT EXISTS jobs_by_output ON jobs (output);
 """
 
 _ATTEMPTS = """
@@ -141,10 +140,9 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
 
 
 def _v2_to_v3(conn: sqlite3.Connection) -> None:
-    """Add ``superseded_by`` and the index by output path. Which older job a newer one
-    replaced is left to the next run: adding its plan marks every job it supersedes."""
+    """Add ``superseded_by``. Which older job a newer one replaced is left to the next
+    run: adding its plan marks every job it supersedes."""
     conn.execute("ALTER TABLE jobs ADD COLUMN superseded_by TEXT")
-    conn.execute("CREATE INDEX IF NOT EXISTS jobs_by_output ON jobs (output)")
 
 
 #: ``MIGRATIONS[n]`` takes a file from version ``n`` to ``n + 1``.

@@ -19,6 +19,7 @@ from ._lock import DirectoryLock
 from ._rows import (
     BLOCKED_ROW,
     PENDING_ROW,
+    FileStamp,
     JobRow,
     JobTally,
     OutputFile,
@@ -339,12 +340,31 @@ class StateStore:
         with translate_errors():
             return [dict(r) for r in self._conn.execute(sql + " ORDER BY intent_at", args)]
 
-    def done_outputs(self, keys: Iterable[str] | None = None) -> dict[str, list[OutputFile]]:
-        """key → recorded files of every done job (of ``keys``), read narrowly (by index)."""
+    def done_outputs(self, keys: Iterable[str] | None = None) -> dict[str, list[FileStamp]]:
+        """key → what was recorded of each file of every done job (of ``keys``): enough to
+        check it is still there as it was. Read narrowly: SQLite takes the first file out
+        of the JSON (at 100k jobs ``json.loads`` per row cost most of the read); a job with
+        more files is parsed whole."""
         wanted = None if keys is None else set(keys)
+        found: dict[str, list[FileStamp]] = {}
         with translate_errors():
-            cur = self._conn.execute("SELECT key, outputs FROM jobs WHERE state = 'done'")
-            return _files(row for row in cur if wanted is None or row[0] in wanted)
+            cur = self._conn.execute(
+                "SELECT key, outputs ->> '$[0].path', outputs ->> '$[0].size',"
+                " outputs ->> '$[0].sha256', outputs ->> '$[0].mtime_ns',"
+                " CASE WHEN json_array_length(outputs) > 1 THEN outputs END"
+                " FROM jobs WHERE state = 'done'"
+            )
+            for key, path, size, sha256, mtime_ns, several in cur:
+                if wanted is not None and key not in wanted:
+                    continue
+                if several is None:
+                    found[key] = [FileStamp(path, size, sha256, mtime_ns)] if path else []
+                else:
+                    found[key] = [
+                        FileStamp(f["path"], f["size"], f["sha256"], f.get("mtime_ns"))
+                        for f in json.loads(several)
+                    ]
+        return found
 
     def current_jobs(self) -> list[StoredJob]:
         """Every job no other job has superseded, in insertion order: what the state knows
@@ -394,11 +414,18 @@ class StateStore:
         aside = f"outputs LIKE '%\"{ASIDE_DIR}/%'"
         with translate_errors():
             away = self._conn.execute(
-                "SELECT key, outputs FROM jobs WHERE superseded_by IS NOT NULL"
-                f" AND state = 'done' AND NOT {aside} AND NOT EXISTS (SELECT 1 FROM jobs AS"
-                " now WHERE now.output = jobs.output AND now.superseded_by IS NULL"
-                f" AND now.state = 'done' AND NOT now.{aside})"
+                "SELECT key, outputs, output FROM jobs WHERE superseded_by IS NOT NULL"
+                f" AND state = 'done' AND NOT {aside}"
             ).fetchall()
+            if away:
+                owned = {
+                    output
+                    for (output,) in self._conn.execute(
+                        "SELECT output FROM jobs WHERE superseded_by IS NULL AND state = 'done'"
+                        f" AND NOT {aside}"
+                    )
+                }
+                away = [(key, text) for key, text, output in away if output not in owned]
             back = self._conn.execute(
                 "SELECT key, outputs FROM jobs WHERE superseded_by IS NULL AND state = 'done'"
                 f" AND {aside}"

@@ -140,10 +140,15 @@ class Transitions:
             )
             # Every other job with a plan job's output path is replaced by it (its input
             # changed): it keeps its row, its attempts (spend) and, moved aside, its files.
+            # One narrow read finds them (cheaper than an index on every insert).
+            mine = {row[6]: row[0] for row in rows}
+            replaced = [
+                (mine[output], now, key)
+                for key, output, by in conn.execute("SELECT key, output, superseded_by FROM jobs")
+                if output in mine and mine[output] != key and by != mine[output]
+            ]
             conn.executemany(
-                "UPDATE jobs SET superseded_by = ?1, updated_at = ?3 WHERE output = ?2"
-                " AND key != ?1 AND superseded_by IS NOT ?1",
-                ((row[0], row[6], now) for row in rows),
+                "UPDATE jobs SET superseded_by = ?, updated_at = ? WHERE key = ?", replaced
             )
             conn.executemany("INSERT OR IGNORE INTO edges (child, parent) VALUES (?, ?)", edges)
             conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (LAST_PLAN, identity or ""))
