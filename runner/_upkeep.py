@@ -100,17 +100,24 @@ def _answered(answer: dict[str, object], pid: int | None) -> Cancelled:
 
 
 def _cancel_here(plan: Plan, fal: AbstractContextManager[FalConfig]) -> list[CancelOutcome]:
-    """Cancel with no run going (the caller holds the lock)."""
+    """Cancel with no run going (the caller holds the lock); fal is reached only when a
+    job holds a request there."""
     from .fal import FalClient
     from .pipeline import cancel_requests
     from .state import open_writer
 
-    async def work(store: StateStore, config: FalConfig) -> list[CancelOutcome]:
-        async with open_writer(store) as writer, FalClient(config) as client:
-            return await cancel_requests(writer, plan.keys, client)
+    async def work(store: StateStore, config: FalConfig | None) -> list[CancelOutcome]:
+        async with open_writer(store) as writer:
+            if config is None:
+                return await cancel_requests(writer, plan.keys, None)
+            async with FalClient(config) as client:
+                return await cancel_requests(writer, plan.keys, client)
 
     store = StateStore.open(plan.output_dir / "state.db")
     try:
+        wanted = set(plan.keys)
+        if not any(key in wanted for key in store.requests_in_flight()):
+            return anyio.run(work, store, None)
         with fal as config:
             return anyio.run(work, store, config)
     finally:

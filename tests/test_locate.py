@@ -37,7 +37,7 @@ def test_read_commands_need_no_sources(demo: Path, tmp_path: Path, emulator: Emu
     assert verify.returncode == 0, verify.stderr
     assert f"{JOBS} done job(s) checked" in verify.stdout
 
-    cancel = run_cli("cancel", demo, "--fal-url", emulator.url, "--output-dir", out)
+    cancel = run_cli("cancel", demo, "--output-dir", out, key=None)  # nothing at fal: no key
     assert cancel.returncode == 0, cancel.stderr
     assert "nothing to cancel" in cancel.stdout
 
@@ -67,7 +67,7 @@ def test_read_commands_find_the_state_from_another_directory(
     assert f"wrote {state_dir / 'index.html'}" in report.stdout
     assert not (there / "outputs").exists()
 
-    cancel = run_cli("cancel", demo, "--fal-url", emulator.url, cwd=there)
+    cancel = run_cli("cancel", demo, cwd=there, key=None)
     assert cancel.returncode == 0, cancel.stderr
     assert "nothing to cancel: no job is unfinished" in cancel.stdout
 

@@ -86,10 +86,11 @@ def test_adding_a_plan_marks_superseded_jobs_and_unmarks_returning_ones(tmp_path
     async def check(store: StateStore) -> None:
         async with open_writer(store) as writer:
             await writer.apply(Transitions.add_plan([old, other], "one"))
-            assert store.outputs_to_move() == ({}, {})
+            assert store.outputs_to_move() is None, "nothing superseded: no move to make"
+            await writer.apply(Transitions.add_plan([new, other], "two"))
+            assert store.outputs_to_move() == ({}, {}), "asked for (nothing done to move)"
             await writer.apply(Transitions.moves_done())
             assert store.outputs_to_move() is None
-            await writer.apply(Transitions.add_plan([new, other], "two"))
             rows = {r.key: r for r in store.rows()}
             assert rows[old.key].superseded_by == new.key
             assert rows[new.key].superseded_by is None and rows[other.key].superseded_by is None
@@ -98,6 +99,7 @@ def test_adding_a_plan_marks_superseded_jobs_and_unmarks_returning_ones(tmp_path
             assert rows[new.key].superseded_by == old.key
             assert rows[old.key].superseded_by is None
             assert rows[old.key].state is JobState.PENDING
+            assert store.outputs_to_move() == ({}, {}), "a returning job asks for its files"
 
     store = StateStore.open(tmp_path / "state.db")
     try:

@@ -93,7 +93,7 @@ def ended_cancelled(key: str, error_type: str | None, never_ran: bool) -> Op:
 
 
 async def cancel_requests(
-    writer: StateWriter, keys: Iterable[str], client: FalClient
+    writer: StateWriter, keys: Iterable[str], client: FalClient | None
 ) -> list[CancelOutcome]:
     """Cancel these jobs when no run follows them: mark the unsubmitted ones cancelled, ask
     fal to cancel the requests it holds and look once at how each ended.
@@ -101,6 +101,7 @@ async def cancel_requests(
     A request that completed normally is left for the next run to download; one still
     running is marked cancelled, and ``--retry-failed`` re-attaches to it (it may finish).
     A job caught mid-submit (the ambiguous case) is counted as paid and cancelled.
+    ``client`` may be None when no job of ``keys`` holds a request at fal.
     """
     wanted = set(keys)
     outcomes: list[CancelOutcome] = []
@@ -118,6 +119,7 @@ async def cancel_requests(
             ops.append(Transitions.cancelled(row.key, NOTES["unsubmitted"]))
             outcomes.append(outcome(row.key, _label(row), "unsubmitted", True))
             continue
+        assert client is not None, "a job at fal needs a client to cancel it"
         case, op = await _cancel_one(client, row)
         if op is not None:
             ops.append(op)

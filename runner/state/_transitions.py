@@ -125,6 +125,18 @@ class Transitions:
             edges.extend((s.key, parent) for parent in s.parents)
 
         def op(conn: sqlite3.Connection) -> None:
+            # Every other job with a plan job's output path is replaced by it (its input
+            # changed): it keeps its row, its attempts (spend) and, moved aside, its files.
+            # A plan job that was replaced comes back. One narrow read, before the rows
+            # change, finds both (cheaper than an index on every insert).
+            mine = {row[6]: row[0] for row in rows}
+            keys = set(mine.values())
+            replaced, returning = [], False
+            for key, output, by in conn.execute("SELECT key, output, superseded_by FROM jobs"):
+                if key in keys:
+                    returning = returning or by is not None
+                elif output in mine and by != mine[output]:
+                    replaced.append((mine[output], now, key))
             conn.executemany(
                 "INSERT INTO jobs (key, endpoint, kind, clip, prompt, labels, output, arguments,"
                 " estimated_cost, state, created_at, updated_at)"
@@ -138,21 +150,14 @@ class Transitions:
                 " OR jobs.superseded_by IS NOT NULL",
                 rows,
             )
-            # Every other job with a plan job's output path is replaced by it (its input
-            # changed): it keeps its row, its attempts (spend) and, moved aside, its files.
-            # One narrow read finds them (cheaper than an index on every insert).
-            mine = {row[6]: row[0] for row in rows}
-            replaced = [
-                (mine[output], now, key)
-                for key, output, by in conn.execute("SELECT key, output, superseded_by FROM jobs")
-                if output in mine and mine[output] != key and by != mine[output]
-            ]
             conn.executemany(
                 "UPDATE jobs SET superseded_by = ?, updated_at = ? WHERE key = ?", replaced
             )
             conn.executemany("INSERT OR IGNORE INTO edges (child, parent) VALUES (?, ?)", edges)
             conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (LAST_PLAN, identity or ""))
-            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (MOVES_PENDING,))
+            if replaced or returning:
+                # Files move before anything runs; a run killed first finishes it next time.
+                conn.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (MOVES_PENDING,))
 
         return op
 
