@@ -153,6 +153,7 @@ class Emulator:
         durations: tuple[float, float],
         seed: int,
         name: str = "emulator",
+        extra: tuple[str, ...] = (),
     ) -> None:
         low, high = durations
         command = python(
@@ -169,6 +170,7 @@ class Emulator:
             f"{low}:{high}",
             "--seed",
             str(seed),
+            *extra,
         )
         self._stderr = (work / f"{name}.log").open("wb")
         self.process = subprocess.Popen(

@@ -240,6 +240,21 @@ def markdown(f: dict[str, Any]) -> str:
                 f" | {_fmt(unsynced)} | {_fmt(round(ratio, 3))} | |"
             )
         lines.append("")
+    streams = f.get("streams")
+    if streams:
+        lines += [
+            f"**Status-stream faults** (raybatch alone, {streams[0]['jobs']} jobs each, fresh"
+            " emulator per fault)",
+            "",
+            "| fault | status calls per job | makespan (s) | exit |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['fault']} | {_fmt(r['status_calls_per_job'])} | {_fmt(r['makespan_s'])} |"
+            f" {r['exit_code']} |"
+            for r in streams
+        ]
+        lines.append("")
     lines += ["**Targets**", "", "| target | value | bound | met |", "|---|---:|---:|---|"]
     for t in f["targets"]:
         lines.append(f"| {t['target']} | {_fmt(t['value'])} | {t['bound']} | {_fmt(t['met'])} |")

@@ -8,7 +8,9 @@ Phases (each starts its own emulators on 127.0.0.1 and stops everything it start
 2. ``cpu``: the CPU-per-job curve, both sides, on short jobs (a 100k-job makespan run at
    real durations would take hours) on a pass-through endpoint with tiny outputs;
 3. ``scale``: ``plan``, resume-to-first-submission and ``status`` at 1k, 10k, 100k jobs;
-4. ``transfer``: 1 GiB up and down, raybatch's code against curl.
+4. ``transfer``: 1 GiB up and down, raybatch's code against curl;
+5. ``streams``: raybatch alone under each status-stream fault (silent, closed early, a cap
+   on open streams): status calls per job and makespan against the same run without one.
 
 Prints one table, writes ``<out>/latest.json`` and ``<out>/latest.md``.
 """
@@ -33,7 +35,14 @@ from .sides import run_side
 from .transfer import transfer
 
 ROOT = Path(__file__).resolve().parent.parent
-PHASES = ("makespan", "cpu", "scale", "transfer")
+PHASES = ("makespan", "cpu", "scale", "transfer", "streams")
+#: The status-stream faults of the ``streams`` phase: name → emulator switches.
+STREAM_FAULTS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "silent": ("--faults", "stream=silent"),
+    "closed early": ("--faults", "stream=close-early"),
+    "stream cap (429 past 10 open)": ("--max-streams", "10"),
+}
 
 
 def _sizes(text: str) -> list[int]:
@@ -185,9 +194,37 @@ def run(config: dict[str, Any], work: Path) -> dict[str, Any]:
             timeout=900,
         )
         _progress(f"transfer: {figures['transfer']}")
+    if "streams" in phases:
+        figures["streams"] = _streams(config, work / "streams")
     figures["targets"] = report.targets(figures)
     figures["bench_seconds"] = round(time.monotonic() - started, 1)
     return figures
+
+
+def _streams(config: dict[str, Any], work: Path) -> list[dict[str, Any]]:
+    """raybatch's figures under each stream fault (a tenth of the makespan workload)."""
+    jobs = max(10, config["jobs"] // 10)
+    rows = []
+    for name, switches in STREAM_FAULTS.items():
+        figures = run_side(
+            "raybatch",
+            "library",
+            work / name.split()[0],
+            jobs=jobs,
+            limit=config["limit"],
+            durations=config["durations"],
+            seed=config["seed"],
+            output_bytes=0,
+            timeout=900,
+            emulator_args=switches,
+            # Quick mode checks the harness: a silent stream is given up after 2 s.
+            options=("--stream-idle", "2") if config["quick"] else (),
+        )
+        row = {"fault": name, "jobs": jobs}
+        row |= {k: figures.get(k) for k in ("status_calls_per_job", "makespan_s", "exit_code")}
+        rows.append(row)
+        _progress(f"streams, {name}: {row}")
+    return rows
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

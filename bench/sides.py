@@ -69,8 +69,11 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def client_command(side: Side, load: workload.Workload, url: str, limit: int) -> list[str]:
-    """The command line that runs ``load`` against ``url`` on one side."""
+def client_command(
+    side: Side, load: workload.Workload, url: str, limit: int, options: tuple[str, ...] = ()
+) -> list[str]:
+    """The command line that runs ``load`` against ``url`` on one side (``options``:
+    more of raybatch's run options)."""
     if side == "raybatch":
         return python(
             "-m",
@@ -81,6 +84,7 @@ def client_command(side: Side, load: workload.Workload, url: str, limit: int) ->
             url,
             "--concurrency",
             str(limit),
+            *options,
         )
     return python(
         str(ROOT / "bench" / "peer.py"),
@@ -118,10 +122,15 @@ def run_side(
     seed: int,
     output_bytes: int,
     timeout: float,
+    emulator_args: tuple[str, ...] = (),
+    options: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Run one side end to end on a fresh emulator; every figure for that side."""
+    """Run one side end to end on a fresh emulator (started with ``emulator_args``, such as
+    faults); every figure for that side."""
     work.mkdir(parents=True, exist_ok=True)
-    with Emulator(work, limit=limit, durations=durations, seed=seed) as emulator:
+    with Emulator(
+        work, limit=limit, durations=durations, seed=seed, extra=emulator_args
+    ) as emulator:
         if shape == "library":
             clips, _ = workload.shape(jobs)
             urls = workload.upload_clips(emulator.url, clips)
@@ -130,7 +139,7 @@ def run_side(
             load = workload.synthetic(work, jobs, output_bytes)
         emulator_cpu = emulator.cpu_seconds()
         measured = measure(
-            client_command(side, load, emulator.url, limit),
+            client_command(side, load, emulator.url, limit, options),
             cwd=work,
             log=work / f"{side}.log",
             timeout=timeout,

@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="send queue, storage and file traffic to this origin (an emulator)",
     )
     p.add_argument(
+        "--fal-backup-url",
+        metavar="URL",
+        help="with --fal-url: the backup host a queue call that cannot connect goes to once",
+    )
+    p.add_argument(
         "--concurrency",
         type=int,
         metavar="N",
@@ -153,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1800.0,
         metavar="SECONDS",
         help="how long fal may stay unreachable before the run stops (default 1800)",
+    )
+    p.add_argument(
+        "--stream-idle",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a status stream silent this long (no event, no ping) is given up for polling",
     )
     p.add_argument(
         "--http-timeout",
@@ -326,6 +338,7 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
         grace=args.grace,
         retries=max(1, args.retries),
         max_outage=args.max_outage,
+        stream_idle=args.stream_idle,
     )
 
     @contextmanager
@@ -339,7 +352,10 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
         plan,
         options,
         fal=session.fal_origin(
-            local=args.local, fal_url=args.fal_url, state_dir=plan.output_dir / ".emulator"
+            local=args.local,
+            fal_url=args.fal_url,
+            backup_url=args.fal_backup_url,
+            state_dir=plan.output_dir / ".emulator",
         ),
         retry_failed=args.retry_failed,
         rerender=args.rerender,

@@ -366,7 +366,11 @@ def _refresh_review(plan: Plan) -> list[str]:
 
 @contextmanager
 def fal_origin(
-    *, local: bool = False, fal_url: str | None = None, state_dir: Path | None = None
+    *,
+    local: bool = False,
+    fal_url: str | None = None,
+    backup_url: str | None = None,
+    state_dir: Path | None = None,
 ) -> Iterator[FalConfig]:
     """The fal configuration for a run: real fal (FAL_KEY from the environment), the
     emulator at ``fal_url``, or with ``local`` a built-in emulator for the run, keeping
@@ -374,7 +378,7 @@ def fal_origin(
     from .fal import FalConfig
 
     if not local:
-        yield FalConfig.from_env(fal_url)
+        yield FalConfig.from_env(fal_url, backup_url)
         return
     from .emulator import launch
 

@@ -27,6 +27,16 @@ MANIFESTS = ROOT / "manifests"
 TEST_KEY = "test-key-0123456789"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long sweeps (``@pytest.mark.slow``) run only when asked for with ``-m slow``."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="a long sweep: run it with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Keep the per-user index of output directories (runner/registry.py) and the plan
@@ -52,7 +62,11 @@ class Emulator:
 
     def stats(self) -> dict[str, Any]:
         """GET /_emulator/stats."""
-        with urllib.request.urlopen(self.url + "/_emulator/stats", timeout=10) as answer:
+        return self.stats_at(self.url)
+
+    def stats_at(self, origin: str) -> dict[str, Any]:
+        """GET /_emulator/stats from one of its origins (every origin serves them)."""
+        with urllib.request.urlopen(origin + "/_emulator/stats", timeout=10) as answer:
             data: dict[str, Any] = json.load(answer)
         return data
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ SCALE_FIGURES = (
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
     """Run ``python -m bench --quick`` once; its JSON and its printed table."""
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run(
@@ -53,7 +54,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
 
 
 @pytest.mark.timeout(150)
-def test_quick_bench_reports_both_sides(quick: tuple[dict, str]) -> None:
+def test_quick_bench_reports_both_sides(quick: tuple[dict[str, Any], str]) -> None:
     """Both sides ran every job and every comparison figure is present for each."""
     figures, table = quick
     jobs = figures["config"]["jobs"]
@@ -71,9 +72,16 @@ def test_quick_bench_reports_both_sides(quick: tuple[dict, str]) -> None:
 
 
 @pytest.mark.timeout(150)
-def test_quick_bench_covers_curve_scale_transfer_and_targets(quick: tuple[dict, str]) -> None:
-    """The CPU curve, scale points, transfers and every target have their figures."""
-    figures, _ = quick
+def test_quick_bench_covers_curve_scale_transfer_and_targets(
+    quick: tuple[dict[str, Any], str],
+) -> None:
+    """The CPU curve, scale points, transfers, stream faults and every target have their
+    figures."""
+    figures, text = quick
+    faults = [row["fault"] for row in figures["streams"]]
+    assert faults[0] == "none" and len(faults) == 4 and "silent" in faults
+    assert all(row["exit_code"] == 0 and row["status_calls_per_job"] for row in figures["streams"])
+    assert "Status-stream faults" in text
     assert [p["jobs"] for p in figures["cpu_curve"]] == figures["config"]["cpu_scale"]
     for point in figures["cpu_curve"]:
         assert point["cpu_ratio"] is not None

@@ -242,7 +242,8 @@ class _FaultyConnection:
             raise sqlite3.OperationalError(self._message)
         if verb in ("COMMIT", "ROLLBACK", "BEGIN IMMEDIATE"):
             object.__setattr__(self, "_marked", False)
-        return self._conn.execute(sql, *args)
+        cursor: sqlite3.Cursor = self._conn.execute(sql, *args)
+        return cursor
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)

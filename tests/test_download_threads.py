@@ -58,15 +58,15 @@ class StallingServer(RawServer):
             wanted = headers.get("range")
             if wanted:
                 start = int(wanted.removeprefix("bytes=").rstrip("-"))
-                head = (
+                reply = (
                     "HTTP/1.1 206 Partial Content\r\n"
                     f"Content-Range: bytes {start}-{len(DATA) - 1}/{len(DATA)}\r\n"
                     f"Content-Length: {len(DATA) - start}\r\nETag: {ETAG}\r\n\r\n"
                 )
-                conn.sendall(head.encode() + DATA[start:])
+                conn.sendall(reply.encode() + DATA[start:])
                 return
-            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\nETag: {ETAG}\r\n\r\n"
-            conn.sendall(head.encode() + DATA[: len(DATA) // 2])
+            reply = f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\nETag: {ETAG}\r\n\r\n"
+            conn.sendall(reply.encode() + DATA[: len(DATA) // 2])
             self.released.wait()  # hold the connection open, sending nothing
 
 

@@ -481,6 +481,7 @@ def test_valid_combinations_are_accepted() -> None:
         (EDIT_IMAGE, {"reference_image_urls": [IMG, "data:image/png;base64,AAAA"]}),
     ]
     for endpoint, changes in good:
+        assert isinstance(changes, dict)
         arguments, issues = spec_for(endpoint).validate(_with(endpoint, changes))
         assert issues == [], (endpoint, changes, issues)
         assert arguments is not None

@@ -40,11 +40,11 @@ def _opens(path: Path) -> None:
             names = archive.namelist()
             assert names and all(n.endswith(".exr") for n in names)
             for name in names:
-                with av.open(io.BytesIO(archive.read(name)), format="image2pipe") as c:
+                with av.open(io.BytesIO(archive.read(name)), "r", format="image2pipe") as c:
                     frame = next(c.decode(video=0))
                     assert frame.width > 0 and frame.height > 0
         return
-    with av.open(str(path)) as container:
+    with av.open(str(path), "r") as container:
         frames = sum(1 for _ in container.decode(video=0))
     assert frames > 0, path
 
@@ -85,6 +85,7 @@ def test_max_cost_below_the_estimate_refuses_to_start(
     result = run_cli("run", demo, "--fal-url", emulator.url, "--output-dir", out, "--max-cost", "5")
     assert result.returncode == 2
     assert "$6.48" in result.stderr and "$5.00" in result.stderr
+    assert result.stderr.startswith("raybatch: the remaining jobs"), "no empty location"
     assert emulator.stats()["submits"] == 0 and emulator.stats()["uploads"] == 0
 
 

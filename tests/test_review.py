@@ -135,7 +135,7 @@ def test_report_after_a_demo_run(demo: Path, tmp_path: Path) -> None:
     assert len(posters) == 12
     for poster in posters:
         assert poster.read_bytes()[:2] == b"\xff\xd8"
-        with av.open(str(poster)) as image:
+        with av.open(str(poster), "r") as image:
             frame = next(image.decode(video=0))
             assert 0 < frame.width <= 480 and frame.height > 0
     assert [p.stat().st_mtime_ns for p in posters] == stamps

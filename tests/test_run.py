@@ -21,7 +21,7 @@ JOBS_IN_DEMO = 9
 
 def _frames(path: Path) -> list[np.ndarray]:
     """Every frame of a video as float RGB (decoded with PyAV)."""
-    with av.open(str(path)) as container:
+    with av.open(str(path), "r") as container:
         frames = [
             f.to_ndarray(format="rgb24").astype(np.float32) for f in container.decode(video=0)
         ]
@@ -31,7 +31,8 @@ def _frames(path: Path) -> list[np.ndarray]:
 
 def _mean_frame(path: Path) -> np.ndarray:
     """The mean colour of a video."""
-    return np.mean([f.mean(axis=(0, 1)) for f in _frames(path)], axis=0)
+    mean: np.ndarray = np.mean([f.mean(axis=(0, 1)) for f in _frames(path)], axis=0)
+    return mean
 
 
 def _chroma(path: Path) -> float:

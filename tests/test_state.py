@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 import anyio
@@ -201,7 +203,8 @@ async def test_spend_is_the_sum_of_every_paid_attempt(tmp_path: Path) -> None:
     spend = store.spend()
     assert spend.usd == pytest.approx(0.72 * 4)
     assert (spend.paid_attempts, spend.resubmitted, spend.ambiguous) == (5, 1, 1)
-    assert store.spend_by_job()[b.key] == (pytest.approx(1.44), 2)
+    usd, paid = store.spend_by_job()[b.key]
+    assert usd == pytest.approx(1.44) and paid == 2
 
 
 async def test_reset_goes_where_it_is_told(tmp_path: Path) -> None:
@@ -277,7 +280,7 @@ async def test_many_concurrent_writers_are_group_committed(tmp_path: Path) -> No
     commits = 0
     original = store.execute_batch
 
-    def counting(ops: list[states.Op]) -> list[IllegalTransition | None]:
+    def counting(ops: Sequence[states.Op]) -> list[IllegalTransition | None]:
         nonlocal commits
         commits += 1
         return original(ops)
@@ -331,9 +334,11 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     """A state file from a newer raybatch is refused rather than misread, by writers and
     readers alike."""
     store, _ = _store(tmp_path)
-    store.execute_batch(
-        [lambda conn: conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")]
-    )
+
+    def newer(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+
+    store.execute_batch([newer])
     store.close()
     with pytest.raises(StateError, match="newer raybatch"):
         StateStore.open(tmp_path / "state.db")

@@ -8,14 +8,13 @@ source and date); a user's rows override them (``Overrides``, ``EndpointTables``
 re-exported here.
 """
 
+from __future__ import annotations
+
+from runner.endpoints._base import Media, Ruled, Strict, Violation, unavailable
 from runner.endpoints._cite import Cite, user_cite
-from runner.endpoints._overrides import EndpointTables, Overrides
-from runner.endpoints._rules import RULES, Rule, rules_for
-from runner.endpoints._table import EndpointRow, endpoint_rows, format_endpoints, rows_as_json
-from runner.endpoints.base import Media, Ruled, Strict, unavailable
-from runner.endpoints.issues import Issue, did_you_mean, format_loc, issues_from
-from runner.endpoints.limits import LIMITS, AppliedLimit, Limit, LimitOverrides, limits_for
-from runner.endpoints.luma import (
+from runner.endpoints._issues import Issue, Loc, did_you_mean, format_loc, issues_from
+from runner.endpoints._limits import LIMITS, AppliedLimit, Limit, LimitOverrides, limits_for
+from runner.endpoints._luma import (
     EditImageInput,
     File,
     ImageOutput,
@@ -26,7 +25,8 @@ from runner.endpoints.luma import (
     VideoOutput,
     VideoToVideoInput,
 )
-from runner.endpoints.prices import (
+from runner.endpoints._overrides import EndpointTables, Overrides
+from runner.endpoints._prices import (
     DEFAULT_PRICES,
     PRICES,
     Price,
@@ -35,7 +35,7 @@ from runner.endpoints.prices import (
     estimate_cost,
     unpriced_refusal,
 )
-from runner.endpoints.registry import (
+from runner.endpoints._registry import (
     EDIT_IMAGE,
     ENDPOINTS,
     IMAGE_TO_VIDEO,
@@ -44,12 +44,15 @@ from runner.endpoints.registry import (
     TEXT_TO_VIDEO,
     VIDEO_TO_VIDEO,
     EndpointSpec,
+    MediaField,
     endpoint_problem,
     is_endpoint_id,
     spec_for,
 )
+from runner.endpoints._rules import RULES, Rule, rules_for
+from runner.endpoints._table import EndpointRow, endpoint_rows, format_endpoints, rows_as_json
 
-__all__ = [
+__all__ = (
     "DEFAULT_PRICES",
     "EDIT_IMAGE",
     "ENDPOINTS",
@@ -73,7 +76,9 @@ __all__ = [
     "Issue",
     "Limit",
     "LimitOverrides",
+    "Loc",
     "Media",
+    "MediaField",
     "Overrides",
     "Price",
     "PriceOverride",
@@ -86,6 +91,7 @@ __all__ = [
     "TextToVideoInput",
     "VideoOutput",
     "VideoToVideoInput",
+    "Violation",
     "did_you_mean",
     "endpoint_problem",
     "endpoint_rows",
@@ -101,4 +107,4 @@ __all__ = [
     "unavailable",
     "unpriced_refusal",
     "user_cite",
-]
+)

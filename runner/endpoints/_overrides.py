@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from runner.endpoints._cite import Cite
-from runner.endpoints.limits import Limit, LimitOverrides, limits_for
-from runner.endpoints.prices import DEFAULT_PRICES, PriceOverride, PriceTable
+from runner.endpoints._limits import Limit, LimitOverrides, limits_for
+from runner.endpoints._prices import DEFAULT_PRICES, PriceOverride, PriceTable
 
 
 @dataclass(frozen=True)

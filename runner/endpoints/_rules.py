@@ -20,7 +20,7 @@ from runner.endpoints._cite import (
     SKILL,
     Cite,
 )
-from runner.endpoints.registry import (
+from runner.endpoints._registry import (
     EDIT_IMAGE,
     IMAGE_TO_VIDEO,
     REFRAME,

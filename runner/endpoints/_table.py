@@ -22,11 +22,10 @@ from runner.endpoints._cite import (
     FAL_V2V,
     Cite,
 )
+from runner.endpoints._limits import Limit
 from runner.endpoints._overrides import EndpointTables
-from runner.endpoints._rules import rules_for
-from runner.endpoints.limits import Limit
-from runner.endpoints.prices import Price
-from runner.endpoints.registry import (
+from runner.endpoints._prices import Price
+from runner.endpoints._registry import (
     EDIT_IMAGE,
     ENDPOINTS,
     IMAGE_TO_VIDEO,
@@ -35,6 +34,7 @@ from runner.endpoints.registry import (
     TEXT_TO_VIDEO,
     VIDEO_TO_VIDEO,
 )
+from runner.endpoints._rules import rules_for
 
 Kind = Literal["field", "rule", "limit", "price"]
 

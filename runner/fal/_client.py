@@ -86,6 +86,8 @@ class FalClient(StorageOps):
         self._http = client(transport, min(max_connections, _REQUEST_KEEPALIVE))
         self._streams = self._http if transport is not None else client(None, max_connections)
         self._key_origins = {origin(config.queue_url), origin(config.rest_url)}
+        if config.backup_url is not None:
+            self._key_origins.add(origin(config.backup_url))
         # "scheme://host[:port]/" of each: a URL starting with one has that origin, which
         # spares parsing the URL of every queue request (3 % of a short job's CPU).
         self._key_prefixes = tuple(
@@ -258,6 +260,16 @@ class FalClient(StorageOps):
         all_headers = {**(headers or {}), "Authorization": auth or self._key_auth(url)}
         try:
             response = await self._http.request(method, url, headers=all_headers, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # Never sent: safe to send once to the backup host (queue calls only). If that
+            # fails too, the primary's error is the one reported, as fal's client does.
+            backup = self._backup_for(url)
+            if backup is None:
+                raise self._scrub(transport_error(exc, op)) from exc
+            try:
+                response = await self._http.request(method, backup, headers=all_headers, **kwargs)
+            except httpx.RequestError:
+                raise self._scrub(transport_error(exc, op)) from exc
         except httpx.RequestError as exc:
             raise self._scrub(transport_error(exc, op)) from exc
         if response.is_success or response.status_code in allow:
@@ -266,6 +278,13 @@ class FalClient(StorageOps):
         if op == "upload" and response.status_code in (401, 403):
             self._token = None  # a token the CDN refuses is not reused
         raise error
+
+    def _backup_for(self, url: str) -> str | None:
+        """``url`` on the backup host, for a URL on the queue origin (else None)."""
+        backup, queue = self.config.backup_url, self.config.queue_url
+        if backup is None or not url.startswith(queue + "/"):
+            return None
+        return backup + url[len(queue) :]
 
     def owns(self, url: str) -> bool:
         """Whether ``url`` is on the queue or REST origin this client sends its key to."""

@@ -18,14 +18,14 @@ from pydantic.config import JsonDict
 
 from ..endpoints import (
     LimitOverrides,
+    Loc,
     PriceOverride,
     Ruled,
+    Violation,
     endpoint_problem,
     is_endpoint_id,
     issues_from,
 )
-from ..endpoints.base import Violation
-from ..endpoints.issues import Loc
 from ..media import (
     is_remote,
     reference_problem,

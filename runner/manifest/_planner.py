@@ -14,14 +14,14 @@ from ..endpoints import (
     EndpointSpec,
     EndpointTables,
     Limit,
+    Loc,
+    MediaField,
     Overrides,
     PriceTable,
     did_you_mean,
     format_loc,
     spec_for,
 )
-from ..endpoints.issues import Loc
-from ..endpoints.registry import MediaField
 from ..job import LocalFile
 from ..media import (
     MediaError,
@@ -231,7 +231,30 @@ class Planner:
             group = self._entry_group(entry, ("jobs", index), sources, defaults, top_template)
             if group is not None:
                 groups.append(group)
+        if not sources and not manifest.jobs and manifest.prompts:
+            # Prompts alone (text-to-video, text-to-image): each prompt × the matrix.
+            group = self._prompts_group(defaults, top_matrix, top_template)
+            if group is not None:
+                groups.append(group)
         return groups
+
+    def _prompts_group(
+        self,
+        defaults: Layer,
+        top_matrix: dict[str, list[Layer]],
+        top_template: tuple[str | None, Loc],
+    ) -> Group | None:
+        """Every prompt × the matrix on the manifest's endpoint, for a manifest with no
+        clips, images or ``jobs:`` entries."""
+        spec = self._endpoint(self.manifest.endpoint, ("endpoint",))
+        if spec is None:
+            return None
+        taken = [name for name in top_matrix if spec.takes(name)]
+        matrix = [[self._shared(value, spec) for value in top_matrix[name]] for name in taken]
+        template = self._template(top_template, None, taken)
+        prompts: list[str | None] = list(self.manifest.prompts)
+        return Group(("prompts",), spec, None, [self._shared(defaults, spec)], matrix, prompts,
+                     template)  # fmt: skip
 
     def _entry_group(
         self,

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..endpoints import (
+    Loc,
     format_loc,
 )
-from ..endpoints.issues import Loc
 from ..errors import ManifestError, Problem
 from ._yaml import MAX_SHOWN_PROBLEMS
 

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..endpoints import (
     EndpointSpec,
+    Loc,
 )
-from ..endpoints.issues import Loc
 from ..job import LocalFile
 from ..media import (
     MediaKind,

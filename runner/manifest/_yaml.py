@@ -11,9 +11,9 @@ from typing import Any
 import yaml
 
 from ..endpoints import (
+    Loc,
     format_loc,
 )
-from ..endpoints.issues import Loc
 from ..errors import ManifestError, Problem
 from ..media import (
     not_a_regular_file,

@@ -20,9 +20,10 @@ from ..errors import OutageTooLong, RaybatchError
 
 #: Consecutive outage failures (across all calls of a service) that close its gate.
 TRIP_AFTER = 5
-#: The first pause before a probe while a gate is closed, doubling up to PROBE_MAX.
+#: The first pause before a probe while a gate is closed, doubling up to PROBE_GROWTH
+#: times that (1 s to 30 s by default).
 PROBE_INITIAL = 1.0
-PROBE_MAX = 30.0
+PROBE_GROWTH = 30.0
 
 
 class OutageGate:
@@ -36,14 +37,13 @@ class OutageGate:
         on_note: Callable[[str], None],
         trip_after: int = TRIP_AFTER,
         probe_initial: float = PROBE_INITIAL,
-        probe_max: float = PROBE_MAX,
     ) -> None:
         self.service = service
         self._limit = limit
         self._note = on_note
         self._trip_after = trip_after
         self._probe_initial = probe_initial
-        self._probe_max = probe_max
+        self._probe_max = probe_initial * PROBE_GROWTH
         self._streak = 0
         self._streak_started: float | None = None  # wall clock, for the message
         self._closed_at: float | None = None  # monotonic, for the limit
@@ -149,9 +149,20 @@ class Gates:
         outage_limit: float,
         status_per_second: float,
         on_note: Callable[[str], None],
+        trip_after: int = TRIP_AFTER,
+        probe_initial: float = PROBE_INITIAL,
     ) -> None:
-        self.fal = OutageGate("fal", limit=outage_limit, on_note=on_note)
-        self.cdn = OutageGate("fal's CDN", limit=outage_limit, on_note=on_note)
+        def gate(service: str) -> OutageGate:
+            return OutageGate(
+                service,
+                limit=outage_limit,
+                on_note=on_note,
+                trip_after=trip_after,
+                probe_initial=probe_initial,
+            )
+
+        self.fal = gate("fal")
+        self.cdn = gate("fal's CDN")
         self.polls = RateGate(status_per_second)
         self._note = on_note
         self._submits_paused_until = 0.0

@@ -37,6 +37,10 @@ class RunOptions:
     stage_deadline: float = 1800.0
     #: Seconds fal may stay unreachable before the run stops (``--max-outage``).
     max_outage: float = 1800.0
+    #: Failures in a row (no answer, or a 5xx, across all calls) that close the outage gate.
+    outage_after: int = 5
+    #: The first pause before a probe while the outage gate is closed (then doubling).
+    outage_probe: float = 1.0
     on_ambiguous: Literal["resubmit", "fail"] = "resubmit"
     resubmit_expired: bool = False
     watch: Literal["stream", "poll"] = "stream"

@@ -82,6 +82,8 @@ class Scheduler:
             outage_limit=self.options.max_outage,
             status_per_second=self.options.status_per_second,
             on_note=self.observer.on_note,
+            trip_after=self.options.outage_after,
+            probe_initial=self.options.outage_probe,
         )
         self.policy = Policy(
             self.gates,

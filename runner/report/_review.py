@@ -28,7 +28,7 @@ from typing import Any
 
 import av
 
-from ..endpoints.registry import spec_for
+from ..endpoints import spec_for
 from ..job import LOCAL_PREFIX, JobSpec, LocalFile, canonical_json, substitute
 from ..plan import Plan
 from ..state import JobRow, Spend, StateStore

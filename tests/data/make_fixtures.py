@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 # The demo media script owns the one reproducible clip writer; fixtures reuse it.
 sys.path.insert(0, str(HERE.parents[1] / "manifests" / "media"))
 
-from make_media import grid, write_clip  # noqa: E402
+from make_media import grid, write_clip  # type: ignore[import-not-found]  # noqa: E402
 
 FTYP = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
 

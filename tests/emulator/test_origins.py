@@ -169,6 +169,6 @@ def test_config_refuses_bad_switches() -> None:
     """Unknown values of the emulator's switches fail at construction."""
     for field in ("cancel_running", "unknown_app", "v2v_long", "v2v_short"):
         with pytest.raises(ValueError, match=field):
-            EmulatorConfig(**{field: "nonsense"})
+            EmulatorConfig(**{field: "nonsense"})  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         EmulatorConfig(max_streams=-1)

@@ -11,7 +11,7 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -35,6 +35,13 @@ T2I = "luma/agent/uni-1/v1/text-to-image"
 EDIT = "luma/agent/uni-1/v1/edit"
 
 Pixels = NDArray[np.uint8]
+
+
+def rgb(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> Pixels:
+    """A frame as RGB pixels, scaled to ``size`` (width, height) if given."""
+    if size is not None:
+        frame = frame.reformat(width=size[0], height=size[1])
+    return cast(Pixels, frame.to_ndarray(format="rgb24"))
 
 
 def fetch(url: str) -> bytes:
@@ -63,18 +70,17 @@ class Clip:
 
 def decode(data: bytes, size: tuple[int, int] | None = None) -> Clip:
     """Every frame of a video as RGB (scaled to ``size`` if given) plus its stream facts."""
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         stream = container.streams.video[0]
         codec = stream.codec_context
         width, height = codec.width, codec.height
-        scale = {"width": size[0], "height": size[1]} if size else {}
-        frames = [f.to_ndarray(format="rgb24", **scale) for f in container.decode(stream)]
+        frames = [rgb(f, size) for f in container.decode(stream)]
         return Clip(
             width,
             height,
             frames,
-            container.duration / av.time_base,
-            codec.pix_fmt,
+            (container.duration or 0) / av.time_base,
+            codec.pix_fmt or "",
             int(codec.color_primaries),
             int(codec.color_trc),
             int(codec.colorspace),
@@ -83,18 +89,14 @@ def decode(data: bytes, size: tuple[int, int] | None = None) -> Clip:
 
 def first_frame(url: str, size: tuple[int, int] | None = None) -> Pixels:
     """The first picture of an input file, optionally scaled."""
-    with av.open(str(ROOT / url)) as container:
-        frame = next(container.decode(video=0))
-        scale = {"width": size[0], "height": size[1]} if size else {}
-        picture: Pixels = frame.to_ndarray(format="rgb24", **scale)
-        return picture
+    with av.open(str(ROOT / url), "r") as container:
+        return rgb(next(container.decode(video=0)), size)
 
 
 def first_frame_of(data: bytes) -> Pixels:
     """The first picture in an encoded file."""
-    with av.open(io.BytesIO(data)) as container:
-        picture: Pixels = next(container.decode(video=0)).to_ndarray(format="rgb24")
-        return picture
+    with av.open(io.BytesIO(data), "r") as container:
+        return rgb(next(container.decode(video=0)))
 
 
 def difference(a: Pixels, b: Pixels) -> float:
@@ -134,7 +136,7 @@ def test_video_to_video_is_a_playable_restyled_clip_of_the_requested_length() ->
         assert len(clip.frames) == frames
         assert clip.seconds == pytest.approx(frames / 24, abs=0.05)
         assert clip.pix_fmt == "yuv420p"
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), "r") as container:
             assert len(container.streams.audio) == 0  # Ray 3.2 returns silent video
         source = first_frame(media("beach.mp4"), (960, 540))
         assert difference(clip.frames[0], source) > 20
@@ -239,7 +241,7 @@ def test_video_to_video_starts_on_the_start_image() -> None:
     crop = (image.shape[0] - image.shape[1] * 9 // 16) // 2  # cover: a centre band, 16:9
     band = image[crop : crop + image.shape[1] * 9 // 16]
     expected = av.VideoFrame.from_ndarray(np.ascontiguousarray(band), format="rgb24")
-    expected_pixels = expected.to_ndarray(format="rgb24", width=960, height=540)
+    expected_pixels = rgb(expected, (960, 540))
     assert difference(clip.frames[0], expected_pixels) < 8
     assert colourfulness(clip.frames[0]) > 40  # the colourful still, not the grey edit
     plain = decode(video_of(V2V, {**args, "start_image_url": None}, max_frames=14).data)
@@ -433,13 +435,14 @@ def test_exr_export_is_a_zip_of_readable_openexr_frames() -> None:
         for name in names:
             data = archive.read(name)
             assert data.startswith(b"\x76\x2f\x31\x01")  # OpenEXR magic
-            with av.open(io.BytesIO(data)) as container:
+            with av.open(io.BytesIO(data), "r") as container:
                 frame = next(container.decode(video=0))
                 assert (container.format.name, frame.width, frame.height) == ("exr_pipe", 1280, 720)
                 assert frame.format.name == "gbrpf16le"  # half floats
                 # Read the planes directly: swscale would clamp the values to [0, 1].
                 planes = [
-                    np.frombuffer(p, np.float16).reshape(frame.height, -1) for p in frame.planes
+                    np.frombuffer(bytes(p), np.float16).reshape(frame.height, -1)
+                    for p in frame.planes
                 ]
                 assert max(float(p[:, : frame.width].max()) for p in planes) > 1.5  # lit windows
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from typing import cast
 
 import av
 import numpy as np
@@ -49,13 +50,12 @@ def read_counters(data: bytes, skip: int = 0) -> Iterator[int]:
     """The counter shown by each frame of an output (after the first ``skip``), read by
     luminance against the two reference blocks (a look changes their colours, not their
     order)."""
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         for index, frame in enumerate(container.decode(video=0)):
             if index < skip:
                 continue
-            picture: NDArray[np.uint8] = frame.to_ndarray(
-                format="rgb24", width=SIZE[0], height=SIZE[1]
-            )
+            scaled = frame.reformat(width=SIZE[0], height=SIZE[1], format="rgb24")
+            picture = cast(NDArray[np.uint8], scaled.to_ndarray())
             luma = picture[: SIZE[1] // 2].astype(np.float32) @ np.array([0.299, 0.587, 0.114])
             means = [
                 float(luma[8:-8, b * BLOCK + 8 : (b + 1) * BLOCK - 8].mean()) for b in range(BLOCKS)
@@ -111,7 +111,7 @@ def test_start_image_hides_only_the_first_frames(two_seconds: bytes) -> None:
     args = {"prompt": "noir", "video_url": "src", "start_image_url": "img", "duration": "5s"}
     video = render(V2V, args, lambda url: png if url == "img" else two_seconds, seed=3)
     data = video["video"].data
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         first = next(container.decode(video=0)).to_ndarray(format="rgb24")
     assert float(np.abs(first.astype(np.int16) - 128).mean()) < 6  # frame 0 is the image
     assert list(read_counters(data, skip=START_FADE_FRAMES)) == [

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, StringConstraints
 
-from runner.endpoints.base import ImageRef, Ruled, Strict, VideoRef, Violation, unavailable
+from runner.endpoints._base import ImageRef, Ruled, Strict, VideoRef, Violation, unavailable
 
 # Ray 3.2 and Uni-1 both take 1-6000 characters (Luma's reframing guide, read 2026-12-04).
 Prompt = Annotated[str, StringConstraints(min_length=1, max_length=6000)]

@@ -15,9 +15,9 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, PositiveFloat, PositiveInt
 
+from runner.endpoints._base import Strict
 from runner.endpoints._cite import FAL_R2_MODIFY, FAL_REFRAME, FAL_TYPES, FAL_V2V, SKILL, Cite
-from runner.endpoints.base import Strict
-from runner.endpoints.registry import REFRAME, VIDEO_TO_VIDEO
+from runner.endpoints._registry import REFRAME, VIDEO_TO_VIDEO
 
 MB = 1_000_000
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import NonNegativeFloat
 
+from runner.endpoints._base import Strict
 from runner.endpoints._cite import (
     FAL_I2V,
     FAL_REFRAME,
@@ -28,8 +29,7 @@ from runner.endpoints._cite import (
     LUMA_PRICING,
     Cite,
 )
-from runner.endpoints.base import Strict
-from runner.endpoints.registry import (
+from runner.endpoints._registry import (
     EDIT_IMAGE,
     ENDPOINTS,
     IMAGE_TO_VIDEO,

@@ -18,9 +18,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from runner.endpoints.base import Media, Ruled
-from runner.endpoints.issues import Issue, did_you_mean, issues_from
-from runner.endpoints.luma import (
+from runner.endpoints._base import Media, Ruled
+from runner.endpoints._issues import Issue, did_you_mean, issues_from
+from runner.endpoints._luma import (
     EditImageInput,
     ImageOutput,
     ImageToVideoInput,

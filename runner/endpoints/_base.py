@@ -16,7 +16,7 @@ from typing import Annotated, Self
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
 
-from runner.endpoints.issues import RULE, UNAVAILABLE
+from runner.endpoints._issues import RULE, UNAVAILABLE
 from runner.job import LOCAL_PREFIX
 from runner.media import MediaKind, is_remote, reference_problem
 

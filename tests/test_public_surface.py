@@ -1,0 +1,62 @@
+"""Each package of ``runner`` has one public surface: its ``__init__``'s ``__all__`` (httpx
+style). Everything else lives in ``_private`` modules; a new public name must be added to
+``__all__`` on purpose."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import types
+
+import pytest
+
+PACKAGES = (
+    "runner.endpoints",
+    "runner.fal",
+    "runner.manifest",
+    "runner.outputs",
+    "runner.pipeline",
+    "runner.plan",
+    "runner.report",
+    "runner.state",
+)
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_all_is_exactly_the_public_names(name: str) -> None:
+    """``__all__`` lists every public class, function and constant the package exposes,
+    and nothing it does not have."""
+    package = importlib.import_module(name)
+    exported = package.__all__
+    assert isinstance(exported, tuple)
+    assert len(set(exported)) == len(exported), "a name is listed twice"
+    public = {
+        attr
+        for attr, value in vars(package).items()
+        if not attr.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and attr != "annotations"
+    }
+    assert public == set(exported)
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_implementation_modules_are_private(name: str) -> None:
+    """Every module inside a package is ``_private``: the package is the only way in."""
+    package = importlib.import_module(name)
+    inside = [
+        attr
+        for attr, value in vars(package).items()
+        if isinstance(value, types.ModuleType) and value.__name__.startswith(name + ".")
+    ]
+    assert all(module.startswith("_") for module in inside), inside
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_every_public_object_has_a_docstring(name: str) -> None:
+    """Each exported class and function says what it does."""
+    package = importlib.import_module(name)
+    for attr in package.__all__:
+        value = getattr(package, attr)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert inspect.getdoc(value), f"{name}.{attr} has no docstring"
