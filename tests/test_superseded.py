@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -24,7 +25,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _records(out: Path) -> list[dict[str, object]]:
+def _records(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
@@ -51,14 +52,14 @@ def test_an_edited_prompt_keeps_the_paid_render_and_an_undo_brings_it_back(
     for record in superseded:
         assert record["status"] == "done" and record["spend"] > 0
         assert record["superseded_by"] in current
-        (output,) = record["outputs"]  # type: ignore[misc]
+        (output,) = record["outputs"]
         path = Path(output["path"])
         assert path.parts[:2] == (".superseded", record["key"])
         clip = path.parent.name
         assert _sha256(out / path) == first[clip], "the paid render is kept, byte for byte"
         newer = current[str(record["superseded_by"])]
-        assert [o["path"] for o in newer["outputs"]] == [f"{clip}/sepia.mp4"]  # type: ignore[attr-defined]
-        assert (out / clip / "sepia.mp4").stat().st_size == newer["outputs"][0]["size"]  # type: ignore[index]
+        assert [o["path"] for o in newer["outputs"]] == [f"{clip}/sepia.mp4"]
+        assert (out / clip / "sepia.mp4").stat().st_size == newer["outputs"][0]["size"]
     status = json.loads(run_cli("status", demo, "--output-dir", out, "--json").stdout)
     assert status["jobs"] == JOBS and status["total"] == {"done": JOBS}
     assert status["paid_submissions"] == JOBS + 3
