@@ -18,9 +18,10 @@ from __future__ import annotations
 from ._jobstate import JobState
 from ._lock import DirectoryLock
 from ._mailbox import Mailbox, Request
+from ._outputs import ASIDE_DIR
 from ._rows import ErrorInfo, FileStamp, JobRow, JobTally, OutputFile, Spend, StoredJob, Unfinished
 from ._schema import SCHEMA_VERSION
-from ._store import ASIDE_DIR, Op, PlanSnapshot, StateStore
+from ._store import Op, PlanSnapshot, StateStore
 from ._transitions import Transitions
 from ._writer import StateWriter, open_writer
 

@@ -3,7 +3,6 @@ batch of writes for the single writer."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sqlite3
@@ -13,27 +12,24 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import DiskError, IllegalTransition, StateError, StateLocked
+from ..errors import IllegalTransition, StateError, StateLocked
 from ._jobstate import JobState
 from ._lock import DirectoryLock
+from ._outputs import OutputReads
 from ._rows import (
     BLOCKED_ROW,
     PENDING_ROW,
-    FileStamp,
     JobRow,
     JobTally,
-    OutputFile,
     Spend,
-    StoredJob,
     Unfinished,
 )
-from ._schema import LAST_PLAN, MIGRATIONS, MOVES_PENDING, SCHEMA, SCHEMA_VERSION, run_script
+from ._schema import LAST_PLAN, MIGRATIONS, SCHEMA, SCHEMA_VERSION, run_script
+from ._sql import translate_errors
 
 Op = Callable[[sqlite3.Connection], None]
 
 _UNFINISHED_SQL = JobState.sql_list(JobState.unfinished())
-#: Where a superseded job's files are kept, under the output directory: ``<dir>/<key>/…``.
-ASIDE_DIR = ".superseded"
 #: Attempts fal may have billed: all but those it refused (``unsent``) and those it
 #: removed from its queue before they ran (``cancelled``).
 _BILLED = "billing NOT IN ('unsent', 'cancelled')"
@@ -45,26 +41,6 @@ _UNTOUCHED = {
 }
 
 
-@contextlib.contextmanager
-def translate_errors() -> Iterator[None]:
-    """Turn SQLite and OS failures into the fatal errors the CLI knows how to report."""
-    try:
-        yield
-    except sqlite3.OperationalError as exc:
-        text = str(exc)
-        if "disk" in text or "full" in text or "I/O" in text:
-            raise DiskError(f"cannot write the state file: {text}") from exc
-        raise StateError(f"state file error: {text}") from exc
-    except sqlite3.DatabaseError as exc:
-        raise StateError(f"the state file is damaged: {exc}") from exc
-    except OSError as exc:
-        raise DiskError(f"cannot write the state file: {exc.strerror or exc}") from exc
-
-
-def _files(rows: Iterable[tuple[str, str | None]]) -> dict[str, list[OutputFile]]:
-    return {key: [OutputFile(**o) for o in json.loads(text or "[]")] for key, text in rows}
-
-
 class PlanSnapshot(NamedTuple):
     """How a plan's jobs stand in the state file."""
 
@@ -72,7 +48,7 @@ class PlanSnapshot(NamedTuple):
     unfinished: dict[str, JobState]  # key -> state of each job not yet finished
 
 
-class StateStore:
+class StateStore(OutputReads):
     """Synchronous access to ``state.db``: schema, reads, and the transition statements.
 
     Reads may come from any process (``status`` while a run goes on: WAL gives readers a
@@ -340,54 +316,6 @@ class StateStore:
         with translate_errors():
             return [dict(r) for r in self._conn.execute(sql + " ORDER BY intent_at", args)]
 
-    def done_outputs(self, keys: Iterable[str] | None = None) -> dict[str, list[FileStamp]]:
-        """key → what was recorded of each file of every done job (of ``keys``): enough to
-        check it is still there as it was. Read narrowly: SQLite takes the first file out
-        of the JSON (at 100k jobs ``json.loads`` per row cost most of the read); a job with
-        more files is parsed whole."""
-        wanted = None if keys is None else set(keys)
-        found: dict[str, list[FileStamp]] = {}
-        with translate_errors():
-            cur = self._conn.execute(
-                "SELECT key, outputs ->> '$[0].path', outputs ->> '$[0].size',"
-                " outputs ->> '$[0].sha256', outputs ->> '$[0].mtime_ns',"
-                " CASE WHEN json_array_length(outputs) > 1 THEN outputs END"
-                " FROM jobs WHERE state = 'done'"
-            )
-            for key, path, size, sha256, mtime_ns, several in cur:
-                if wanted is not None and key not in wanted:
-                    continue
-                if several is None:
-                    found[key] = [FileStamp(path, size, sha256, mtime_ns)] if path else []
-                else:
-                    found[key] = [
-                        FileStamp(f["path"], f["size"], f["sha256"], f.get("mtime_ns"))
-                        for f in json.loads(several)
-                    ]
-        return found
-
-    def current_jobs(self) -> list[StoredJob]:
-        """Every job no other job has superseded, in insertion order: what the state knows
-        of a manifest's jobs when the manifest cannot be planned (a source moved away)."""
-        with translate_errors():
-            cur = self._conn.execute(
-                "SELECT key, endpoint, arguments, output, clip, prompt, labels, estimated_cost"
-                " FROM jobs WHERE superseded_by IS NULL ORDER BY rowid"
-            )
-            return [
-                StoredJob(
-                    key,
-                    endpoint,
-                    json.loads(args),
-                    output,
-                    clip,
-                    prompt,
-                    json.loads(labels) if labels else {},
-                    cost,
-                )
-                for key, endpoint, args, output, clip, prompt, labels, cost in cur
-            ]
-
     def edges(self) -> list[tuple[str, str]]:
         """Every (child, parent) pair of the job graph."""
         with translate_errors():
@@ -398,39 +326,6 @@ class StateStore:
         with translate_errors():
             row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()
         return None if row is None else str(row[0])
-
-    def outputs_to_move(
-        self,
-    ) -> tuple[dict[str, list[OutputFile]], dict[str, list[OutputFile]]] | None:
-        """(superseded done jobs whose files are still at their output paths, current done
-        jobs whose files are kept aside), each as key → recorded files; None unless a plan
-        added since the last move asks for it.
-
-        A superseded job whose path a current done job already fills had its file
-        overwritten before raybatch kept them (an older state file): nothing to move.
-        """
-        if self.meta(MOVES_PENDING) is None:
-            return None
-        aside = f"outputs LIKE '%\"{ASIDE_DIR}/%'"
-        with translate_errors():
-            away = self._conn.execute(
-                "SELECT key, outputs, output FROM jobs WHERE superseded_by IS NOT NULL"
-                f" AND state = 'done' AND NOT {aside}"
-            ).fetchall()
-            if away:
-                owned = {
-                    output
-                    for (output,) in self._conn.execute(
-                        "SELECT output FROM jobs WHERE superseded_by IS NULL AND state = 'done'"
-                        f" AND NOT {aside}"
-                    )
-                }
-                away = [(key, text) for key, text, output in away if output not in owned]
-            back = self._conn.execute(
-                "SELECT key, outputs FROM jobs WHERE superseded_by IS NULL AND state = 'done'"
-                f" AND {aside}"
-            ).fetchall()
-        return _files(away), _files(back)
 
     def is_last_plan(self, identity: str | None) -> bool:
         """Whether ``identity`` names the plan last added to this file (then adding it
