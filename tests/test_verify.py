@@ -11,6 +11,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+from runner.state import DirectoryLock
+
 from .conftest import Emulator, run_cli
 
 JOBS = 9
@@ -141,4 +143,20 @@ def test_an_output_fal_no_longer_serves_fails_pointing_at_rerender(
     emulator.post("/_emulator/faults", {"spec": ""})
     _ran(demo, out, emulator, "--rerender")
     assert emulator.stats()["submits"] == JOBS + 1
+    assert _state_of(out, TARGET) == "done"
+
+
+def test_verify_while_a_run_holds_the_directory_reports_without_marking(
+    demo: Path, tmp_path: Path, emulator: Emulator
+) -> None:
+    """With the directory locked by a run, verify still finds the missing file but leaves
+    the state to the run (its single writer), and says so."""
+    out = tmp_path / "out"
+    _ran(demo, out, emulator)
+    (out / TARGET).unlink()
+    with DirectoryLock(out):  # held here, as a run would hold it
+        found = run_cli("verify", demo, "--output-dir", out)
+    assert found.returncode == 1
+    assert f"city/noir: {TARGET} is missing" in found.stdout
+    assert "not marked" in found.stdout
     assert _state_of(out, TARGET) == "done"
