@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 DEFAULT_CONCURRENCY = 8
 #: Posters the review page refresh at the end of a run may extract (see report/_review).
 RUN_POSTERS = 200
+#: Proxies of unplayable sources it may make (each transcodes a whole clip; `report`
+#: makes the rest).
+RUN_PROXIES = 4
 #: The key ``--local`` uses when FAL_KEY is unset: the emulator accepts any key.
 LOCAL_KEY = "local-emulator-key"
 
@@ -358,7 +361,7 @@ def _refresh_review(plan: Plan) -> list[str]:
     try:
         # Bounded: at the end of a 100k-job run, a poster per new video would take an hour
         # of decoding; ``raybatch report`` makes the rest.
-        write_review_page(plan, posters=RUN_POSTERS)
+        write_review_page(plan, posters=RUN_POSTERS, proxies=RUN_PROXIES)
     except Exception as exc:
         return [f"could not refresh the review page: {exc}"]
     return []
