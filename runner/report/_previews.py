@@ -5,8 +5,9 @@ into ``.review/proxies/`` and shown instead of the source.
 
 Both are named by the file's sha256, so they are never stale and never made twice;
 which sources play as they are is remembered beside the proxies (``playable.json``), so a
-source is probed once. Making a proxy transcodes the whole clip: the caller bounds how
-many one page refresh may make (``raybatch report`` makes them all).
+source's headers are read once. Making a proxy transcodes the whole clip: the caller
+bounds how many one page refresh may make, and how many sources it may look at
+(``raybatch report`` does them all).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import av
 
-from ..media import MediaError, make_proxy, probe
+from ..media import MediaError, make_proxy
 
 #: Where posters go, relative to the output directory.
 POSTER_DIR = PurePosixPath(".review/posters")
@@ -79,31 +80,35 @@ def extract_poster(video: Path, target: Path, *, width: int = POSTER_WIDTH) -> b
 
 
 def playable(video: Path) -> bool:
-    """Whether browsers play ``video`` as it is (one that cannot be read counts as
-    playable: a proxy could not be made of it either)."""
+    """Whether browsers play ``video`` as it is, from its headers alone (one that cannot
+    be read counts as playable: no proxy could be made of it either)."""
     try:
-        info = probe(video)
-    except MediaError:
+        with av.open(str(video)) as container:
+            stream = container.streams.video[0]
+            codec, pixels = stream.codec_context.name, stream.codec_context.pix_fmt
+    except (av.FFmpegError, IndexError, OSError, ValueError):
         return True
-    if info.codec not in PLAYABLE_CODECS:
-        return False
-    return info.pixel_format is None or info.pixel_format in PLAYABLE_PIXELS
+    return codec in PLAYABLE_CODECS and (pixels is None or pixels in PLAYABLE_PIXELS)
 
 
 def source_proxies(
-    root: Path, videos: dict[str, Path], *, limit: int | None
+    root: Path, videos: dict[str, Path], *, limit: int | None, probes: int | None = None
 ) -> dict[str, str | None]:
     """sha256 → the proxy's path (relative to ``root``, the output directory) of each
     source video in ``videos`` (sha256 → path) that browsers cannot play; None for one
     whose proxy is not made yet (beyond ``limit`` new ones, or it failed). Sources that
-    play as they are are left out."""
+    play as they are, and those not looked at yet (beyond ``probes`` new looks), are left
+    out."""
     directory = root / PROXY_DIR
     verdicts = _read_verdicts(directory / _VERDICTS)
     known = dict(verdicts)
     found: dict[str, str | None] = {}
-    made = 0
+    made = looked = 0
     for sha, video in videos.items():
         if sha not in verdicts:
+            if probes is not None and looked >= probes:
+                continue
+            looked += 1
             verdicts[sha] = playable(video)
         if verdicts[sha]:
             continue

@@ -64,7 +64,8 @@ def write_review_page(
     are shown as ``new``. Posters missing for a video are extracted first, at most
     ``posters`` of them (None: all); a video without one shows its own first frame.
     Sources browsers cannot play get an H.264 proxy, at most ``proxies`` new ones (None:
-    all); one not made yet is shown as it is, with a note.
+    all), among at most ``posters`` sources looked at for the first time; one not made
+    yet is shown as it is, with a note.
     """
     output_dir = plan.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +80,7 @@ def write_review_page(
         if store is not None:
             store.close()
     page = _Page(plan, rows, spend)
-    page.make_proxies(proxies)
+    page.make_proxies(proxies, probes=posters)
     page.make_posters(posters)
     text = page.render()
     target = output_dir / "index.html"
@@ -201,14 +202,15 @@ class _Page:
                         found[str(output.get("sha256", ""))] = self.root / path
         return found
 
-    def make_proxies(self, limit: int | None = None) -> None:
-        """H.264 proxies for the source videos browsers cannot play (see ``_previews``)."""
+    def make_proxies(self, limit: int | None = None, *, probes: int | None = None) -> None:
+        """H.264 proxies for the source videos browsers cannot play (see ``_previews``):
+        at most ``limit`` made and ``probes`` sources looked at, this time."""
         videos = {
             source.local.sha256: source.local.path
             for source in self.sources
             if source.local is not None and source.kind == "video" and source.local.path.is_file()
         }
-        self.proxies = source_proxies(self.root, videos, limit=limit)
+        self.proxies = source_proxies(self.root, videos, limit=limit, probes=probes)
 
     def make_posters(self, limit: int | None = None) -> None:
         """Extract the posters not made yet (named by content, so never stale), in parallel;
