@@ -34,7 +34,8 @@ POLL_SECONDS = 0.25
 #: What a cancel did, by case (shown by ``raybatch cancel``, kept as the job's note).
 NOTES = {
     "unsubmitted": "cancelled before it was submitted",
-    "submitting": "cancelling: its submit is under way; fal is asked to cancel it once it answers",
+    "submitting": "cancelling before it reaches fal (or, if its submit is under way, at fal"
+    " as soon as fal answers it)",
     "requested": "cancellation requested at fal: a queued request is dropped (not billed);"
     " one already running may still finish and bill, and then its output is kept",
     "already_completed": "already completed at fal: its output is downloaded (billed)",

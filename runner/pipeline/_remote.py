@@ -470,7 +470,7 @@ class Remote:
         the case of :data:`NOTES` that says what happens next."""
         job.cancel_requested = True
         if job.request is None:
-            return "submitting" if job.state is JobState.SUBMITTING else "unsubmitted"
+            return "submitting"  # its task ends it before the POST, or cancels right after
         if job.result is not None or job.cancel_sent:
             return "already_completed" if job.result is not None else "requested"
         job.cancel_sent = True
