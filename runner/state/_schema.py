@@ -28,6 +28,9 @@ LAST_PLAN = "last_plan"
 #: meta key, present from ``add_plan`` until the files of the jobs it superseded (or
 #: brought back) are moved: a run killed in between finishes the moves next time.
 MOVES_PENDING = "outputs_to_move"
+#: meta key: the manifests run into this directory, {resolved path: name}, in first-run
+#: order (results.jsonl and the review page are per manifest once there are two).
+MANIFESTS = "manifests"
 
 _JOBS = """
 CREATE TABLE IF NOT EXISTS jobs (

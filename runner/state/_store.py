@@ -24,7 +24,7 @@ from ._rows import (
     Spend,
     Unfinished,
 )
-from ._schema import LAST_PLAN, MIGRATIONS, SCHEMA, SCHEMA_VERSION, run_script
+from ._schema import LAST_PLAN, MANIFESTS, MIGRATIONS, SCHEMA, SCHEMA_VERSION, run_script
 from ._sql import translate_errors
 
 Op = Callable[[sqlite3.Connection], None]
@@ -326,6 +326,12 @@ class StateStore(OutputReads):
         with translate_errors():
             row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()
         return None if row is None else str(row[0])
+
+    def manifests(self) -> dict[str, str]:
+        """The manifests run into this directory: resolved path -> name, first run first."""
+        value = self.meta(MANIFESTS)
+        found: dict[str, str] = json.loads(value) if value else {}
+        return found
 
     def is_last_plan(self, identity: str | None) -> bool:
         """Whether ``identity`` names the plan last added to this file (then adding it

@@ -25,7 +25,7 @@ from ..errors import IllegalTransition
 from ..job import JobSpec, canonical_json
 from ._jobstate import JobState
 from ._rows import ErrorInfo, OutputFile
-from ._schema import LAST_PLAN, MOVES_PENDING
+from ._schema import LAST_PLAN, MANIFESTS, MOVES_PENDING
 
 Op = Callable[[sqlite3.Connection], None]
 
@@ -167,6 +167,21 @@ class Transitions:
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM meta WHERE key = ?", (MOVES_PENDING,))
+
+        return op
+
+    @staticmethod
+    def note_manifest(path: str, name: str) -> Op:
+        """Record that the manifest at ``path`` (resolved), named ``name``, runs here."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (MANIFESTS,)).fetchone()
+            known: dict[str, str] = json.loads(row[0]) if row else {}
+            if known.get(path) != name:
+                known[path] = name
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", (MANIFESTS, json.dumps(known))
+                )
 
         return op
 
