@@ -15,6 +15,7 @@ cannot be planned as it stands.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,25 +51,83 @@ def locate(
 ) -> Located:
     """The plan of ``manifest`` pointed at its state (see the module docstring)."""
     try:
-        plan = cached_plan(
-            manifest, output_dir=output_dir, only=only, exclude=exclude, overrides=overrides
-        )
+        whole = cached_plan(manifest, output_dir=output_dir, overrides=overrides)
     except ManifestError as problem:
         return _from_state(manifest, output_dir, only, exclude, problem)
-    found = _state_dir(plan.manifest_path, plan.facts, output_dir)
-    if found is None:
-        return Located(plan)
-    moved = Plan(
+    found = _state_dir(whole.manifest_path, whole.facts, output_dir)
+    warnings = [found[1]] if found else []
+    directory = found[0] if found else whole.output_dir
+    extra = _jobs_of_skipped(whole, directory, warnings)
+    if found or extra:
+        whole = _widened(whole, directory, extra, given=output_dir is not None or bool(found))
+    return Located(whole.selected(only, exclude), relocated=found is not None, warnings=warnings)
+
+
+def _jobs_of_skipped(plan: Plan, directory: Path, warnings: list[str]) -> list[JobSpec]:
+    """The jobs the state holds for sources the plan left out (a clip moved or deleted
+    since the run): they are not gone, only their files are."""
+    if not plan.skipped:
+        return []
+    store = StateStore.open_readonly(directory / "state.db")
+    if store is None:
+        return []
+    try:
+        ids = {s.id for s in plan.skipped}
+        known = set(plan.keys)
+        specs = [s for s in _specs(store) if s.clip in ids and s.key not in known]
+    finally:
+        store.close()
+    counts = Counter(s.clip for s in specs)
+    for source in plan.skipped:
+        if counts[source.id]:
+            warnings.append(
+                f"{source.problem} (moved or deleted since it ran?): its {counts[source.id]}"
+                " job(s) are shown as the state holds them"
+            )
+    return specs
+
+
+def _widened(plan: Plan, directory: Path, extra: list[JobSpec], *, given: bool) -> Plan:
+    """``plan`` reading the state in ``directory``, with ``extra`` jobs after its own."""
+    columns = plan.columns.take(range(len(plan)))
+    for spec in extra:
+        columns.append(spec)
+    return Plan(
         plan.manifest_path,
-        found[0],
+        directory,
         plan.facts,
         plan.limits_applied,
-        columns=plan.columns,
+        columns=columns,
         inputs=plan.inputs,
-        fingerprint=plan.fingerprint,
-        output_dir_given=True,
+        # Extra jobs make another plan than the one the state may have recorded.
+        fingerprint=None if extra else plan.fingerprint,
+        output_dir_given=given,
+        skipped=plan.skipped,
+        duplicates=plan.duplicates,
+        clips=lambda: plan.clips,
     )
-    return Located(moved, relocated=True, warnings=[found[1]])
+
+
+def _specs(store: StateStore) -> list[JobSpec]:
+    """Every job the state holds that no newer job superseded, as specs (no local files:
+    what stands in for a plan that cannot be made)."""
+    parents: dict[str, list[str]] = {}
+    for child, parent in store.edges():
+        parents.setdefault(child, []).append(parent)
+    return [
+        JobSpec(
+            job.key,
+            job.endpoint,
+            job.arguments,
+            job.output,
+            clip=job.clip,
+            prompt=job.prompt,
+            labels=job.labels,
+            estimated_cost=job.estimated_cost,
+            parents=tuple(parents.get(job.key, ())),
+        )
+        for job in store.current_jobs()
+    ]
 
 
 def _state_dir(manifest: Path, facts: ManifestFacts, given: Path | None) -> tuple[Path, str] | None:
@@ -111,26 +170,9 @@ def _from_state(
     if store is None:
         raise problem
     try:
-        jobs = store.current_jobs()
-        parents: dict[str, list[str]] = {}
-        for child, parent in store.edges():
-            parents.setdefault(child, []).append(parent)
+        specs = _specs(store)
     finally:
         store.close()
-    specs = [
-        JobSpec(
-            job.key,
-            job.endpoint,
-            job.arguments,
-            job.output,
-            clip=job.clip,
-            prompt=job.prompt,
-            labels=job.labels,
-            estimated_cost=job.estimated_cost,
-            parents=tuple(parents.get(job.key, ())),
-        )
-        for job in jobs
-    ]
     plan = Plan(
         manifest,
         directory,

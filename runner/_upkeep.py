@@ -1,4 +1,5 @@
-"""``cancel`` and ``verify``: commands that change a batch's state without running it.
+"""``cancel`` and ``verify``: commands that change a batch's state without running it;
+and the check of done outputs ``run`` makes before it starts (``recheck_outputs``).
 
 Only the process holding the output directory's lock writes its state. With no run
 going, these commands take the lock and write themselves. While a run holds it,
@@ -19,10 +20,11 @@ import anyio
 from .errors import StateError, StateLocked
 from .job import job_label
 from .plan import Plan
-from .state import DirectoryLock, Mailbox, StateStore
+from .state import DirectoryLock, Mailbox, StateStore, StateWriter
 
 if TYPE_CHECKING:
     from .fal import FalConfig
+    from .outputs import OutputSink
     from .pipeline import CancelOutcome
 
 #: How long ``cancel`` waits for a running process to take its request.
@@ -191,3 +193,36 @@ def _labelled(plan: Plan, damaged: dict[str, str]) -> list[tuple[str, str]]:
         )
         if key in damaged
     ]
+
+
+async def recheck_outputs(
+    writer: StateWriter, sink: OutputSink, plan: Plan, *, rerender: bool
+) -> list[str]:
+    """Before a run calls anything done: a stat of each done output of the plan; a missing
+    or altered one is fetched again (or with ``rerender`` rendered again)."""
+    from .pipeline import damaged_outputs, mark_damaged, to_rerender
+
+    files = writer.store.done_outputs(plan.keys)
+    damaged = await anyio.to_thread.run_sync(functools.partial(damaged_outputs, files, sink))
+    again = to_rerender(writer.store, plan.keys, damaged) if rerender else []
+    await mark_damaged(writer, damaged, rerender=again)
+    notes = []
+    if damaged:
+        shown = "; ".join(list(damaged.values())[:3]) + (" …" if len(damaged) > 3 else "")
+        notes.append(f"{len(damaged)} done job(s) have outputs missing or altered ({shown})")
+    if again:
+        notes.append(f"rendering {len(again)} job(s) again (--rerender): billed again")
+    elif damaged:
+        notes.append("fetching them again from their kept results (not billed again)")
+    return notes
+
+
+def rerender_cost(plan: Plan, store: StateStore) -> float:
+    """What ``--rerender`` adds to the estimate: the jobs it would render again."""
+    from .outputs import LocalSink
+    from .pipeline import damaged_outputs, to_rerender
+
+    damaged = damaged_outputs(store.done_outputs(plan.keys), LocalSink(plan.output_dir))
+    again = set(to_rerender(store, plan.keys, damaged))
+    columns = plan.columns
+    return sum(c or 0.0 for k, c in zip(columns.keys, columns.costs, strict=True) if k in again)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
@@ -19,16 +18,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, session
-from ._help import DESCRIPTION, EPILOG, HelpFormatter, parse
+from ._cli_keepers import KEEPERS, show
+from ._help import (
+    DESCRIPTION,
+    EPILOG,
+    EXIT_FAILED,
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    HelpFormatter,
+    parse,
+)
 from .errors import ManifestError, RaybatchError
 
 if TYPE_CHECKING:
     from .plan import Plan
     from .report import Progress
-    from .session import Located
     from .state import StateStore
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -287,7 +293,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .manifest import load_overrides
 
         overrides = load_overrides(args.prices)
-    if args.command in _KEEPERS:
+    if args.command in KEEPERS:
         located = session.locate(
             args.manifest,
             output_dir=args.output_dir,
@@ -297,7 +303,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         for warning in located.warnings:
             print(f"raybatch: {warning}", file=sys.stderr)
-        return _KEEPERS[args.command](args, located)
+        return KEEPERS[args.command](args, located)
     plan = session.load(
         args.manifest,
         output_dir=args.output_dir,
@@ -335,35 +341,14 @@ def _endpoints(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _show(args: argparse.Namespace, summary: dict[str, Any], text: Callable[..., str]) -> int:
-    print(json.dumps(summary, indent=2) if args.json else text(summary))
-    return EXIT_OK
-
-
 def _plan(args: argparse.Namespace, plan: Plan) -> int:
     from .report import format_plan
 
     clips = session.clip_facts(plan) if args.clips else None
     summary = session.plan_summary(plan, skip_bad=args.skip_bad, clips=clips)
-    _show(args, summary, format_plan)
+    show(args, summary, format_plan)
     # Something in the manifest will not be rendered: scripts must see it.
     return EXIT_FAILED if plan.skipped else EXIT_OK
-
-
-def _status(args: argparse.Namespace, located: Located) -> int:
-    from .report import format_status
-
-    # A relocated state is named in the retry command: `run` from here would refuse.
-    given = args.output_dir or (located.plan.output_dir if located.relocated else None)
-    plan = located.plan
-    summary = session.status(plan, only=args.only, exclude=args.exclude, output_dir=given)
-    summary["warnings"] = located.warnings
-    return _show(args, summary, format_status)
-
-
-def _report(args: argparse.Namespace, located: Located) -> int:
-    print(f"wrote {session.report(located.plan)}")
-    return EXIT_OK
 
 
 def _run(args: argparse.Namespace, plan: Plan) -> int:
@@ -475,65 +460,6 @@ def _exit_code(result: session.RunResult) -> int:
     if result.summary.fatal is not None:
         print(f"raybatch: {result.summary.fatal}", file=sys.stderr)
     return result.exit_code
-
-
-def _cancel(args: argparse.Namespace, located: Located) -> int:
-    plan = located.plan
-    fal = session.fal_origin(
-        local=args.local, fal_url=args.fal_url, state_dir=plan.output_dir / ".emulator"
-    )
-    done = session.cancel(plan, fal)
-    if done is None or not done.outcomes:
-        print(
-            "nothing to cancel: "
-            + ("no state file yet" if done is None else "no job is unfinished")
-        )
-        return EXIT_OK
-    for o in done.outcomes:
-        print(f"{o.label}: {o.note}")
-    cancelled = sum(o.cancelled for o in done.outcomes)
-    asked = len(done.outcomes) - cancelled
-    by = f" by the running raybatch (pid {done.by_run})" if done.by_run else ""
-    print(
-        f"{cancelled} job(s) marked cancelled{by}, {asked} left to end as fal reports;"
-        " `raybatch run --retry-failed` runs cancelled jobs again"
-    )
-    return EXIT_OK
-
-
-def _verify(args: argparse.Namespace, located: Located) -> int:
-    found = session.verify(located.plan, full=args.full)
-    if found is None:
-        print("nothing to verify: no state file yet")
-        return EXIT_OK
-    for label, why in found.damaged:
-        print(f"{label}: {why}")
-    how = "sha256" if found.full else "size and mtime"
-    if not found.damaged:
-        print(f"{found.checked} done job(s) checked ({how}): every output is as recorded")
-        return EXIT_OK
-    manifest = shlex.quote(str(located.plan.manifest_path))
-    if found.marked:
-        print(
-            f"{len(found.damaged)} of {found.checked} done job(s) need fetch: `raybatch run"
-            f" {manifest}` downloads them again (not billed while fal still holds the"
-            " results); `--rerender` renders them again (billed)"
-        )
-    else:
-        print(
-            f"{len(found.damaged)} of {found.checked} done job(s) have missing or altered"
-            " outputs; a run holds the directory, so they are not marked: the next"
-            " `raybatch run` finds and fetches them"
-        )
-    return EXIT_FAILED
-
-
-_KEEPERS: dict[str, Callable[[argparse.Namespace, Located], int]] = {
-    "status": _status,
-    "report": _report,
-    "cancel": _cancel,
-    "verify": _verify,
-}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,6 +39,8 @@ from ._upkeep import (
     Cancelled as Cancelled,
     Verified as Verified,
     cancel as cancel,
+    recheck_outputs,
+    rerender_cost,
     verify as verify,
 )
 from .errors import FatalError, ManifestError
@@ -48,7 +50,6 @@ from .state import DirectoryLock, JobState, Spend, StateStore, StateWriter, Tran
 if TYPE_CHECKING:
     from .endpoints import Overrides
     from .fal import FalConfig
-    from .outputs import OutputSink
     from .pipeline import LocalStep, RunObserver, RunOptions, RunSummary
     from .report import OutputNames
 
@@ -144,6 +145,22 @@ def status(
 
     with reading(plan) as store:
         return status_summary(plan, store, only=only, exclude=exclude, output_dir=output_dir)
+
+
+def located_status(
+    located: Located,
+    *,
+    only: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    output_dir: Path | None = None,
+) -> dict[str, Any]:
+    """:func:`status` of a plan :func:`locate` found, its notes under ``"warnings"``; a
+    state found elsewhere is named in the retry command (``run`` from here would refuse)."""
+    if located.relocated and output_dir is None:
+        output_dir = located.plan.output_dir
+    summary = status(located.plan, only=only, exclude=exclude, output_dir=output_dir)
+    summary["warnings"] = located.warnings
+    return summary
 
 
 def report(plan: Plan) -> Path:
@@ -271,7 +288,7 @@ def run(
         remaining = remaining_cost(plan, existing, retry_failed=retry_failed)
         unpriced = unpriced_remaining(plan, existing, retry_failed=retry_failed)
         if rerender and existing is not None:
-            remaining += _rerender_cost(plan, existing)
+            remaining += rerender_cost(plan, existing)
         jobs = jobs_to_submit(plan, existing, retry_failed=retry_failed) if confirm else 0
     if options.max_cost is not None and unpriced:
         from .endpoints import unpriced_refusal
@@ -353,7 +370,7 @@ async def _run(
         warnings = await keep_superseded(writer, sink)
         if retry_failed:
             await _reset_failed(writer, plan)
-        notes = await _recheck_outputs(writer, sink, plan, rerender=rerender)
+        notes = await recheck_outputs(writer, sink, plan, rerender=rerender)
         # The observer reads the state as it is now, resets included.
         observing = observe(plan, reader) if observe else nullcontext(None)
         with observing as observer:
@@ -385,39 +402,6 @@ async def _run(
             if observer is not None:
                 observer.on_finish(summary, spend, spend_before)
     return RunResult(summary, spend, spend_before, warnings)
-
-
-async def _recheck_outputs(
-    writer: StateWriter, sink: OutputSink, plan: Plan, *, rerender: bool
-) -> list[str]:
-    """Before a run calls anything done: a stat of each done output of the plan; a missing
-    or altered one is fetched again (or with ``rerender`` rendered again)."""
-    from .pipeline import damaged_outputs, mark_damaged, to_rerender
-
-    files = writer.store.done_outputs(plan.keys)
-    damaged = await anyio.to_thread.run_sync(functools.partial(damaged_outputs, files, sink))
-    again = to_rerender(writer.store, plan.keys, damaged) if rerender else []
-    await mark_damaged(writer, damaged, rerender=again)
-    notes = []
-    if damaged:
-        shown = "; ".join(list(damaged.values())[:3]) + (" …" if len(damaged) > 3 else "")
-        notes.append(f"{len(damaged)} done job(s) have outputs missing or altered ({shown})")
-    if again:
-        notes.append(f"rendering {len(again)} job(s) again (--rerender): billed again")
-    elif damaged:
-        notes.append("fetching them again from their kept results (not billed again)")
-    return notes
-
-
-def _rerender_cost(plan: Plan, store: StateStore) -> float:
-    """What ``--rerender`` adds to the estimate: the jobs it would render again."""
-    from .outputs import LocalSink
-    from .pipeline import damaged_outputs, to_rerender
-
-    damaged = damaged_outputs(store.done_outputs(plan.keys), LocalSink(plan.output_dir))
-    again = set(to_rerender(store, plan.keys, damaged))
-    columns = plan.columns
-    return sum(c or 0.0 for k, c in zip(columns.keys, columns.costs, strict=True) if k in again)
 
 
 async def _reset_failed(writer: StateWriter, plan: Plan) -> None:

@@ -21,11 +21,14 @@ def test_read_commands_need_no_sources(demo: Path, tmp_path: Path, emulator: Emu
 
     status = run_cli("status", demo, "--output-dir", out, "--json")
     assert status.returncode == 0, status.stderr
-    assert "beach.mp4" in status.stderr and "cannot be planned" in status.stderr
+    assert "beach.mp4" in status.stderr and "as the state holds them" in status.stderr
     summary = json.loads(status.stdout)
-    assert summary["total"] == {"done": JOBS}
+    assert summary["total"] == {"done": JOBS}, "a moved clip's jobs are still counted"
     assert summary["estimated_spend"] > 0
     assert any("beach.mp4" in w for w in summary["warnings"])
+    only = run_cli("status", demo, "--output-dir", out, "--json", "--only", "clip=beach")
+    assert only.returncode == 0, only.stderr
+    assert json.loads(only.stdout)["total"] == {"done": 3}
 
     (out / "index.html").unlink()
     report = run_cli("report", demo, "--output-dir", out)
@@ -40,6 +43,14 @@ def test_read_commands_need_no_sources(demo: Path, tmp_path: Path, emulator: Emu
     cancel = run_cli("cancel", demo, "--output-dir", out, key=None)  # nothing at fal: no key
     assert cancel.returncode == 0, cancel.stderr
     assert "nothing to cancel" in cancel.stdout
+
+    # Every clip gone: the manifest cannot be planned at all; the state still answers.
+    for clip in ("city", "forest"):
+        (demo.parent / "media" / f"{clip}.mp4").unlink()
+    status = run_cli("status", demo, "--output-dir", out, "--json")
+    assert status.returncode == 0, status.stderr
+    assert "cannot be planned as it stands" in status.stderr
+    assert json.loads(status.stdout)["total"] == {"done": JOBS}
 
 
 def test_read_commands_find_the_state_from_another_directory(
