@@ -27,8 +27,9 @@ def build_state(manifest: Path, done_fraction: float = 0.5) -> int:
     """Create the manifest's ``state.db`` with every job, the first ``done_fraction`` done.
 
     Uses raybatch's own store and transitions, so the rows are what a run writes.
-    Returns how many jobs were marked done. (The output files are not created: nothing
-    in ``run`` or ``status`` reads them back.)
+    Returns how many jobs were marked done. Their output files are created sparse (the
+    recorded size, no blocks written), since ``run`` stats every done output before it
+    starts, as it does on a real library.
     """
     from runner.plan import cached_plan
     from runner.state import OutputFile, StateStore, Transitions
@@ -53,7 +54,12 @@ def build_state(manifest: Path, done_fraction: float = 0.5) -> int:
                         "file_size": 262144,
                     }
                 }
-                output = OutputFile(str(spec.output), f"{n:064x}", 262144, url, "video")
+                path = the_plan.output_dir / str(spec.output)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "wb") as sparse:
+                    sparse.truncate(262144)
+                stamp = path.stat().st_mtime_ns
+                output = OutputFile(str(spec.output), f"{n:064x}", 262144, url, "video", stamp)
                 ops += [
                     Transitions.intent(spec.key, 1, spec.estimated_cost),
                     Transitions.submitted(

@@ -126,12 +126,21 @@ def status(
     exclude: Sequence[str] = (),
     prices: PathLike | None = None,
 ) -> dict[str, Any]:
-    """How far the manifest's runs got (``raybatch status --json``); safe during a run."""
+    """How far the manifest's runs got (``raybatch status --json``); safe during a run.
+    Like the command it needs no source file and finds the state from any working
+    directory; what it had to say about that is under ``"warnings"``."""
     from . import session
+    from .manifest import load_overrides
 
-    the_plan = _load(manifest, output_dir, only, exclude, True, prices)
     out = Path(output_dir) if output_dir is not None else None
-    return session.status(the_plan, only=only, exclude=exclude, output_dir=out)
+    located = session.locate(
+        Path(manifest),
+        output_dir=out,
+        only=list(only),
+        exclude=list(exclude),
+        overrides=load_overrides(Path(prices)) if prices is not None else None,
+    )
+    return session.located_status(located, only=only, exclude=exclude, output_dir=out)
 
 
 def run(

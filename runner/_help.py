@@ -8,6 +8,8 @@ import difflib
 
 from .errors import ManifestError
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
 #: What ``raybatch --help`` says above the commands.
 DESCRIPTION = (
     "Run large batches of fal.ai generative-video jobs (Luma Ray 3.2) from one YAML manifest."

@@ -18,15 +18,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, session
-from ._help import DESCRIPTION, EPILOG, HelpFormatter, parse
+from ._cli_keepers import KEEPERS, show
+from ._help import (
+    DESCRIPTION,
+    EPILOG,
+    EXIT_FAILED,
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    HelpFormatter,
+    parse,
+)
 from .errors import ManifestError, RaybatchError
 
 if TYPE_CHECKING:
     from .plan import Plan
     from .report import Progress
     from .state import StateStore
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -148,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
     p.add_argument(
+        "--rerender",
+        action="store_true",
+        help="render again (billed again, priced first) jobs whose output is missing or"
+        " altered, instead of downloading it again",
+    )
+    p.add_argument(
         "--on-ambiguous",
         choices=("resubmit", "fail"),
         default="resubmit",
@@ -207,10 +221,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _prices_option(p)
 
-    p = manifest_cmd("cancel", "cancel this manifest's requests in flight at fal")
-    p.add_argument("--fal-url", metavar="URL", help="fal origin (an emulator)")
+    p = manifest_cmd(
+        "cancel",
+        "cancel this manifest's unfinished jobs, at fal too (asks the run, if one is going)",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--fal-url", metavar="URL", help="fal origin (an emulator)")
+    where.add_argument(
+        "--local", action="store_true", help="the jobs ran on the built-in emulator (run --local)"
+    )
 
     manifest_cmd("report", "write <output_dir>/index.html to review results beside sources")
+
+    p = manifest_cmd(
+        "verify", "check every done output against the state; mark missing or altered ones"
+    )
+    p.add_argument("--full", action="store_true", help="compare every file's sha256")
 
     p = sub.add_parser(
         "endpoints",
@@ -267,6 +293,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .manifest import load_overrides
 
         overrides = load_overrides(args.prices)
+    if args.command in KEEPERS:
+        located = session.locate(
+            args.manifest,
+            output_dir=args.output_dir,
+            only=args.only,
+            exclude=args.exclude,
+            overrides=overrides,
+        )
+        for warning in located.warnings:
+            print(f"raybatch: {warning}", file=sys.stderr)
+        return KEEPERS[args.command](args, located)
     plan = session.load(
         args.manifest,
         output_dir=args.output_dir,
@@ -276,13 +313,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         overrides=overrides,
         skip_bad=getattr(args, "skip_bad", False),
     )
-    command: Callable[[argparse.Namespace, Plan], int] = {
-        "plan": _plan,
-        "run": _run,
-        "status": _status,
-        "cancel": _cancel,
-        "report": _report,
-    }[args.command]
+    command: Callable[[argparse.Namespace, Plan], int] = {"plan": _plan, "run": _run}[args.command]
     return command(args, plan)
 
 
@@ -310,31 +341,14 @@ def _endpoints(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _show(args: argparse.Namespace, summary: dict[str, Any], text: Callable[..., str]) -> int:
-    print(json.dumps(summary, indent=2) if args.json else text(summary))
-    return EXIT_OK
-
-
 def _plan(args: argparse.Namespace, plan: Plan) -> int:
     from .report import format_plan
 
     clips = session.clip_facts(plan) if args.clips else None
     summary = session.plan_summary(plan, skip_bad=args.skip_bad, clips=clips)
-    _show(args, summary, format_plan)
+    show(args, summary, format_plan)
     # Something in the manifest will not be rendered: scripts must see it.
     return EXIT_FAILED if plan.skipped else EXIT_OK
-
-
-def _status(args: argparse.Namespace, plan: Plan) -> int:
-    from .report import format_status
-
-    summary = session.status(plan, only=args.only, exclude=args.exclude, output_dir=args.output_dir)
-    return _show(args, summary, format_status)
-
-
-def _report(args: argparse.Namespace, plan: Plan) -> int:
-    print(f"wrote {session.report(plan)}")
-    return EXIT_OK
 
 
 def _run(args: argparse.Namespace, plan: Plan) -> int:
@@ -374,6 +388,7 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
                 state_dir=plan.output_dir / ".emulator",
             ),
             retry_failed=args.retry_failed,
+            rerender=args.rerender,
             observe=observe,
             handle_signals=True,
             http_timeout=args.http_timeout,
@@ -445,20 +460,6 @@ def _exit_code(result: session.RunResult) -> int:
     if result.summary.fatal is not None:
         print(f"raybatch: {result.summary.fatal}", file=sys.stderr)
     return result.exit_code
-
-
-def _cancel(args: argparse.Namespace, plan: Plan) -> int:
-    from .fal import FalConfig
-
-    outcomes = session.cancel(plan, FalConfig.from_env(args.fal_url))
-    if outcomes is None:
-        print("nothing to cancel: no state file yet")
-        return EXIT_OK
-    for o in outcomes:
-        print(f"{o.key[:12]} {o.label}: {o.note}")
-    cancelled = sum(o.cancelled for o in outcomes)
-    print(f"{cancelled} job(s) marked cancelled; `raybatch run --retry-failed` runs them again")
-    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,7 +20,8 @@ The tree is the classification: code that decides what to do with a failure asks
     │   ├── RequestRefused       fal refused a call about a request (another 4xx)
     │   ├── ResultExpired        the result was gone before it was fetched
     │   ├── UnsafeOutput         an output URL or file name that may not be followed
-    │   └── LocalStepFailed      a local step (cut, frame, stitch) could not do its work
+    │   ├── LocalStepFailed      a local step (cut, frame, stitch) could not do its work
+    │   └── LocalFileError       a local input could not be read for upload (moved, deleted)
     └── FatalError               stop the whole run: exit 3
         ├── AuthError            HTTP 401/403: the key is wrong
         ├── DiskError            ENOSPC, EIO and friends while writing outputs or state
@@ -197,6 +198,11 @@ class UnsafeOutput(PermanentError):
 
 class LocalStepFailed(PermanentError):
     """A local step (cutting a segment, extracting a frame, stitching) failed on its input."""
+
+
+class LocalFileError(PermanentError):
+    """A local input file could not be read when it was to be uploaded: moved, renamed or
+    deleted since the plan was made, or unreadable. Nothing was sent to fal."""
 
 
 class FatalError(RaybatchError):

@@ -1,13 +1,18 @@
 """One command on one manifest, from set-up to tear-down: ``plan``, ``run``, ``status``,
-``report`` and ``cancel`` as functions that return values and raise the documented error
-tree (``runner.errors``), never printing and never exiting. The CLI prints what they
-return; the Python API is these functions.
+``report``, ``cancel`` and ``verify`` as functions that return values and raise the
+documented error tree (``runner.errors``), never printing and never exiting. The CLI
+prints what they return; the Python API is these functions. ``locate`` finds a batch's
+state for the commands that only read or keep it up (``_locate``); ``cancel`` and
+``verify`` live in ``_upkeep``.
 
 A run's set-up: the plan (remembered when nothing it was made from changed), the output
 directory (refusing a default one that another directory's state already claims), the
 budget check, the directory lock, the state file (migrated if older), the single writer,
-the plan added to the state unless it is the very plan last added, and ``--retry-failed``
-resets decided by the fault-policy table. Its tear-down: ``results.jsonl`` and the review
+the plan added to the state unless it is the very plan last added, the files of the jobs
+it superseded moved aside, ``--retry-failed`` resets decided by the fault-policy table,
+and a stat of every done output (missing or altered ones are fetched again, or rendered
+again with ``--rerender``). While it runs it answers ``raybatch cancel`` from other
+processes (``state.Mailbox``). Its tear-down: ``results.jsonl`` and the review
 page, rewritten for the whole plan whatever the selection.
 """
 
@@ -27,6 +32,17 @@ import anyio
 import anyio.abc
 
 from . import crashpoints
+
+# The commands that read or keep up a batch without running it, one module each.
+from ._locate import Located as Located, locate as locate
+from ._upkeep import (
+    Cancelled as Cancelled,
+    Verified as Verified,
+    cancel as cancel,
+    recheck_outputs,
+    rerender_cost,
+    verify as verify,
+)
 from .errors import FatalError, ManifestError
 from .plan import ClipFacts, Plan, cached_plan, check_default_output_dir, remember
 from .state import DirectoryLock, JobState, Spend, StateStore, StateWriter, Transitions
@@ -34,7 +50,7 @@ from .state import DirectoryLock, JobState, Spend, StateStore, StateWriter, Tran
 if TYPE_CHECKING:
     from .endpoints import Overrides
     from .fal import FalConfig
-    from .pipeline import CancelOutcome, LocalStep, RunObserver, RunOptions, RunSummary
+    from .pipeline import LocalStep, RunObserver, RunOptions, RunSummary
     from .report import OutputNames
 
 # Each function imports what it uses when it runs: ``status`` on a remembered plan needs
@@ -48,6 +64,9 @@ DEFAULT_CONCURRENCY = 8
 CONFIRM_ABOVE = 20.0
 #: Posters the review page refresh at the end of a run may extract (see report/_review).
 RUN_POSTERS = 200
+#: Proxies of unplayable sources it may make (each transcodes a whole clip; `report`
+#: makes the rest).
+RUN_PROXIES = 4
 #: The key ``--local`` uses when FAL_KEY is unset: the emulator accepts any key.
 LOCAL_KEY = "local-emulator-key"
 
@@ -126,6 +145,22 @@ def status(
 
     with reading(plan) as store:
         return status_summary(plan, store, only=only, exclude=exclude, output_dir=output_dir)
+
+
+def located_status(
+    located: Located,
+    *,
+    only: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    output_dir: Path | None = None,
+) -> dict[str, Any]:
+    """:func:`status` of a plan :func:`locate` found, its notes under ``"warnings"``; a
+    state found elsewhere is named in the retry command (``run`` from here would refuse)."""
+    if located.relocated and output_dir is None:
+        output_dir = located.plan.output_dir
+    summary = status(located.plan, only=only, exclude=exclude, output_dir=output_dir)
+    summary["warnings"] = located.warnings
+    return summary
 
 
 def report(plan: Plan) -> Path:
@@ -221,6 +256,7 @@ def run(
     *,
     fal: AbstractContextManager[FalConfig],
     retry_failed: bool = False,
+    rerender: bool = False,
     observe: ObserverFactory | None = None,
     handle_signals: bool = False,
     http_timeout: float = 30.0,
@@ -237,7 +273,8 @@ def run(
     drains the run as a first Ctrl-C does. Refusals (sources left out without
     ``skip_bad``, a budget below the estimate, another run on the directory) come before
     anything is written or submitted; then ``confirm``, given what would be submitted, may
-    say no (``Declined``).
+    say no (``Declined``). ``rerender``: jobs whose output is missing or altered are
+    rendered again (priced in the estimate) instead of fetched again.
     """
     from .report import jobs_to_submit, remaining_cost, unpriced_remaining
 
@@ -250,6 +287,8 @@ def run(
     with reading(plan) as existing:
         remaining = remaining_cost(plan, existing, retry_failed=retry_failed)
         unpriced = unpriced_remaining(plan, existing, retry_failed=retry_failed)
+        if rerender and existing is not None:
+            remaining += rerender_cost(plan, existing)
         jobs = jobs_to_submit(plan, existing, retry_failed=retry_failed) if confirm else 0
     if options.max_cost is not None and unpriced:
         from .endpoints import unpriced_refusal
@@ -280,6 +319,7 @@ def run(
                         config,
                         options,
                         retry_failed=retry_failed,
+                        rerender=rerender,
                         observe=observe,
                         handle_signals=handle_signals,
                         http_timeout=http_timeout,
@@ -304,6 +344,7 @@ async def _run(
     options: RunOptions,
     *,
     retry_failed: bool,
+    rerender: bool,
     observe: ObserverFactory | None,
     handle_signals: bool,
     http_timeout: float,
@@ -313,11 +354,12 @@ async def _run(
     from .fal import FalClient
     from .net import tls_context
     from .outputs import LocalSink
-    from .pipeline import Scheduler
-    from .state import open_writer
+    from .pipeline import Scheduler, keep_superseded, serve_requests
+    from .state import Mailbox, open_writer
 
     # One TLS context for every client of the run: each costs a load of the CA bundle.
     context = tls_context()
+    sink = LocalSink(plan.output_dir, ssl_context=context)
     spend_before = store.spend()
     async with open_writer(store) as writer:
         if not store.is_last_plan(plan.identity):
@@ -325,37 +367,41 @@ async def _run(
         await writer.apply(
             Transitions.note_manifest(str(plan.manifest_path.resolve()), plan.facts.name)
         )
+        warnings = await keep_superseded(writer, sink)
         if retry_failed:
             await _reset_failed(writer, plan)
+        notes = await recheck_outputs(writer, sink, plan, rerender=rerender)
         # The observer reads the state as it is now, resets included.
         observing = observe(plan, reader) if observe else nullcontext(None)
         with observing as observer:
+            if observer is not None:
+                for note in notes:
+                    observer.on_note(note)
             async with FalClient(config, timeout=http_timeout, ssl_context=context) as client:
                 scheduler = Scheduler(
                     plan.jobs,
                     writer,
                     client,
-                    LocalSink(plan.output_dir, ssl_context=context),
+                    sink,
                     options,
                     observer,
                     local_steps=local_steps,
                     ssl_context=context,
                 )
-                if handle_signals or stop is not None:
-                    async with anyio.create_task_group() as group:
-                        if handle_signals:
-                            # start(): the handlers are in place before the first submit.
-                            await group.start(_signals, scheduler)
-                        if stop is not None:
-                            group.start_soon(_drain_when, stop, scheduler)
-                        summary = await scheduler.run()
-                        group.cancel_scope.cancel()
-                else:
+                async with anyio.create_task_group() as group:
+                    if handle_signals:
+                        # start(): the handlers are in place before the first submit.
+                        await group.start(_signals, scheduler)
+                    if stop is not None:
+                        group.start_soon(_drain_when, stop, scheduler)
+                    # `raybatch cancel` from another terminal asks this process.
+                    group.start_soon(serve_requests, Mailbox(plan.output_dir), scheduler.cancel)
                     summary = await scheduler.run()
+                    group.cancel_scope.cancel()
             spend = store.spend()
             if observer is not None:
                 observer.on_finish(summary, spend, spend_before)
-    return RunResult(summary, spend, spend_before)
+    return RunResult(summary, spend, spend_before, warnings)
 
 
 async def _reset_failed(writer: StateWriter, plan: Plan) -> None:
@@ -422,7 +468,7 @@ def _refresh_review(plan: Plan, page: Path) -> list[str]:
     try:
         # Bounded: at the end of a 100k-job run, a poster per new video would take an hour
         # of decoding; ``raybatch report`` makes the rest.
-        write_review_page(plan.whole, posters=RUN_POSTERS, target=page)
+        write_review_page(plan.whole, posters=RUN_POSTERS, proxies=RUN_PROXIES, target=page)
     except Exception as exc:
         return [f"could not refresh the review page: {exc}"]
     return []
@@ -449,25 +495,3 @@ def fal_origin(
     with launch.local_emulator(state_dir=state_dir) as url:
         key = os.environ.get("FAL_KEY") or LOCAL_KEY
         yield FalConfig.single_origin(url, key)
-
-
-def cancel(plan: Plan, config: FalConfig) -> list[CancelOutcome] | None:
-    """Cancel the plan's requests at fal and mark them cancelled; None when nothing ran."""
-    path = plan.output_dir / "state.db"
-    if not path.exists():
-        return None
-    with DirectoryLock(plan.output_dir):
-        store = StateStore.open(path)
-        try:
-            return anyio.run(_cancel, store, plan, config)
-        finally:
-            store.close()
-
-
-async def _cancel(store: StateStore, plan: Plan, config: FalConfig) -> list[CancelOutcome]:
-    from .fal import FalClient
-    from .pipeline import cancel_requests
-    from .state import open_writer
-
-    async with open_writer(store) as writer, FalClient(config) as client:
-        return await cancel_requests(writer, plan.keys, client)

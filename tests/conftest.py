@@ -10,10 +10,12 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,11 +139,18 @@ def run_cli(
 
 
 def spawn_cli(
-    *args: str | Path, cwd: Path, key: str = TEST_KEY, env: dict[str, str] | None = None
+    *args: str | Path,
+    cwd: Path,
+    key: str | None = TEST_KEY,
+    env: dict[str, str] | None = None,
+    own_group: bool = False,
 ) -> subprocess.Popen[str]:
-    """Start ``python -m runner`` in the background (for signal and kill tests)."""
+    """Start ``python -m runner`` in the background (for signal and kill tests); with
+    ``own_group`` in its own process group, as a terminal's foreground job (``os.killpg``
+    then signals it as Ctrl-C would)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAL_")} | (env or {})
-    env["FAL_KEY"] = key
+    if key is not None:
+        env["FAL_KEY"] = key
     return subprocess.Popen(
         [sys.executable, "-m", "runner", *map(str, args)],
         cwd=cwd,
@@ -150,7 +159,35 @@ def spawn_cli(
         stderr=subprocess.PIPE,
         text=True,
         stdin=subprocess.DEVNULL,
+        start_new_session=own_group,
     )
+
+
+def count_rows(db: Path, sql: str) -> int:
+    """One number from a state file another process is writing (0 while it is not there
+    or has no tables yet)."""
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute(sql).fetchone()[0] or 0)
+    except sqlite3.Error:
+        return 0
+    finally:
+        conn.close()
+
+
+def wait_for_stats(
+    emulator: Emulator, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60
+) -> dict[str, Any]:
+    """Poll the emulator's stats until ``predicate`` holds; returns them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = emulator.stats()
+        if predicate(stats):
+            return stats
+        time.sleep(0.05)
+    raise AssertionError("the emulator never reached the expected state")
 
 
 def one_clip_manifest(

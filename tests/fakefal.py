@@ -226,11 +226,29 @@ class DiskSink:
         """Where an output is."""
         return self.root / PurePosixPath(relative)
 
-    def check(self, relative: str, size: int, sha256: str | None) -> str | None:
-        """Whether the file is there with its size."""
+    def check(
+        self, relative: str, size: int, sha256: str, *, mtime_ns: int | None, full: bool
+    ) -> str | None:
+        """Whether the file is there with its size (and, ``full``, its sha256)."""
         target = self.path(relative)
-        ok = target.is_file() and target.stat().st_size == size
-        return None if ok else f"{relative} is missing"
+        if not target.is_file() or target.stat().st_size != size:
+            return f"{relative} is missing"
+        if full and hashlib.sha256(target.read_bytes()).hexdigest() != sha256:
+            return f"{relative} was altered"
+        return None
+
+    def stamp(self, relative: str | PurePosixPath) -> int | None:
+        """The file's mtime."""
+        return self.path(relative).stat().st_mtime_ns
+
+    def move(self, relative: str, to: str) -> bool:
+        """Rename (these tests never move onto an existing file)."""
+        source, target = self.path(relative), self.path(to)
+        if not source.exists():
+            return target.exists()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source.rename(target)
+        return True
 
 
 def specs(count: int, *, cost: float = 0.5) -> list[JobSpec]:

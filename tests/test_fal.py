@@ -23,6 +23,7 @@ from runner.errors import (
     AuthError,
     ContentModerated,
     InputRejected,
+    LocalFileError,
     RateLimited,
     RaybatchError,
     RemoteJobError,
@@ -775,11 +776,15 @@ async def test_multipart_part_failure_aborts(clip: Path, monkeypatch: pytest.Mon
 
 
 async def test_upload_missing_file(tmp_path: Path) -> None:
-    """A local file that cannot be read fails that job (InputRejected), nothing is sent."""
+    """A local file that cannot be read fails that job as a local error (LocalFileError,
+    naming the file and saying nothing reached fal, not fal's InputRejected)."""
     storage = FakeStorage()
     async with client_for(storage) as client:
-        with pytest.raises(InputRejected):
+        with pytest.raises(LocalFileError) as caught:
             await client.upload(tmp_path / "gone.mp4", "video/mp4")
+    assert str(tmp_path / "gone.mp4") in str(caught.value)
+    assert "local file" in str(caught.value) and "nothing was sent to fal" in str(caught.value)
+    assert not isinstance(caught.value, InputRejected)
     assert storage.requests == []
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from runner.state import SCHEMA_VERSION, JobState, StateStore
+from runner.state._schema import MIGRATIONS
 
 from .conftest import Emulator, run_cli
 
@@ -95,3 +96,28 @@ def test_status_of_a_v1_state_needs_no_run(legacy: Path) -> None:
     assert summary["total"] == {"pending": 2, "done": 3, "failed": 1}
     assert summary["estimated_spend"] == pytest.approx(4 * 0.72)
     assert _version(legacy.parent / "out" / "state.db") == SCHEMA_VERSION
+
+
+def test_a_v2_state_gains_superseded_by_and_keeps_its_jobs(legacy: Path) -> None:
+    """Schema 2 (the rebuilt engine's) migrates to 3 in place: every job kept as it was,
+    none superseded until a plan says so, a backup of the version 2 file beside it."""
+    db = legacy.parent / "out" / "state.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        MIGRATIONS[1](conn)  # the fixture brought to schema 2 only, as 0.2 left files
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        conn.execute("COMMIT")
+        before = conn.execute("SELECT key, state, outputs FROM jobs ORDER BY key").fetchall()
+    finally:
+        conn.close()
+    store = StateStore.open(db)
+    try:
+        rows = store.rows()
+        after = sorted((r.key, r.state.value, r.superseded_by) for r in rows)
+    finally:
+        store.close()
+    assert _version(db) == SCHEMA_VERSION == 3
+    assert _version(db.with_name("state.db.v2.bak")) == 2
+    assert [(k, s) for k, s, _ in before] == [(k, s) for k, s, _ in after]
+    assert all(by is None for _, _, by in after)

@@ -17,7 +17,8 @@ import av
 from runner.manifest import plan
 from runner.plan import Plan
 from runner.report import write_review_page
-from runner.report._review import EAGER_MEDIA, POSTER_DIR
+from runner.report._previews import POSTER_DIR
+from runner.report._review import EAGER_MEDIA
 from runner.state import OutputFile, StateStore
 
 from . import states

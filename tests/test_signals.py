@@ -9,11 +9,17 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from .conftest import Emulator, run_cli, spawn_cli, start_emulator, stop_emulator
+from .conftest import (
+    Emulator,
+    run_cli,
+    spawn_cli,
+    start_emulator,
+    stop_emulator,
+    wait_for_stats,
+)
 
 JOBS = 9
 
@@ -36,16 +42,6 @@ def _states(out: Path) -> dict[str, int]:
         db.close()
 
 
-def _wait_for(emulator: Emulator, predicate: Any, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stats = emulator.stats()
-        if predicate(stats):
-            return stats
-        time.sleep(0.05)
-    raise AssertionError("the emulator never reached the expected state")
-
-
 def _finish(runner: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
     out, err = runner.communicate(timeout=timeout)
     return out, err
@@ -60,7 +56,7 @@ def test_first_signal_drains_in_flight_jobs_and_submits_nothing_new(
     runner = spawn_cli(
         "run", demo, "--fal-url", slow_emulator.url, "--output-dir", out, cwd=tmp_path
     )
-    _wait_for(slow_emulator, lambda s: s["submits"] >= 3)
+    wait_for_stats(slow_emulator, lambda s: s["submits"] >= 3)
     runner.send_signal(signal.SIGINT)
     _, err = _finish(runner)
     assert runner.returncode == 130, err
@@ -84,7 +80,7 @@ def test_second_signal_leaves_requests_reattachable(
     runner = spawn_cli(
         "run", demo, "--fal-url", slow_emulator.url, "--output-dir", out, cwd=tmp_path
     )
-    _wait_for(slow_emulator, lambda s: s["submits"] >= 4)
+    wait_for_stats(slow_emulator, lambda s: s["submits"] >= 4)
     runner.send_signal(signal.SIGINT)
     time.sleep(0.2)
     runner.send_signal(signal.SIGINT)
@@ -107,7 +103,7 @@ def test_cancel_cancels_remote_requests_and_retry_failed_runs_them_again(
     runner = spawn_cli(
         "run", demo, "--fal-url", slow_emulator.url, "--output-dir", out, cwd=tmp_path
     )
-    _wait_for(slow_emulator, lambda s: s["submits"] >= 4)
+    wait_for_stats(slow_emulator, lambda s: s["submits"] >= 4)
     runner.send_signal(signal.SIGKILL)
     _finish(runner)
     in_flight = _states(out).get("queued", 0) + _states(out).get("running", 0)
@@ -159,7 +155,7 @@ def test_second_run_on_the_same_directory_is_refused(
         "run", demo, "--fal-url", slow_emulator.url, "--output-dir", out, cwd=tmp_path
     )
     try:
-        _wait_for(slow_emulator, lambda s: s["submits"] >= 1)
+        wait_for_stats(slow_emulator, lambda s: s["submits"] >= 1)
         second = run_cli("run", demo, "--fal-url", slow_emulator.url, "--output-dir", out)
         assert second.returncode == 3
         assert "in use by another raybatch run" in second.stderr

@@ -26,7 +26,7 @@ import pytest
 
 from runner.emulator.config import EmulatorConfig
 from runner.emulator.server import EmulatorServer
-from runner.errors import AuthError, InputRejected, ServiceUnavailable, TransportError
+from runner.errors import AuthError, LocalFileError, ServiceUnavailable, TransportError
 from runner.fal import FalClient, FalConfig, _storage as fal
 
 from .raw_server import RawServer, headers_of, read_head
@@ -128,10 +128,11 @@ async def test_a_part_dropped_mid_request_is_a_transport_error(
                 await client.upload(clip, "video/mp4")
 
 
-async def test_a_file_that_shrinks_is_input_rejected(
+async def test_a_file_that_shrinks_is_a_local_error(
     small_parts: None, clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A source that ends early while its parts are read is InputRejected, as in one POST."""
+    """A source that ends early while its parts are read is a LocalFileError (the file is
+    named; fal is not blamed), as in one POST."""
     real = fal._file_chunks_blocking
 
     def shrinking(path: Path, offset: int, length: int) -> Iterator[bytes]:
@@ -141,7 +142,7 @@ async def test_a_file_that_shrinks_is_input_rejected(
     monkeypatch.setattr(fal, "_file_chunks_blocking", shrinking)
     with emulator() as server:
         async with FalClient(FalConfig.single_origin(server.url, KEY)) as client:
-            with pytest.raises(InputRejected, match="shrank"):
+            with pytest.raises(LocalFileError, match="local file .* shrank"):
                 await client.upload(clip, "video/mp4")
 
 

@@ -15,7 +15,7 @@ import httpx
 from anyio.abc import TaskGroup
 
 from ..errors import (
-    InputRejected,
+    LocalFileError,
     RaybatchError,
 )
 from ..net import SocketGuard
@@ -91,7 +91,7 @@ class StorageOps:
         try:
             size = (await anyio.Path(path).stat()).st_size
         except OSError as exc:
-            raise InputRejected(f"cannot read {path}: {exc.strerror}") from exc
+            raise local_read_error(path, exc) from exc
         headers = {"Content-Type": content_type, "X-Fal-File-Name": header_safe(path.name)}
         token = await self._cdn_token()
         base = token.base_url or self.config.cdn_url
@@ -251,11 +251,22 @@ def _file_chunks_blocking(path: Path, offset: int, length: int) -> Generator[byt
             while left:
                 chunk = file.read(min(_READ_CHUNK, left))
                 if not chunk:
-                    raise InputRejected(f"{path} shrank while it was being uploaded")
+                    raise LocalFileError(
+                        f"the local file {path} shrank while it was being uploaded (changed"
+                        " since the plan was made?); nothing was sent to fal"
+                    )
                 left -= len(chunk)
                 yield chunk
     except OSError as exc:
-        raise InputRejected(f"cannot read {path}: {exc.strerror}") from exc
+        raise local_read_error(path, exc) from exc
+
+
+def local_read_error(path: Path, exc: OSError) -> LocalFileError:
+    """A local input that cannot be read, named and said to be local (not fal's doing)."""
+    return LocalFileError(
+        f"cannot read the local file {path}: {exc.strerror or exc} (moved, renamed or"
+        " deleted since the plan was made?); nothing was sent to fal"
+    )
 
 
 class _BlockingParts:

@@ -39,8 +39,17 @@ class OutputSink(Protocol):
     def path(self, relative: str | PurePosixPath) -> Path:
         """A local path from which the done output ``relative`` can be read."""
 
-    def check(self, relative: str, size: int, sha256: str | None) -> str | None:
-        """Why the done output is not as recorded, or None."""
+    def check(
+        self, relative: str, size: int, sha256: str, *, mtime_ns: int | None, full: bool
+    ) -> str | None:
+        """Why the done output is not as recorded, or None (see ``LocalSink.check``)."""
+
+    def stamp(self, relative: str | PurePosixPath) -> int | None:
+        """A cheap version stamp of a done output, recorded to notice later edits."""
+
+    def move(self, relative: str, to: str) -> bool:
+        """Move a done output to another relative path, never over an existing file; False
+        when there was nothing to move."""
 
 
 class LocalSink:
@@ -53,6 +62,7 @@ class LocalSink:
 
     def __init__(self, root: Path, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self.root = root
+        self._root = os.fspath(root)
         self._ssl = ssl_context
 
     async def download(
@@ -108,23 +118,83 @@ class LocalSink:
                 raise disk_error(part, exc) from exc
             return Downloaded(target.path, size, digest.hexdigest())
 
-    def check(self, relative: str, size: int, sha256: str | None) -> str | None:
-        """Why the done output ``relative`` is not as recorded (missing, another size, or
-        with ``sha256`` another digest), or None when it is."""
-        path = self.path(relative)
+    def check(
+        self, relative: str, size: int, sha256: str, *, mtime_ns: int | None, full: bool
+    ) -> str | None:
+        """Why the done output ``relative`` is not as recorded (missing, not a file, another
+        size, or another sha256), or None when it is.
+
+        Quick (``full`` false): a stat, and the sha256 only of a file whose mtime is not
+        ``mtime_ns`` (touched, or edited in place keeping its size); ``full`` hashes every
+        file.
+        """
+        # A string join, not a Path: ``run`` stats every done output before it starts.
+        path = os.path.join(self._root, relative)
         try:
             info = os.stat(path, follow_symlinks=False)
         except FileNotFoundError:
             return f"{relative} is missing"
+        except OSError as exc:
+            return f"{relative} cannot be read: {exc.strerror or exc}"
         if not stat.S_ISREG(info.st_mode):
             return f"{relative} is not a regular file"
         if info.st_size != size:
             return f"{relative} has {info.st_size} bytes, {size} were recorded"
-        if sha256 is not None:
-            digest = hashlib.sha256()
-            with open(path, "rb") as handle:
-                while chunk := handle.read(CHUNK_SIZE):
-                    digest.update(chunk)
-            if digest.hexdigest() != sha256:
-                return f"{relative} does not match its recorded sha256"
+        if not full and (mtime_ns is None or info.st_mtime_ns == mtime_ns):
+            return None
+        try:
+            digest = _sha256(path)
+        except OSError as exc:
+            return f"{relative} cannot be read: {exc.strerror or exc}"
+        if digest != sha256:
+            return f"{relative} was altered: its sha256 is not the one recorded"
         return None
+
+    def stamp(self, relative: str | PurePosixPath) -> int | None:
+        """The done output's mtime in ns (None if it cannot be read)."""
+        try:
+            return os.stat(self.path(relative), follow_symlinks=False).st_mtime_ns
+        except OSError:
+            return None
+
+    def move(self, relative: str, to: str) -> bool:
+        """Move ``relative`` to ``to`` (both under the root), never over an existing file.
+
+        A hard link, then the old name removed: the move cannot replace a file, and one
+        interrupted between the two steps is finished by the next call. False when there
+        is nothing at ``relative``; a file already at ``to`` is kept (the move was done).
+        """
+        source, target = self.path(relative), self.path(to)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target, follow_symlinks=False)
+            except FileExistsError:
+                if not os.path.samefile(source, target):
+                    return True  # moved before; another file has the old name since
+            os.unlink(source)
+        except FileNotFoundError:
+            return target.exists()
+        except OSError as exc:
+            raise disk_error(target, exc) from exc
+        self._prune(source.parent)
+        return True
+
+    def _prune(self, directory: Path) -> None:
+        """Remove the directories a move left empty, up to the root (never the root)."""
+        root = self.root.absolute()
+        directory = directory.absolute()
+        while directory != root and root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return  # not empty (or not ours to remove): stop there
+            directory = directory.parent
+
+
+def _sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()

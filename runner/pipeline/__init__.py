@@ -3,13 +3,16 @@ transition, with one fault-policy table deciding what each failure costs."""
 
 from __future__ import annotations
 
-from ._cancel import CancelOutcome, cancel_requests
+from ._cancel import CancelOutcome, cancel_requests, serve_requests
 from ._local import LocalJob, LocalStep
 from ._options import NullObserver, RunObserver, RunOptions, RunSummary
 from ._policy import TABLE, Action, Limits, Policy, retry_state
 from ._scheduler import Scheduler
+from ._superseded import aside_path, keep_superseded
+from ._verify import NEEDS_FETCH, damaged_outputs, mark_damaged, to_rerender
 
 __all__ = (
+    "NEEDS_FETCH",
     "TABLE",
     "Action",
     "CancelOutcome",
@@ -22,6 +25,12 @@ __all__ = (
     "RunOptions",
     "RunSummary",
     "Scheduler",
+    "aside_path",
     "cancel_requests",
+    "damaged_outputs",
+    "keep_superseded",
+    "mark_damaged",
     "retry_state",
+    "serve_requests",
+    "to_rerender",
 )

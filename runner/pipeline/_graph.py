@@ -67,6 +67,18 @@ class Graph:
             queue.clear()
         return dropped
 
+    def discard(self, indices: Iterable[int]) -> None:
+        """Forget jobs that will not run (cancelled): out of the ready queues and of the
+        waiting ones (their children are failed by the caller, see :meth:`failed`)."""
+        gone = set(indices)
+        for queue in self._ready:
+            kept = [entry for entry in queue if entry[1] not in gone]
+            if len(kept) != len(queue):
+                queue[:] = kept
+                heapq.heapify(queue)
+        for i in gone:
+            self.waiting.pop(i, None)
+
     def done(self, key: str) -> list[int]:
         """``key`` is done: the children that now have every parent done."""
         i = self._index.get(key)

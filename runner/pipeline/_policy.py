@@ -51,6 +51,7 @@ from ..errors import (
     DownloadError,
     FatalError,
     InputRejected,
+    LocalFileError,
     LocalStepFailed,
     PermanentError,
     RateLimited,
@@ -111,6 +112,7 @@ TABLE: dict[tuple[str, type[RaybatchError]], Action | str] = {
     ("*", RemoteJobFailed): Action.FAIL,
     ("*", UnsafeOutput): Action.FAIL,
     ("*", LocalStepFailed): Action.FAIL,
+    ("*", LocalFileError): Action.FAIL,
     ("*", PermanentError): Action.FAIL,
     ("*", RetryableError): Action.RETRY,
 }

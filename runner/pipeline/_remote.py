@@ -11,9 +11,9 @@ import contextlib
 import functools
 import mimetypes
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
 import anyio
@@ -33,8 +33,11 @@ from ..fal import FalClient, Status, Submission, classify_completed
 from ..job import JobSpec, LocalFile, resolve_arguments, split_parent_ref, substitute
 from ..outputs import OutputSink, file_size, find_files, output_paths
 from ..state import ErrorInfo, JobState, OutputFile, StateWriter, Transitions, Unfinished
+from ._cancel import NOTES, cancel_url, ended_cancelled
+from ._inputs import Once, parent_output
 from ._options import Controls, RunObserver, RunOptions, RunSummary, Stopped
 from ._policy import Action, Policy, Stage
+from ._verify import NEEDS_FETCH, refetch_failed
 
 _T = TypeVar("_T")
 
@@ -56,6 +59,10 @@ class Progress:
     error_class: str | None = None
     last_error: str | None = None
     resubmitted: int = field(default=0)
+    #: The user asked to cancel this job (``raybatch cancel`` during the run).
+    cancel_requested: bool = False
+    #: fal was asked to cancel its request (once).
+    cancel_sent: bool = False
 
     @classmethod
     def of(cls, row: Unfinished) -> Progress:
@@ -105,27 +112,8 @@ class _Finished(Exception):
     """Internal: the job already reached its final state; nothing more to do."""
 
 
-class _Once:
-    """Run an async producer once per key; concurrent callers share its outcome."""
-
-    def __init__(self) -> None:
-        self._values: dict[str, str] = {}
-        self._running: dict[str, anyio.Event] = {}
-
-    async def get(self, key: str, produce: Callable[[], Awaitable[str]]) -> str:
-        """The value for ``key``, produced by the first caller."""
-        while key not in self._values:
-            event = self._running.get(key)
-            if event is not None:
-                await event.wait()
-                continue
-            event = self._running[key] = anyio.Event()
-            try:
-                self._values[key] = await produce()
-            finally:
-                del self._running[key]
-                event.set()
-        return self._values[key]
+class _Cancel(Exception):
+    """Internal: the job was cancelled before its submit."""
 
 
 class Remote:
@@ -157,7 +145,7 @@ class Remote:
         self.summary = summary
         self.outputs = outputs
         self.download_queue = download_queue
-        self._uploads = _Once()
+        self._uploads = Once()
         self._upload_limit = anyio.CapacityLimiter(options.uploads)
         self._download_limit = anyio.CapacityLimiter(options.downloads)
 
@@ -186,14 +174,26 @@ class Remote:
                 return JobState.DONE
             except _Finished:
                 return JobState.FAILED
+            except _Cancel:
+                await self.writer.apply(Transitions.cancelled(spec.key, NOTES["unsubmitted"]))
+                self.observer.on_state(spec, JobState.CANCELLED, NOTES["unsubmitted"])
+                return JobState.CANCELLED
             except _Failure as failure:
-                if not await self._settle(spec, job, failure):
-                    return JobState.FAILED
+                ended = await self._settle(spec, job, failure)
+                if ended is not None:
+                    return ended
 
-    async def _settle(self, spec: JobSpec, job: Progress, failure: _Failure) -> bool:
-        """Apply the table's action to a stage's failure; True when the job goes on (as a
-        new request)."""
+    async def _settle(self, spec: JobSpec, job: Progress, failure: _Failure) -> JobState | None:
+        """Apply the table's action to a stage's failure; the job's final state, or None
+        when it goes on (as a new request)."""
         error, action = failure.error, self.policy.action(failure.stage, failure.error)
+        if job.cancel_requested and job.result is None:
+            # Cancelled by the user: however its request ended short of a result, it ends
+            # here, never submitted again.
+            never_ran = job.state is not JobState.RUNNING
+            await self.writer.apply(ended_cancelled(spec.key, error.error_type, never_ran))
+            self.observer.on_state(spec, JobState.CANCELLED, str(error))
+            return JobState.CANCELLED
         if error.error_type == "client_cancelled" and job.error_class == "Cancelled":
             # The user cancelled this request and now asks to retry it (--retry-failed
             # re-attached to it in case it finished anyway): it did not, so submit anew.
@@ -211,7 +211,7 @@ class Remote:
                     f"{spec.key[:12]}: {reason}; resubmitting (a new request, paid again)"
                 )
                 self.observer.on_state(spec, JobState.PENDING, f"resubmitting after {error}")
-                return True
+                return None
             error = PermanentError(
                 f"gave up after {job.attempts - job.ambiguous} paid submission(s); last error"
                 f" {type(error).__name__}: {error}"
@@ -224,9 +224,12 @@ class Remote:
             )
         elif isinstance(error, RetryableError):
             error.message = f"gave up after {self.options.retries} tries: {error.message}"
-        await self.writer.apply(Transitions.failed(spec.key, ErrorInfo.of(error)))
+        info = ErrorInfo.of(error)
+        if job.error_class == NEEDS_FETCH and failure.stage == "download":
+            info = refetch_failed(error)
+        await self.writer.apply(Transitions.failed(spec.key, info))
         self.observer.on_state(spec, JobState.FAILED, str(error))
-        return False
+        return JobState.FAILED
 
     async def _stage(self, stage: Stage, call: Callable[[], Awaitable[_T]]) -> _T:
         try:
@@ -283,7 +286,7 @@ class Remote:
     async def _parent_url(self, spec: JobSpec, ref: str) -> str:
         """A parent output as a URL fal can read: the URL fal gave it, or an upload of the
         local file (a local step's output); fal is never sent back what it holds."""
-        found = _parent_output(self.outputs, ref)
+        found = parent_output(self.outputs, ref)
         if found.url:
             return found.url
         path = self.sink.path(found.path)
@@ -304,6 +307,8 @@ class Remote:
         self, spec: JobSpec, arguments: dict[str, Any], job: Progress
     ) -> Submission:
         """One POST: the intent recorded before it, the answer right after."""
+        if job.cancel_requested:
+            raise _Cancel
         self.controls.check()
         cost = spec.estimated_cost or 0.0
         self.controls.reserve(cost)
@@ -336,6 +341,8 @@ class Remote:
             # even if the run stops right now.
             job.request, job.attempts, job.state = sub, attempt, JobState.QUEUED
         self.observer.on_state(spec, JobState.QUEUED, sub.request_id)
+        if job.cancel_requested:
+            await self.request_cancel(spec, job)
         return sub
 
     async def _ambiguous(self, spec: JobSpec, job: Progress, error: SubmitUnconfirmed) -> None:
@@ -441,44 +448,36 @@ class Remote:
                     on_bytes=functools.partial(self.observer.on_bytes, "down"),
                 )
                 got = await self._stage("download", fetch)
-                outputs.append(OutputFile(str(rel), got.sha256, got.size, file["url"], field_path))
+                outputs.append(
+                    OutputFile(
+                        str(rel),
+                        got.sha256,
+                        got.size,
+                        file["url"],
+                        field_path,
+                        self.sink.stamp(rel),
+                    )
+                )
         crashpoints.reached("after_rename")
         await self.writer.apply(Transitions.done(spec.key, outputs))
         crashpoints.reached("after_done")
         self.observer.on_state(spec, JobState.DONE, None)
         self.record_outputs(spec.key, outputs)
 
+    async def request_cancel(self, spec: JobSpec, job: Progress) -> str:
+        """Cancel the job (``raybatch cancel`` during the run): its task ends it when it
+        can, as fal reports; fal is asked (once) to cancel the request it holds. Returns
+        the case of :data:`NOTES` that says what happens next."""
+        job.cancel_requested = True
+        if job.request is None:
+            return "submitting"  # its task ends it before the POST, or cancels right after
+        if job.result is not None or job.cancel_sent:
+            return "already_completed" if job.result is not None else "requested"
+        job.cancel_sent = True
+        sub = job.request
+        url = cancel_url(self.client, spec.endpoint, sub.request_id, sub.cancel_url)
+        return await self.policy.call("status", lambda: self.client.cancel(url))
+
     def record_outputs(self, key: str, outputs: list[OutputFile]) -> None:
         """Keep a done job's outputs for its children's inputs."""
         self.outputs[key] = outputs
-
-
-def _parent_output(outputs: Mapping[str, list[OutputFile]], ref: str) -> OutputFile:
-    """The output a ``@job:`` placeholder names (the first file, or the one at its field)."""
-    parsed = split_parent_ref(ref)
-    assert parsed is not None
-    key, field_path = parsed
-    files = outputs.get(key)
-    if not files:
-        raise PermanentError(f"the output of job {key[:12]} is not available")
-    if field_path is None:
-        return files[0]
-    for found in files:
-        if found.field == field_path:
-            return found
-    raise PermanentError(f"job {key[:12]} has no output {field_path!r}")
-
-
-def local_inputs(
-    outputs: Mapping[str, list[OutputFile]],
-    sink_path: Callable[[str], Path],
-    arguments: Mapping[str, Any],
-) -> Any:
-    """``arguments`` with each ``@job:`` placeholder as the local path of that output."""
-
-    def replace(text: str) -> str:
-        if split_parent_ref(text) is None:
-            return text
-        return str(sink_path(_parent_output(outputs, text).path))
-
-    return substitute(arguments, replace)

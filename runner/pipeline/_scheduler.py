@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -39,12 +39,14 @@ from ..net import tls_context
 from ..outputs import OutputSink
 from ..plan import JobList
 from ..state import ErrorInfo, JobState, OutputFile, StateWriter, Transitions, Unfinished
+from ._cancel import NOTES, CancelOutcome, cancel_requests, outcome
 from ._gates import Gates
 from ._graph import Graph
+from ._inputs import local_inputs
 from ._local import LocalJob, LocalStep, run_step
 from ._options import Controls, NullObserver, RunObserver, RunOptions, RunSummary, Stopped
 from ._policy import Policy
-from ._remote import Hold, Progress, Remote, local_inputs
+from ._remote import Hold, Progress, Remote
 
 _ATTACHED = (JobState.QUEUED, JobState.RUNNING, JobState.COMPLETED)
 
@@ -98,6 +100,8 @@ class Scheduler:
         self._changed = anyio.Event()
         self._jobs_scope: anyio.CancelScope | None = None
         self._progress: dict[str, Progress] = {}
+        self._active: dict[str, Progress] = {}  # remote jobs a task is running
+        self._remote: Remote | None = None
         self.graph: Graph | None = None
 
     # -- control ---------------------------------------------------------------------------
@@ -123,6 +127,51 @@ class Scheduler:
         self.summary.interrupted = True
         if self._jobs_scope is not None:
             self._jobs_scope.cancel()
+
+    async def cancel(self, keys: Iterable[str]) -> list[CancelOutcome]:
+        """``raybatch cancel`` while this run goes on (asked through the mailbox): jobs no
+        task has started are cancelled now; a running job's task ends it as fal reports,
+        once fal is asked to cancel its request; this run's other unfinished jobs are
+        cancelled as with no run. Must run on the event loop's thread."""
+        graph, remote = self.graph, self._remote
+        if graph is None or remote is None:
+            return []
+        wanted = set(keys)
+        states = self.writer.store.states()
+        outcomes: list[CancelOutcome] = []
+        idle: list[int] = []
+        for i, key in enumerate(self.jobs.keys):
+            if key not in wanted:
+                continue
+            spec, job = self.jobs[i], self._active.get(key)
+            if job is None:
+                if states.get(key) in (JobState.PENDING, JobState.BLOCKED):
+                    idle.append(i)
+                    outcomes.append(outcome(key, spec.label, "unsubmitted", True))
+                continue
+            try:
+                case = await remote.request_cancel(spec, job)
+            except RaybatchError as exc:
+                note = f"fal did not take the cancel: {exc}"
+                outcomes.append(CancelOutcome(key, spec.label, note, False))
+                continue
+            outcomes.append(outcome(key, spec.label, case, False))
+        if idle:
+            # Out of the ready queue first: the feeder must not start one while we write.
+            graph.discard(idle)
+            idle_keys = [self.jobs.keys[i] for i in idle]
+            await self.writer.apply(
+                *(Transitions.cancelled(key, NOTES["unsubmitted"]) for key in idle_keys)
+            )
+            for i in idle:
+                self.observer.on_state(self.jobs[i], JobState.CANCELLED, NOTES["unsubmitted"])
+            for key in idle_keys:
+                await self._fail_below(key, graph.failed(key))
+        others = [key for key in wanted if graph.index(key) is None]
+        outcomes += await cancel_requests(self.writer, others, self.client)
+        self.observer.on_note(f"cancel asked by another raybatch process: {len(outcomes)} job(s)")
+        self._poke()
+        return outcomes
 
     def _fatal(self, exc: FatalError) -> None:
         self.summary.fatal = self.summary.fatal or exc
@@ -152,7 +201,7 @@ class Scheduler:
             follow_redirects=False,
             verify=self._ssl or tls_context(),
         )
-        remote = Remote(
+        remote = self._remote = Remote(
             options=self.options,
             writer=self.writer,
             client=self.client,
@@ -287,6 +336,7 @@ class Scheduler:
         self, group: anyio.abc.TaskGroup, remote: Remote, i: int, job: Progress, holds: bool
     ) -> None:
         self._running += 1
+        self._active[self.jobs.keys[i]] = job
         group.start_soon(self._remote_task, remote, i, job, holds)
 
     async def _remote_task(self, remote: Remote, i: int, job: Progress, holds_slot: bool) -> None:
@@ -302,6 +352,7 @@ class Scheduler:
         except FatalError as exc:
             self._fatal(exc)
         finally:
+            self._active.pop(spec.key, None)
             slot.release()
             place.release()
             self._running -= 1
@@ -340,7 +391,8 @@ class Scheduler:
             functools.partial(self.sink.write, PurePosixPath(spec.output), produce),
             abandon_on_cancel=True,
         )
-        outputs = [OutputFile(spec.output, got.sha256, got.size, "", "file")]
+        stamp = self.sink.stamp(spec.output)
+        outputs = [OutputFile(spec.output, got.sha256, got.size, "", "file", stamp)]
         crashpoints.reached("after_step")
         await self.writer.apply(Transitions.done(spec.key, outputs))
         self._outputs[spec.key] = outputs

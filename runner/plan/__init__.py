@@ -22,7 +22,7 @@ from ._plan import (
     glob_files,
     output_dir_for,
 )
-from ._registry import check_default_output_dir, remember
+from ._registry import check_default_output_dir, output_dirs, remember
 
 __all__ = (
     "DEFAULT_OUTPUT_ROOT",
@@ -41,5 +41,6 @@ __all__ = (
     "check_default_output_dir",
     "glob_files",
     "output_dir_for",
+    "output_dirs",
     "remember",
 )

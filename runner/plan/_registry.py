@@ -45,16 +45,19 @@ def remember(manifest: Path, output_dir: Path) -> None:
         pass
 
 
+def output_dirs(manifest: Path) -> list[Path]:
+    """The output directories ``manifest`` was run in that still hold a state file, the
+    most recently used last."""
+    dirs = _load().get(str(manifest.resolve()), [])
+    return [Path(d) for d in dirs if (Path(d) / "state.db").exists()]
+
+
 def check_default_output_dir(manifest: Path, output_dir: Path) -> None:
     """Refuse a default output directory with no state when this manifest has state
     elsewhere; the message says how to continue there or start afresh on purpose."""
     if (output_dir / "state.db").exists():
         return
-    earlier = [
-        d
-        for d in _load().get(str(manifest.resolve()), [])
-        if d != str(output_dir) and (Path(d) / "state.db").exists()
-    ]
+    earlier = [d for d in output_dirs(manifest) if d != output_dir]
     if earlier:
         raise ManifestError(
             f"{manifest} was run before with its outputs in {earlier[-1]}, but the default"

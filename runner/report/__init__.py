@@ -4,9 +4,10 @@ progress while it runs, and the review page."""
 from __future__ import annotations
 
 from ._names import OutputNames, adopt_plain_files, output_names
+from ._previews import extract_poster
 from ._progress import Progress
 from ._results import result_record, write_results
-from ._review import extract_poster, write_review_page
+from ._review import write_review_page
 from ._summary import (
     clip_warnings,
     clips_summary,

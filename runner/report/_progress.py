@@ -235,6 +235,8 @@ class Progress:
             else:
                 self._print(self.status_line())
             parts = [f"{summary.done} done", f"{summary.failed} failed"]
+            if summary.cancelled:
+                parts.append(f"{summary.cancelled} cancelled")
             if summary.not_started:
                 parts.append(f"{summary.not_started} not started")
             if summary.ambiguous:

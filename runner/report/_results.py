@@ -16,7 +16,8 @@ from ..state import StateStore
 
 
 def write_results(store: StateStore, path: Path, keys: Sequence[str] | None = None) -> int:
-    """Rewrite ``results.jsonl`` atomically: one line per finished job; returns the count."""
+    """Rewrite ``results.jsonl`` atomically: one line per finished job of ``keys`` (None:
+    every one), and one per superseded job, whose files are kept; returns the count."""
     tmp = path.with_name(path.name + ".tmp")
     count = 0
     spend = store.spend_by_job()
@@ -25,7 +26,7 @@ def write_results(store: StateStore, path: Path, keys: Sequence[str] | None = No
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             for r in store.finished_records():
-                if wanted is not None and r["key"] not in wanted:
+                if wanted is not None and r["key"] not in wanted and not r["superseded_by"]:
                     continue
                 out.write(canonical_json(result_record(r, spend.get(r["key"]))) + "\n")
                 count += 1
@@ -66,6 +67,8 @@ def result_record(
         "paid_submissions": spend[1] if spend else 0,
         "attempts": r["attempts"],
         "ambiguous_submits": r["ambiguous"],
+        # The job that now renders to this one's output path (its files are kept aside).
+        "superseded_by": r["superseded_by"],
         "timings": timings,
         "error": None
         if r["error"] is None or r["state"] == "done"

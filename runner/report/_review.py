@@ -22,22 +22,17 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path, PurePosixPath
 from typing import Any
-
-import av
 
 from ..endpoints import spec_for
 from ..job import LOCAL_PREFIX, JobSpec, LocalFile, canonical_json, substitute
 from ..plan import Plan
 from ..state import JobRow, Spend, StateStore
+from ._previews import POSTER_DIR, extract_poster, poster_name, source_proxies
+from ._review_assets import CSS, JS
 from ._summary import human_size
 
-#: Where posters go, relative to the output directory.
-POSTER_DIR = PurePosixPath(".review/posters")
-#: Posters are for thumbnails: no wider than this.
-POSTER_WIDTH = 480
 #: Media elements that load with the page; the rest load when scrolled near.
 EAGER_MEDIA = 24
 
@@ -61,13 +56,20 @@ NO_PROMPT = "(none)"
 
 
 def write_review_page(
-    plan: Plan, *, posters: int | None = None, target: Path | None = None
+    plan: Plan,
+    *,
+    posters: int | None = None,
+    proxies: int | None = None,
+    target: Path | None = None,
 ) -> Path:
     """Write ``<output_dir>/index.html`` (or ``target``) for ``plan`` and return its path.
 
     Reads the state file read-only (safe while a run goes on); jobs it does not know yet
     are shown as ``new``. Posters missing for a video are extracted first, at most
     ``posters`` of them (None: all); a video without one shows its own first frame.
+    Sources browsers cannot play get an H.264 proxy, at most ``proxies`` new ones (None:
+    all), among at most ``posters`` sources looked at for the first time; one not made
+    yet is shown as it is, with a note.
     """
     output_dir = plan.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -82,6 +84,7 @@ def write_review_page(
         if store is not None:
             store.close()
     page = _Page(plan, rows, spend)
+    page.make_proxies(proxies, probes=posters)
     page.make_posters(posters)
     text = page.render()
     target = target or output_dir / "index.html"
@@ -89,46 +92,6 @@ def write_review_page(
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, target)
     return target
-
-
-# --------------------------------------------------------------------------- posters
-
-
-def extract_poster(video: Path, target: Path, *, width: int = POSTER_WIDTH) -> bool:
-    """Write a JPEG of a frame early in ``video`` to ``target``; False if it cannot be read.
-
-    The frame is taken a little way in (a fifth of the clip, at most 2 s): first frames are
-    often black or a fade.
-    """
-    try:
-        with av.open(str(video)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            seconds = container.duration / 1_000_000 if container.duration else 0.0
-            wanted = min(2.0, seconds / 5)
-            frame = None
-            for frame in container.decode(stream):
-                if frame.time is None or frame.time >= wanted:
-                    break
-        if frame is None:
-            return False
-        w = min(width, frame.width) // 2 * 2
-        h = max(2, round(frame.height * w / frame.width / 2) * 2)
-        encoder = av.CodecContext.create("mjpeg", "w")
-        encoder.width, encoder.height, encoder.pix_fmt = w, h, "yuvj420p"
-        encoder.time_base = Fraction(1, 25)
-        encoder.options = {"qmin": "2", "qmax": "4"}
-        image = frame.reformat(width=w, height=h, format="yuvj420p")
-        data = b"".join(bytes(p) for p in [*encoder.encode(image), *encoder.encode(None)])
-    except (av.FFmpegError, IndexError, OSError, ValueError):
-        return False
-    if not data:
-        return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
-    return True
 
 
 # --------------------------------------------------------------------------- the model
@@ -153,10 +116,6 @@ class _Media:
     href: str
     kind: str | None
     poster: str | None = None
-
-
-def _poster_name(sha256: str) -> str:
-    return f"{sha256[:32]}.jpg"
 
 
 def _kind(path: str) -> str | None:
@@ -198,6 +157,7 @@ class _Page:
         self.manifest_dir = plan.manifest_path.parent.absolute()
         self.sources = self._group(plan.jobs)
         self.posters: dict[str, str] = {}  # sha256 -> poster URL
+        self.proxies: dict[str, str | None] = {}  # sha256 -> proxy URL (None: not made yet)
         self.media_shown = 0
 
     def _group(self, jobs: Iterable[JobSpec]) -> list[_Source]:
@@ -246,6 +206,16 @@ class _Page:
                         found[str(output.get("sha256", ""))] = self.root / path
         return found
 
+    def make_proxies(self, limit: int | None = None, *, probes: int | None = None) -> None:
+        """H.264 proxies for the source videos browsers cannot play (see ``_previews``):
+        at most ``limit`` made and ``probes`` sources looked at, this time."""
+        videos = {
+            source.local.sha256: source.local.path
+            for source in self.sources
+            if source.local is not None and source.kind == "video" and source.local.path.is_file()
+        }
+        self.proxies = source_proxies(self.root, videos, limit=limit, probes=probes)
+
     def make_posters(self, limit: int | None = None) -> None:
         """Extract the posters not made yet (named by content, so never stale), in parallel;
         at most ``limit`` of them."""
@@ -255,13 +225,13 @@ class _Page:
         for sha, video in self._videos().items():
             if not sha:
                 continue
-            if _poster_name(sha) in existing:
-                self.posters[sha] = str(POSTER_DIR / _poster_name(sha))
+            if poster_name(sha) in existing:
+                self.posters[sha] = str(POSTER_DIR / poster_name(sha))
             elif video.is_file() and (limit is None or len(todo) < limit):
                 todo[sha] = video
 
         def make(sha: str) -> tuple[str, bool]:
-            return sha, extract_poster(todo[sha], poster_dir / _poster_name(sha))
+            return sha, extract_poster(todo[sha], poster_dir / poster_name(sha))
 
         if not todo:
             return
@@ -269,7 +239,7 @@ class _Page:
         with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 2)) as pool:
             for sha, ok in pool.map(make, todo):
                 if ok:
-                    self.posters[sha] = str(POSTER_DIR / _poster_name(sha))
+                    self.posters[sha] = str(POSTER_DIR / poster_name(sha))
 
     # -- rendering ---------------------------------------------------------------------
 
@@ -289,12 +259,12 @@ class _Page:
                 # An empty icon: without it the browser asks the server for /favicon.ico.
                 '<link rel="icon" href="data:,">',
                 f"<title>{_e(self.plan.facts.name)} · raybatch review</title>",
-                f"<style>{_CSS}</style></head><body>",
+                f"<style>{CSS}</style></head><body>",
                 *head,
                 '<main id="groups">',
                 *body,
                 '</main><p id="empty" hidden>No job matches these filters.</p>',
-                f"<script>{_JS}</script></body></html>\n",
+                f"<script>{JS}</script></body></html>\n",
             ]
         )
 
@@ -373,10 +343,15 @@ class _Page:
             return []
         parts = ['<figure class="source">']
         if source.local is not None:
-            rel = os.path.relpath(source.local.path.absolute(), self.root)
-            poster = self.posters.get(source.local.sha256)
-            parts.append(self._media(_Media(_href(Path(rel).as_posix()), source.kind, poster)))
+            sha = source.local.sha256
+            rel = Path(os.path.relpath(source.local.path.absolute(), self.root)).as_posix()
+            shown = self.proxies.get(sha) or rel
+            parts.append(self._media(_Media(_href(shown), source.kind, self.posters.get(sha))))
             caption = _e(source.local.path.name)
+            if self.proxies.get(sha):
+                caption += f' · shown as an H.264 copy (<a href="{_e(_href(rel))}">original</a>)'
+            elif sha in self.proxies:
+                caption += " · may not play in a browser: `raybatch report` makes a copy that does"
         elif source.url is not None:
             parts.append(_remote(source.url))
             caption = "remote source"
@@ -524,115 +499,3 @@ def _cost(spec: JobSpec, row: JobRow | None) -> str:
         if row.request_id:
             parts.append(f'<span class="rid" title="fal request id">{_e(row.request_id)}</span>')
     return " · ".join(parts)
-
-
-_CSS = """
-:root{--bg:#15171c;--card:#1f2229;--fg:#e6e6e6;--dim:#9aa0aa;--line:#30343d;
---ok:#3fb950;--bad:#f85149;--busy:#d29922;--wait:#6e7681}
-*{box-sizing:border-box}
-body{margin:0;font:14px/1.4 system-ui,sans-serif;background:var(--bg);color:var(--fg)}
-header{position:sticky;top:0;z-index:2;background:var(--bg);padding:.6rem 1rem;
-border-bottom:1px solid var(--line)}
-h1{margin:0 0 .2rem;font-size:1.3rem}h1 small,h2 small{color:var(--dim);font-weight:normal}
-.summary{margin:.15rem 0;color:var(--dim)}code{color:var(--fg)}
-form{display:flex;flex-wrap:wrap;gap:.4rem 1rem;align-items:center;margin-top:.4rem}
-select,input{background:var(--card);color:var(--fg);border:1px solid var(--line);
-border-radius:4px;padding:.2rem .3rem;max-width:18rem}
-.shown{color:var(--dim)}
-main{padding:0 1rem 2rem}
-.group{border-bottom:1px solid var(--line);padding:.6rem 0}
-h2{font-size:1.05rem;margin:.2rem 0 .5rem}
-.row{display:grid;grid-template-columns:repeat(auto-fill,minmax(270px,1fr));gap:.7rem}
-.source,.job{background:var(--card);border:1px solid var(--line);border-radius:6px;
-margin:0;overflow:hidden;display:flex;flex-direction:column}
-.source{border-color:#58a6ff}
-figcaption{padding:.3rem .5rem;color:var(--dim)}
-video,img{display:block;width:100%;aspect-ratio:16/9;object-fit:contain;background:#000}
-.placeholder{aspect-ratio:16/9;display:flex;align-items:center;justify-content:center;
-color:var(--dim);background:#0d0f12}
-.meta{padding:.4rem .55rem}.meta p{margin:.2rem 0}
-.prompt{color:var(--dim);display:-webkit-box;-webkit-line-clamp:3;-webkit-box-orient:vertical;
-overflow:hidden}
-.prompt:hover{-webkit-line-clamp:unset}
-.params{display:grid;grid-template-columns:auto 1fr;gap:0 .5rem;margin:.2rem 0;font-size:12px}
-.params dt{color:var(--dim)}.params dd{margin:0;overflow-wrap:anywhere}
-.cost,.files{font-size:12px;color:var(--dim)}.rid{font-family:monospace}
-.error{color:var(--bad);overflow-wrap:anywhere}.missing{color:var(--bad);padding:.5rem}
-.files a{overflow-wrap:anywhere}
-a{color:#58a6ff}.file{display:block;padding:1rem;overflow-wrap:anywhere}
-.endpoint{color:var(--dim);font-size:12px}
-.badge{display:inline-block;border-radius:3px;padding:0 .35rem;font-size:12px;
-background:var(--wait);color:#fff}
-.s-done .badge,.badge.s-done{background:var(--ok)}
-.s-failed .badge,.badge.s-failed,.s-cancelled .badge,.badge.s-cancelled{background:var(--bad)}
-.s-running .badge,.badge.s-running,.s-queued .badge,.badge.s-queued,.s-submitting .badge,
-.badge.s-submitting,.s-completed .badge,.badge.s-completed{background:var(--busy)}
-.job.s-failed,.job.s-cancelled{border-color:var(--bad)}
-.job{content-visibility:auto;contain-intrinsic-size:auto 400px}
-[hidden]{display:none!important}
-#empty{padding:2rem;color:var(--dim)}
-"""
-
-_JS = """
-(() => {
-  const cards = Array.from(document.querySelectorAll('article.job'));
-  const groups = Array.from(document.querySelectorAll('section.group'));
-  const filters = {
-    prompt: document.getElementById('f-prompt'),
-    endpoint: document.getElementById('f-endpoint'),
-    status: document.getElementById('f-status'),
-    text: document.getElementById('f-text'),
-  };
-  const shown = document.getElementById('shown');
-  const empty = document.getElementById('empty');
-  function apply() {
-    const p = filters.prompt.value, e = filters.endpoint.value, s = filters.status.value;
-    const q = filters.text.value.trim().toLowerCase();
-    let n = 0;
-    for (const card of cards) {
-      const d = card.dataset;
-      const ok = (!p || d.prompt === p) && (!e || d.endpoint === e) &&
-        (!s || d.status === s) && (!q || d.search.includes(q));
-      card.hidden = !ok;
-      if (ok) n++;
-    }
-    for (const group of groups) {
-      group.hidden = !group.querySelector('article.job:not([hidden])');
-    }
-    shown.textContent = String(n);
-    empty.hidden = n > 0;
-    const state = new URLSearchParams();
-    for (const [name, el] of Object.entries(filters)) if (el.value) state.set(name, el.value);
-    try {
-      // Keeps the filters in the address, so a view can be bookmarked or shared.
-      history.replaceState(null, '', state.toString() ? '#' + state : location.pathname);
-    } catch (err) { /* some browsers refuse this on file:// pages; filters still work */ }
-  }
-  const saved = new URLSearchParams(location.hash.slice(1));
-  for (const [name, el] of Object.entries(filters)) {
-    const value = saved.get(name);
-    if (value !== null && (el.tagName !== 'SELECT' ||
-        Array.from(el.options).some((o) => o.value === value))) el.value = value;
-    el.addEventListener('input', apply);
-    el.addEventListener('change', apply);
-  }
-  if (saved.toString()) apply();
-  const lazy = document.querySelectorAll('video[data-lazy]');
-  const wake = (video) => {
-    if (video.dataset.poster) video.poster = video.dataset.poster;
-    video.removeAttribute('data-lazy');
-    video.preload = 'metadata';
-    video.load();
-  };
-  if ('IntersectionObserver' in window) {
-    const io = new IntersectionObserver((entries) => {
-      for (const entry of entries) {
-        if (entry.isIntersecting) { io.unobserve(entry.target); wake(entry.target); }
-      }
-    }, {rootMargin: '800px 0px'});
-    lazy.forEach((video) => io.observe(video));
-  } else {
-    lazy.forEach(wake);
-  }
-})();
-"""

@@ -360,6 +360,10 @@ _ADVICE = {
     "UnsafeOutput": "the result named a file raybatch refuses to write; see the reason",
     "Cancelled": "cancelled by `raybatch cancel`",
     "SubmitUnconfirmed": "check fal's dashboard for a request that may have been billed",
+    "LocalFileError": "a local source could not be read: put it back (or point the manifest"
+    " at its new place), then retry",
+    "OutputMissing": "fal no longer serves these results: `--rerender` renders them again"
+    " (billed again)",
 }
 
 

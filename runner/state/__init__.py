@@ -17,24 +17,32 @@ from __future__ import annotations
 
 from ._jobstate import JobState
 from ._lock import DirectoryLock
-from ._rows import ErrorInfo, JobRow, JobTally, OutputFile, Spend, Unfinished
+from ._mailbox import Mailbox, Request
+from ._outputs import ASIDE_DIR
+from ._rows import ErrorInfo, FileStamp, JobRow, JobTally, OutputFile, Spend, StoredJob, Unfinished
 from ._schema import SCHEMA_VERSION
-from ._store import PlanSnapshot, StateStore
+from ._store import Op, PlanSnapshot, StateStore
 from ._transitions import Transitions
 from ._writer import StateWriter, open_writer
 
 __all__ = (
+    "ASIDE_DIR",
     "SCHEMA_VERSION",
     "DirectoryLock",
     "ErrorInfo",
+    "FileStamp",
     "JobRow",
     "JobState",
     "JobTally",
+    "Mailbox",
+    "Op",
     "OutputFile",
     "PlanSnapshot",
+    "Request",
     "Spend",
     "StateStore",
     "StateWriter",
+    "StoredJob",
     "Transitions",
     "Unfinished",
     "open_writer",

@@ -44,6 +44,14 @@ class DirectoryLock:
             raise DiskError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         self._fd = fd
 
+    def holder(self) -> int | None:
+        """The pid the lock file names: the holder's while the lock is held."""
+        try:
+            text = self.path.read_text(errors="replace").strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
     def release(self) -> None:
         """Give the lock back."""
         if self._fd is not None:

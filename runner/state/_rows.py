@@ -19,16 +19,22 @@ class OutputFile:
     size: int
     url: str
     field: str
+    #: The file's mtime when it was recorded (None in older states): ``verify`` and
+    #: ``run`` notice an edited file by it without reading every byte.
+    mtime_ns: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form stored in the state and in ``results.jsonl``."""
-        return {
+        data: dict[str, Any] = {
             "path": self.path,
             "sha256": self.sha256,
             "size": self.size,
             "url": self.url,
             "field": self.field,
         }
+        if self.mtime_ns is not None:
+            data["mtime_ns"] = self.mtime_ns
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,7 @@ class JobRow:
     error_class: str | None
     error_type: str | None
     error: str | None
+    superseded_by: str | None
     created_at: float
     submitted_at: float | None
     started_at: float | None
@@ -75,6 +82,15 @@ class JobRow:
         data["result"] = json.loads(data["result"]) if result and data["result"] else None
         data["outputs"] = json.loads(data["outputs"]) if data["outputs"] else []
         return cls(**data)
+
+
+class FileStamp(NamedTuple):
+    """What checking a done output needs of its record (see ``OutputFile``)."""
+
+    path: str
+    size: int
+    sha256: str
+    mtime_ns: int | None
 
 
 class Unfinished(NamedTuple):
@@ -104,6 +120,20 @@ class Spend(NamedTuple):
     paid_attempts: int  # submissions fal accepted or may have (ambiguous ones included)
     resubmitted: int  # paid attempts beyond each job's first: each one was paid again
     ambiguous: int  # paid attempts whose answer was lost
+
+
+class StoredJob(NamedTuple):
+    """What the state keeps of a job's definition (its plan, when the manifest cannot be
+    planned again)."""
+
+    key: str
+    endpoint: str
+    arguments: dict[str, Any]
+    output: str
+    clip: str | None
+    prompt: str | None
+    labels: dict[str, Any]
+    estimated_cost: float | None
 
 
 class JobTally(NamedTuple):

@@ -12,6 +12,9 @@ Versions:
 2. the job graph: a job's kind (remote request or local step), its labels, its parents
    (``edges``); per attempt, whether fal may bill it (``billing``), its estimated cost and
    the billable units fal reported, so spend is the sum over attempts.
+3. superseded jobs: ``superseded_by`` names the job that now renders to a job's output
+   path (its input changed: an edited prompt); its files are kept under
+   ``.superseded/<key>/``.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: meta key: identity (manifest, code and every job key) of the plan ``add_plan`` last wrote.
 LAST_PLAN = "last_plan"
+#: meta key, present from ``add_plan`` until the files of the jobs it superseded (or
+#: brought back) are moved: a run killed in between finishes the moves next time.
+MOVES_PENDING = "outputs_to_move"
 #: meta key: the manifests run into this directory, {resolved path: name}, in first-run
 #: order (results.jsonl and the review page are per manifest once there are two).
 MANIFESTS = "manifests"
@@ -51,6 +57,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_class TEXT,
     error_type TEXT,
     error TEXT,
+    superseded_by TEXT,
     created_at REAL NOT NULL,
     submitted_at REAL,
     started_at REAL,
@@ -135,5 +142,11 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    """Add ``superseded_by``. Which older job a newer one replaced is left to the next
+    run: adding its plan marks every job it supersedes."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN superseded_by TEXT")
+
+
 #: ``MIGRATIONS[n]`` takes a file from version ``n`` to ``n + 1``.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}

@@ -3,7 +3,6 @@ batch of writes for the single writer."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sqlite3
@@ -13,37 +12,33 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import DiskError, IllegalTransition, StateError, StateLocked
+from ..errors import IllegalTransition, StateError, StateLocked
 from ._jobstate import JobState
 from ._lock import DirectoryLock
-from ._rows import BLOCKED_ROW, PENDING_ROW, JobRow, JobTally, Spend, Unfinished
+from ._outputs import OutputReads
+from ._rows import (
+    BLOCKED_ROW,
+    PENDING_ROW,
+    JobRow,
+    JobTally,
+    Spend,
+    Unfinished,
+)
 from ._schema import LAST_PLAN, MANIFESTS, MIGRATIONS, SCHEMA, SCHEMA_VERSION, run_script
+from ._sql import translate_errors
 
 Op = Callable[[sqlite3.Connection], None]
 
 _UNFINISHED_SQL = JobState.sql_list(JobState.unfinished())
+#: Attempts fal may have billed: all but those it refused (``unsent``) and those it
+#: removed from its queue before they ran (``cancelled``).
+_BILLED = "billing NOT IN ('unsent', 'cancelled')"
 #: A never-submitted job's narrow row: most unfinished jobs of a big batch look like this,
 #: and share one value instead of one tuple each.
 _UNTOUCHED = {
     (JobState.PENDING.value, 0, 0, None, None, None, None, None, None, None): PENDING_ROW,
     (JobState.BLOCKED.value, 0, 0, None, None, None, None, None, None, None): BLOCKED_ROW,
 }
-
-
-@contextlib.contextmanager
-def translate_errors() -> Iterator[None]:
-    """Turn SQLite and OS failures into the fatal errors the CLI knows how to report."""
-    try:
-        yield
-    except sqlite3.OperationalError as exc:
-        text = str(exc)
-        if "disk" in text or "full" in text or "I/O" in text:
-            raise DiskError(f"cannot write the state file: {text}") from exc
-        raise StateError(f"state file error: {text}") from exc
-    except sqlite3.DatabaseError as exc:
-        raise StateError(f"the state file is damaged: {exc}") from exc
-    except OSError as exc:
-        raise DiskError(f"cannot write the state file: {exc.strerror or exc}") from exc
 
 
 class PlanSnapshot(NamedTuple):
@@ -53,7 +48,7 @@ class PlanSnapshot(NamedTuple):
     unfinished: dict[str, JobState]  # key -> state of each job not yet finished
 
 
-class StateStore:
+class StateStore(OutputReads):
     """Synchronous access to ``state.db``: schema, reads, and the transition statements.
 
     Reads may come from any process (``status`` while a run goes on: WAL gives readers a
@@ -380,7 +375,7 @@ class StateStore:
             usd, units, paid, jobs, lost = self._conn.execute(
                 "SELECT total(CASE WHEN billable_units = 0 THEN 0 ELSE cost END),"
                 " total(billable_units), count(*), count(DISTINCT key),"
-                " total(billing = 'ambiguous') FROM attempts WHERE billing != 'unsent'"
+                f" total(billing = 'ambiguous') FROM attempts WHERE {_BILLED}"
             ).fetchone()
         return Spend(round(float(usd), 6), float(units), paid, paid - jobs, int(lost))
 
@@ -398,7 +393,7 @@ class StateStore:
             cur = self._conn.execute(
                 "SELECT jobs.endpoint, total(CASE WHEN attempts.billable_units = 0 THEN 0"
                 " ELSE attempts.cost END) FROM attempts JOIN jobs ON jobs.key = attempts.key"
-                " WHERE attempts.billing != 'unsent' GROUP BY jobs.endpoint"
+                f" WHERE attempts.{_BILLED} GROUP BY jobs.endpoint"
             )
             return {endpoint: round(float(usd), 6) for endpoint, usd in cur}
 
@@ -407,7 +402,7 @@ class StateStore:
         with translate_errors():
             cur = self._conn.execute(
                 "SELECT key, total(CASE WHEN billable_units = 0 THEN 0 ELSE cost END),"
-                " count(*) FROM attempts WHERE billing != 'unsent' GROUP BY key"
+                f" count(*) FROM attempts WHERE {_BILLED} GROUP BY key"
             )
             return {key: (round(float(usd), 6), paid) for key, usd, paid in cur}
 

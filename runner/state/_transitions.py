@@ -8,8 +8,9 @@ commits). Unblocking also checks, in the same statement, that every parent is do
 Attempts: each POST raybatch makes or means to make is a row of ``attempts``, numbered
 per job, with its ``billing``: ``pending`` from the intent until fal answers (unknowable
 after a crash), ``unsent`` when fal definitely refused it (never billed), ``accepted``
-with a request id, ``ambiguous`` when the answer was lost. Spend is the sum over every
-attempt not ``unsent``.
+with a request id, ``ambiguous`` when the answer was lost, ``cancelled`` when a cancel
+removed it from fal's queue before it ran (never billed: fal-protocol §5). Spend is the
+sum over every attempt neither ``unsent`` nor ``cancelled``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..errors import IllegalTransition
 from ..job import JobSpec, canonical_json
 from ._jobstate import JobState
 from ._rows import ErrorInfo, OutputFile
-from ._schema import LAST_PLAN, MANIFESTS
+from ._schema import LAST_PLAN, MANIFESTS, MOVES_PENDING
 
 Op = Callable[[sqlite3.Connection], None]
 
@@ -32,6 +33,10 @@ S = JobState
 _UNFINISHED = S.unfinished()
 _AT_FAL = (S.QUEUED, S.RUNNING)
 _HOLDS_REQUEST = (S.QUEUED, S.RUNNING, S.COMPLETED)
+#: A job's request and result forgotten (its attempts stay): the next POST is a new request.
+_REQUEST_DROPPED: dict[str, Any] = dict.fromkeys(
+    ("request_id", "status_url", "response_url", "cancel_url", "result")
+)
 _ERROR_CLEARED = {"error_kind": None, "error_class": None, "error_type": None, "error": None}
 
 
@@ -91,8 +96,10 @@ class Transitions:
     @staticmethod
     def add_plan(specs: Iterable[JobSpec], identity: str | None) -> Op:
         """Insert jobs not yet known (``blocked`` if they have parents, else ``pending``)
-        and their edges, refresh labels and output paths of known ones, and record
-        ``identity`` as the last plan added."""
+        and their edges, refresh labels and output paths of known ones, mark every other
+        job with one of their output paths superseded by it (and un-mark the plan's own
+        jobs: an edit undone brings the old job back), and record ``identity`` as the last
+        plan added."""
         now = time.time()
         rows = []
         edges: list[tuple[str, str]] = []
@@ -118,20 +125,48 @@ class Transitions:
             edges.extend((s.key, parent) for parent in s.parents)
 
         def op(conn: sqlite3.Connection) -> None:
+            # Every other job with a plan job's output path is replaced by it (its input
+            # changed): it keeps its row, its attempts (spend) and, moved aside, its files.
+            # A plan job that was replaced comes back. One narrow read, before the rows
+            # change, finds both (cheaper than an index on every insert).
+            mine = {row[6]: row[0] for row in rows}
+            keys = set(mine.values())
+            replaced, returning = [], False
+            for key, output, by in conn.execute("SELECT key, output, superseded_by FROM jobs"):
+                if key in keys:
+                    returning = returning or by is not None
+                elif output in mine and by != mine[output]:
+                    replaced.append((mine[output], now, key))
             conn.executemany(
                 "INSERT INTO jobs (key, endpoint, kind, clip, prompt, labels, output, arguments,"
                 " estimated_cost, state, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET clip = excluded.clip,"
                 " prompt = excluded.prompt, labels = excluded.labels, output = excluded.output,"
-                " estimated_cost = excluded.estimated_cost"
+                " estimated_cost = excluded.estimated_cost, superseded_by = NULL"
                 " WHERE jobs.clip IS NOT excluded.clip OR jobs.prompt IS NOT excluded.prompt"
                 " OR jobs.labels IS NOT excluded.labels OR jobs.output != excluded.output"
-                " OR jobs.estimated_cost IS NOT excluded.estimated_cost",
+                " OR jobs.estimated_cost IS NOT excluded.estimated_cost"
+                " OR jobs.superseded_by IS NOT NULL",
                 rows,
+            )
+            conn.executemany(
+                "UPDATE jobs SET superseded_by = ?, updated_at = ? WHERE key = ?", replaced
             )
             conn.executemany("INSERT OR IGNORE INTO edges (child, parent) VALUES (?, ?)", edges)
             conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (LAST_PLAN, identity or ""))
+            if replaced or returning:
+                # Files move before anything runs; a run killed first finishes it next time.
+                conn.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (MOVES_PENDING,))
+
+        return op
+
+    @staticmethod
+    def moves_done() -> Op:
+        """Every superseded job's files are aside and every returning job's are back."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM meta WHERE key = ?", (MOVES_PENDING,))
 
         return op
 
@@ -293,11 +328,7 @@ class Transitions:
             key,
             _HOLDS_REQUEST,
             S.PENDING,
-            request_id=None,
-            status_url=None,
-            response_url=None,
-            cancel_url=None,
-            result=None,
+            **_REQUEST_DROPPED,
             **_error_fields(error),
         )
 
@@ -330,16 +361,26 @@ class Transitions:
         return _move(key, _UNFINISHED, S.FAILED, finished_at=time.time(), **_error_fields(error))
 
     @staticmethod
-    def cancelled(key: str, note: str) -> Op:
-        """The user cancelled the job (remotely too, as far as fal allows)."""
+    def cancelled(key: str, note: str, *, unbilled: bool = False) -> Op:
+        """The user cancelled the job (remotely too, as far as fal allows). ``unbilled``:
+        its request was removed from fal's queue before it ran, so its attempt was never
+        billed (only a job at fal may say so)."""
         error = ErrorInfo("cancelled", "Cancelled", note)
-        return _move(
+        move = _move(
             key,
-            (S.BLOCKED, S.PENDING, S.QUEUED, S.RUNNING),
+            _AT_FAL if unbilled else (S.BLOCKED, S.PENDING, S.QUEUED, S.RUNNING),
             S.CANCELLED,
             finished_at=time.time(),
             **_error_fields(error),
         )
+        if not unbilled:
+            return move
+
+        def op(conn: sqlite3.Connection) -> None:
+            move(conn)
+            _close_attempt(conn, key, "cancelled before it ran", billing="cancelled")
+
+        return op
 
     @staticmethod
     def reset(key: str, to: JobState) -> Op:
@@ -353,6 +394,27 @@ class Transitions:
         if to in (S.PENDING, S.BLOCKED):
             fields |= {"request_id": None, "result": None}
         return _move(key, (S.FAILED, S.CANCELLED), to, **fields)
+
+    @staticmethod
+    def outputs_moved(key: str, outputs: Sequence[OutputFile]) -> Op:
+        """A done job's files now live at these paths (kept aside when superseded, or put
+        back when its plan returns)."""
+        return _move(key, (S.DONE,), None, outputs=json.dumps([o.to_json() for o in outputs]))
+
+    @staticmethod
+    def rerender(key: str, note: str) -> Op:
+        """Render a job again as a new, paid request (``--rerender``): its output is gone or
+        altered and is not to be fetched again. Its earlier attempts stay counted."""
+        error = ErrorInfo("retryable", "OutputMissing", note)
+        return _move(
+            key,
+            (S.DONE, S.COMPLETED, S.FAILED),
+            S.PENDING,
+            **_REQUEST_DROPPED,
+            outputs=None,
+            finished_at=None,
+            **_error_fields(error),
+        )
 
     @staticmethod
     def outputs_missing(key: str, note: str) -> Op:
