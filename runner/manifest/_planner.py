@@ -54,8 +54,12 @@ def plan(
     exclude: Sequence[str] = (),
     probe_remote: bool = False,
     overrides: Overrides | None = None,
+    extra_takes: Mapping[str, int] | None = None,
 ) -> Plan:
     """Expand the manifest at ``path`` into jobs; raises ``ManifestError`` with every problem.
+
+    ``extra_takes`` maps a take group (``job.take_group``: clip/prompt[matrix]) to the
+    highest take it must have, above the manifest's ``takes:`` (a reroll asked for it).
 
     ``overrides`` are a ``--prices`` file's rows; they win over the manifest's own
     ``prices:``/``limits:`` (see ``endpoints.EndpointTables``).
@@ -70,7 +74,13 @@ def plan(
     own = manifest_overrides(manifest, path)
     tables = EndpointTables([own, *([overrides] if overrides else [])])
     planner = Planner(
-        manifest, path, lines, probe_media=probe_media, probe_remote=probe_remote, tables=tables
+        manifest,
+        path,
+        lines,
+        probe_media=probe_media,
+        probe_remote=probe_remote,
+        tables=tables,
+        extra_takes=extra_takes,
     )
     jobs = planner.expand()
     facts = ManifestFacts(
@@ -106,8 +116,10 @@ class Planner:
         probe_media: bool,
         probe_remote: bool,
         tables: EndpointTables,
+        extra_takes: Mapping[str, int] | None = None,
     ) -> None:
         self.manifest = manifest
+        self.extra_takes: Mapping[str, int] = extra_takes or {}
         self.base_dir = path.parent
         self.problems = Problems(str(path), lines)
         self.probe_media = probe_media
@@ -226,7 +238,21 @@ class Planner:
             matrix = [[self._shared(value, spec) for value in top_matrix[name]] for name in taken]
             template = self._template(top_template, source, taken)
             prompts: list[str | None] = list(manifest.prompts)
-            groups.append(Group(source.loc, spec, source, layers, matrix, prompts, template))
+            own = source.entry
+            groups.append(
+                Group(
+                    source.loc,
+                    spec,
+                    source,
+                    layers,
+                    matrix,
+                    prompts,
+                    template,
+                    own.takes or manifest.takes,
+                    own.gate or manifest.gate,
+                    (*source.loc, "gate") if own.gate else ("gate",),
+                )
+            )
         for index, entry in enumerate(manifest.jobs):
             group = self._entry_group(entry, ("jobs", index), sources, defaults, top_template)
             if group is not None:
@@ -253,8 +279,9 @@ class Planner:
         matrix = [[self._shared(value, spec) for value in top_matrix[name]] for name in taken]
         template = self._template(top_template, None, taken)
         prompts: list[str | None] = list(self.manifest.prompts)
+        manifest = self.manifest
         return Group(("prompts",), spec, None, [self._shared(defaults, spec)], matrix, prompts,
-                     template)  # fmt: skip
+                     template, manifest.takes, manifest.gate)  # fmt: skip
 
     def _entry_group(
         self,
@@ -297,7 +324,11 @@ class Planner:
         matrix = [[self._own(value, spec) for value in values] for values in own_matrix.values()]
         output = (entry.output, (*loc, "output")) if entry.output else top_template
         template = self._template(output, source, list(own_matrix))
-        return Group(loc, spec, source, layers, matrix, prompts, template)
+        inherited = source.entry if source is not None else None
+        takes = entry.takes or (inherited.takes if inherited else None) or self.manifest.takes
+        gate = entry.gate or (inherited.gate if inherited else None) or self.manifest.gate
+        gate_loc = (*loc, "gate") if entry.gate else ("gate",)
+        return Group(loc, spec, source, layers, matrix, prompts, template, takes, gate, gate_loc)
 
     def _endpoint(self, endpoint: str | None, loc: Loc) -> EndpointSpec | None:
         endpoint = endpoint or self.manifest.endpoint
@@ -465,7 +496,15 @@ class Planner:
             )
             self.problems.raise_if_any()
         self._check_shared_keys()
-        jobs = Expansion(self).run(groups)
+        expansion = Expansion(self)
+        jobs = expansion.run(groups)
+        looks = expansion.looks
+        if self.manifest.gate == "looks" and not looks.added and not looks.refused and jobs:
+            self.problems.add(
+                ("gate",),
+                "gate: looks holds video-to-video renders of local clips for an approved"
+                " look; this manifest has none",
+            )
         self.problems.raise_if_any()
         if not jobs:
             self.problems.add((), "makes no jobs: list clips/images and prompts, or jobs: entries")

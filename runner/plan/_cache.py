@@ -39,12 +39,21 @@ from ._plan import JobColumns, ManifestFacts, Plan, PlanInputs, glob_files, outp
 if TYPE_CHECKING:
     from ..endpoints import Overrides
 
-FORMAT = 2
+FORMAT = 3
 #: Entries kept; each is about 150 bytes per job.
 KEEP = 16
 _NOT_PLANNING = frozenset({"emulator", "__pycache__"})
 #: Columns in an entry's second record (read when the jobs themselves are).
-_REST_COLUMNS = ("arguments", "outputs", "files", "labels", "parents", "takes", "weights")
+_REST_COLUMNS = (
+    "arguments",
+    "outputs",
+    "files",
+    "labels",
+    "parents",
+    "takes",
+    "weights",
+    "gates",
+)
 #: A file modified this close to (or after) its plan was remembered is hashed again on use:
 #: ext4 stamps times from a clock that ticks every few ms, other filesystems every 1-2 s.
 RACY_SECONDS = 2.0
@@ -330,6 +339,7 @@ def _rest_record(columns: JobColumns) -> dict[str, Any]:
         "parents": columns.parents,
         "takes": columns.takes,
         "weights": columns.weights,
+        "gates": columns.gates,
         "local": {
             sha: (str(f.path), f.size, f.content_type, f.real, f.mtime_ns)
             for sha, f in columns.local_files.items()

@@ -70,12 +70,13 @@ class JobColumns:
     parents: list[tuple[str, ...]]
     takes: list[int]
     weights: list[float]
+    gates: list[tuple[str, ...]]
     local_files: dict[str, LocalFile] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> JobColumns:
         """Columns with no job, to append to."""
-        return cls([], [], [], [], [], [], [], [], [], [], [], [], {})
+        return cls([], [], [], [], [], [], [], [], [], [], [], [], [], {})
 
     def append(self, spec: JobSpec) -> None:
         """Add one job at the end (its local files are expected in ``local_files``)."""
@@ -91,6 +92,7 @@ class JobColumns:
         self.parents.append(spec.parents)
         self.takes.append(spec.take)
         self.weights.append(spec.weight)
+        self.gates.append(spec.gates)
 
     @classmethod
     def of(cls, specs: Sequence[JobSpec]) -> JobColumns:
@@ -111,6 +113,7 @@ class JobColumns:
             parents=[s.parents for s in specs],
             takes=[s.take for s in specs],
             weights=[s.weight for s in specs],
+            gates=[s.gates for s in specs],
             local_files=local,
         )
 
@@ -134,6 +137,7 @@ class JobColumns:
             self.parents[i],
             self.takes[i],
             self.weights[i],
+            self.gates[i],
         )
 
     def take(self, indices: Sequence[int]) -> JobColumns:
@@ -155,6 +159,7 @@ class JobColumns:
             pick(self.parents),
             pick(self.takes),
             pick(self.weights),
+            pick(self.gates),
             self.local_files,
         )
 

@@ -21,15 +21,20 @@ from ._rows import ErrorInfo, JobRow, JobTally, OutputFile, Spend, Unfinished
 from ._schema import SCHEMA_VERSION
 from ._store import PlanSnapshot, StateStore
 from ._transitions import Transitions
+from ._verdicts import APPROVED, REJECTED, VERDICTS, Judgement, VerdictMark, Verdicts
 from ._writer import StateWriter, open_writer
 
 __all__ = (
+    "APPROVED",
+    "REJECTED",
     "SCHEMA_VERSION",
+    "VERDICTS",
     "DirectoryLock",
     "ErrorInfo",
     "JobRow",
     "JobState",
     "JobTally",
+    "Judgement",
     "OutputFile",
     "PlanSnapshot",
     "Spend",
@@ -37,5 +42,7 @@ __all__ = (
     "StateWriter",
     "Transitions",
     "Unfinished",
+    "VerdictMark",
+    "Verdicts",
     "open_writer",
 )

@@ -57,6 +57,11 @@ class JobRow:
     error_class: str | None
     error_type: str | None
     error: str | None
+    take: int
+    role: str | None
+    verdict: str | None  # "approved", "rejected", or None: not judged
+    note: str | None
+    judged_at: float | None
     created_at: float
     submitted_at: float | None
     started_at: float | None

@@ -18,6 +18,7 @@ from ._jobstate import JobState
 from ._lock import DirectoryLock
 from ._rows import BLOCKED_ROW, PENDING_ROW, JobRow, JobTally, Spend, Unfinished
 from ._schema import LAST_PLAN, MIGRATIONS, SCHEMA, SCHEMA_VERSION, run_script
+from ._verdicts import VerdictReads
 
 Op = Callable[[sqlite3.Connection], None]
 
@@ -53,7 +54,7 @@ class PlanSnapshot(NamedTuple):
     unfinished: dict[str, JobState]  # key -> state of each job not yet finished
 
 
-class StateStore:
+class StateStore(VerdictReads):
     """Synchronous access to ``state.db``: schema, reads, and the transition statements.
 
     Reads may come from any process (``status`` while a run goes on: WAL gives readers a
