@@ -165,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long one request to fal may take before it counts as failed (default 30)",
     )
+    p.add_argument(
+        "--wait-for-verdicts",
+        action="store_true",
+        help="with gate: looks, stay until every look is judged (approved renders run at"
+        " once) instead of ending when only jobs waiting for a verdict are left",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="one line per job transition")
     _prices_option(p)
 
@@ -310,6 +316,7 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
         retries=max(1, args.retries),
         max_outage=args.max_outage,
         stream_idle=args.stream_idle,
+        wait_for_verdicts=args.wait_for_verdicts,
     )
 
     @contextmanager

@@ -26,7 +26,7 @@ import anyio
 import anyio.abc
 
 from . import crashpoints
-from .errors import FatalError, ManifestError
+from .errors import FatalError, ManifestError, StateError
 from .plan import Plan, cached_plan, check_default_output_dir, remember
 from .state import DirectoryLock, JobState, Spend, StateStore, StateWriter, Transitions
 
@@ -346,3 +346,33 @@ async def _cancel(store: StateStore, plan: Plan, config: FalConfig) -> list[Canc
 
     async with open_writer(store) as writer, FalClient(config) as client:
         return await cancel_requests(writer, plan.keys, client)
+
+
+def judge(plan: Plan, keys: Sequence[str], verdict: str | None, *, note: str | None = None) -> None:
+    """Approve, reject or clear (``verdict`` None) the done jobs ``keys``, and leave
+    ``note`` on them, through a writer beside any run (a run waiting for verdicts sees
+    them at its next poll). IllegalTransition names a job that is not done."""
+    from .state import Verdicts, open_writer
+
+    store = _beside_runs(plan)
+
+    async def write() -> None:
+        async with open_writer(store) as writer:
+            for key in keys:
+                if verdict is not None or note is None:
+                    await writer.apply(Verdicts.judge(key, verdict, "cli"))
+                if note is not None:
+                    await writer.apply(Verdicts.note(key, note, "cli"))
+
+    try:
+        anyio.run(write)
+    finally:
+        store.close()
+
+
+def _beside_runs(plan: Plan) -> StateStore:
+    """The plan's state opened for a person's writes (no lock); StateError if none yet."""
+    store = StateStore.open_beside_runs(plan.output_dir / "state.db")
+    if store is None:
+        raise StateError(f"nothing has run in {plan.output_dir} yet: there is nothing to judge")
+    return store

@@ -32,7 +32,7 @@ from ..errors import (
 from ..fal import FalClient, Status, Submission, classify_completed
 from ..job import JobSpec, LocalFile, resolve_arguments, split_parent_ref, substitute
 from ..outputs import OutputSink, file_size, find_files, output_paths
-from ..state import ErrorInfo, JobState, OutputFile, StateWriter, Transitions, Unfinished
+from ..state import ErrorInfo, JobState, Op, OutputFile, StateWriter, Transitions, Unfinished
 from ._options import Controls, RunObserver, RunOptions, RunSummary, Stopped
 from ._policy import Action, Policy, Stage
 
@@ -56,6 +56,8 @@ class Progress:
     error_class: str | None = None
     last_error: str | None = None
     resubmitted: int = field(default=0)
+    #: The logs fal sent for the current attempt (see ``FalLogs``).
+    logs: FalLogs = field(default_factory=lambda: FalLogs())
 
     @classmethod
     def of(cls, row: Unfinished) -> Progress:
@@ -69,6 +71,58 @@ class Progress:
         return cls(
             row.state, row.attempts, row.ambiguous, request, result, row.error_class, row.error
         )
+
+
+class FalLogs:
+    """The logs fal sent for one attempt, deduplicated and bounded.
+
+    fal's status answers carry ``logs`` when asked with ``logs=1``; whether a stream event
+    repeats earlier lines is not documented (the emulator repeats them), so entries are
+    merged by timestamp and message. At most :data:`MAX_LOG_ENTRIES` are kept, each cut to
+    :data:`MAX_LOG_MESSAGE` characters; older lines give way to newer ones, counted.
+    """
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+        self._seen: set[tuple[str, str]] = set()
+        self.dropped = 0
+        self.written_at = 0.0  # monotonic time of the last write to the state
+        self.unwritten = False
+
+    def merge(self, logs: list[dict[str, Any]] | None) -> bool:
+        """Add the entries not seen yet; True when there were any."""
+        added = False
+        for entry in logs or ():
+            message = str(entry.get("message", ""))[:MAX_LOG_MESSAGE]
+            stamp = str(entry.get("timestamp", ""))
+            if (stamp, message) in self._seen:
+                continue
+            self._seen.add((stamp, message))
+            kept = {"message": message, "timestamp": stamp}
+            if entry.get("level"):
+                kept["level"] = str(entry["level"])[:16]
+            self.entries.append(kept)
+            added = True
+        if len(self.entries) > MAX_LOG_ENTRIES:
+            extra = len(self.entries) - MAX_LOG_ENTRIES
+            self.dropped += extra
+            del self.entries[:extra]
+        self.unwritten = self.unwritten or added
+        return added
+
+    def stored(self) -> list[dict[str, Any]]:
+        """What the state keeps: the entries, after a line counting those dropped."""
+        if not self.dropped:
+            return self.entries
+        return [{"message": f"({self.dropped} earlier line(s) dropped)"}, *self.entries]
+
+
+#: Log lines kept per attempt, and characters per line.
+MAX_LOG_ENTRIES = 200
+MAX_LOG_MESSAGE = 2000
+#: While a job runs, its new log lines are written at most this often (seconds); the
+#: transitions it makes anyway (running, completed) carry them too.
+LOG_WRITE_EVERY = 10.0
 
 
 class Hold:
@@ -178,7 +232,10 @@ class Remote:
                     if error is not None:
                         raise _Failure("status", error)
                     job.result, units = await self._fetch(submission)
-                    await self.writer.apply(Transitions.completed(spec.key, job.result, units))
+                    await self.writer.apply(
+                        *self._logs_op(spec, job),
+                        Transitions.completed(spec.key, job.result, units),
+                    )
                     crashpoints.reached("after_result")
                 await place.ensure()
                 slot.release()
@@ -202,8 +259,10 @@ class Remote:
             raise error
         if action is Action.RESUBMIT:
             if job.attempts - job.ambiguous < self.options.max_submissions:
-                await self.writer.apply(Transitions.resubmit(spec.key, ErrorInfo.of(error)))
-                job.request, job.result = None, None
+                await self.writer.apply(
+                    *self._logs_op(spec, job), Transitions.resubmit(spec.key, ErrorInfo.of(error))
+                )
+                job.request, job.result, job.logs = None, None, FalLogs()
                 job.last_error = f"{type(error).__name__}: {error}"
                 self.summary.resubmitted += 1
                 reason = "result expired" if isinstance(error, ResultExpired) else str(error)
@@ -224,9 +283,20 @@ class Remote:
             )
         elif isinstance(error, RetryableError):
             error.message = f"gave up after {self.options.retries} tries: {error.message}"
-        await self.writer.apply(Transitions.failed(spec.key, ErrorInfo.of(error)))
+        await self.writer.apply(
+            *self._logs_op(spec, job), Transitions.failed(spec.key, ErrorInfo.of(error))
+        )
         self.observer.on_state(spec, JobState.FAILED, str(error))
         return False
+
+    def _logs_op(self, spec: JobSpec, job: Progress) -> list[Op]:
+        """The write of the job's unwritten log lines, if any (to go with a transition)."""
+        logs = job.logs
+        if not logs.unwritten:
+            return []
+        logs.unwritten = False
+        logs.written_at = anyio.current_time()
+        return [Transitions.logs(spec.key, logs.stored())]
 
     async def _stage(self, stage: Stage, call: Callable[[], Awaitable[_T]]) -> _T:
         try:
@@ -312,7 +382,9 @@ class Remote:
         # From the intent to the recorded answer the outcome is unknowable after a crash;
         # shield it so a cancel (second Ctrl-C) never widens that window.
         with anyio.CancelScope(shield=True):
-            await self.writer.apply(Transitions.intent(spec.key, attempt, spec.estimated_cost))
+            await self.writer.apply(
+                Transitions.intent(spec.key, attempt, spec.estimated_cost, arguments)
+            )
             crashpoints.reached("after_intent")
             try:
                 sub = await self.client.submit(spec.endpoint, arguments)
@@ -374,7 +446,9 @@ class Remote:
 
     async def _stream(self, spec: JobSpec, job: Progress, sub: Submission) -> Status:
         try:
-            events = self.client.stream_status(sub.status_url, idle=self.options.stream_idle)
+            events = self.client.stream_status(
+                sub.status_url, logs=True, idle=self.options.stream_idle
+            )
             async with contextlib.aclosing(events) as statuses:
                 async for status in statuses:
                     await self._note_status(spec, job, status)
@@ -396,7 +470,9 @@ class Remote:
         made = 0
         while polls is None or made < polls:
             await self.policy.gates.polls.wait()
-            status = await self._stage("status", lambda: self.client.status(sub.status_url))
+            status = await self._stage(
+                "status", lambda: self.client.status(sub.status_url, logs=True)
+            )
             made += 1
             await self._note_status(spec, job, status)
             if status.state == "COMPLETED":
@@ -406,14 +482,21 @@ class Remote:
         return None
 
     async def _note_status(self, spec: JobSpec, job: Progress, status: Status) -> None:
+        job.logs.merge(status.logs)
         if status.state == "IN_PROGRESS" and job.state is not JobState.RUNNING:
-            await self.writer.apply(Transitions.running(spec.key))
+            await self.writer.apply(*self._logs_op(spec, job), Transitions.running(spec.key))
             job.state = JobState.RUNNING
             self.observer.on_state(spec, JobState.RUNNING, None)
         elif status.state == "IN_QUEUE" and job.state is JobState.RUNNING:
-            await self.writer.apply(Transitions.queued_again(spec.key))
+            await self.writer.apply(*self._logs_op(spec, job), Transitions.queued_again(spec.key))
             job.state = JobState.QUEUED
             self.observer.on_state(spec, JobState.QUEUED, "back in fal's queue")
+        elif (
+            status.state != "COMPLETED"
+            and job.logs.unwritten
+            and anyio.current_time() - job.logs.written_at >= LOG_WRITE_EVERY
+        ):
+            await self.writer.apply(*self._logs_op(spec, job))
 
     async def _fetch(self, sub: Submission) -> tuple[dict[str, Any], float | None]:
         result = await self._stage("result", lambda: self.client.result(sub.response_url))

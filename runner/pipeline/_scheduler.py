@@ -14,7 +14,10 @@ Shape (anyio structured concurrency, after aiometer's "wait for capacity, then s
 * a slot is held from submit until the result is fetched; a fetched result then waits
   for a download in a queue as deep as the slots and gives its slot up once it has a
   place, so downloads that fall behind slow submission instead of piling up;
-* every transition is committed through the single writer before the engine acts on it.
+* every transition is committed through the single writer before the engine acts on it;
+* a job gated by a verdict (``gate: looks``) waits, holding nothing, until a person
+  approves its gating parent; the run follows verdicts given meanwhile (``_verdicts``) and,
+  when nothing else is left, ends saying what waits, or waits for verdicts if asked.
 
 What happens on a failure is decided in one place, the fault-policy table (``_policy``).
 """
@@ -32,7 +35,7 @@ import anyio.abc
 import httpx
 
 from .. import crashpoints
-from ..errors import FatalError, LocalStepFailed, RaybatchError
+from ..errors import FatalError, IllegalTransition, LocalStepFailed, RaybatchError
 from ..fal import FalClient
 from ..job import JobSpec
 from ..net import tls_context
@@ -45,6 +48,8 @@ from ._local import LocalJob, LocalStep, run_step
 from ._options import Controls, NullObserver, RunObserver, RunOptions, RunSummary, Stopped
 from ._policy import Policy
 from ._remote import Hold, Progress, Remote, local_inputs
+from ._steps import STEPS
+from ._verdicts import VerdictWatch, held_cost
 
 _ATTACHED = (JobState.QUEUED, JobState.RUNNING, JobState.COMPLETED)
 
@@ -71,7 +76,7 @@ class Scheduler:
         self.sink = sink
         self.options = options or RunOptions()
         self.observer: RunObserver = observer or NullObserver()
-        self.local_steps = dict(local_steps or {})
+        self.local_steps = dict(STEPS if local_steps is None else local_steps)
         self._downloader = downloader
         self._ssl = ssl_context
         self.summary = RunSummary()
@@ -99,6 +104,9 @@ class Scheduler:
         self._jobs_scope: anyio.CancelScope | None = None
         self._progress: dict[str, Progress] = {}
         self.graph: Graph | None = None
+        self._verdicts: VerdictWatch | None = None
+        self._fed = 0  # feeders that returned
+        self._feeding_done = anyio.Event()
 
     # -- control ---------------------------------------------------------------------------
 
@@ -143,7 +151,10 @@ class Scheduler:
         rows = store.unfinished()
         has_parents = any(self.jobs.columns.parents)
         states = store.states() if has_parents else {}
-        self.graph = Graph(self.jobs, states)
+        if any(self.jobs.columns.gates):
+            self._verdicts = VerdictWatch(store.path)
+        approved = self._verdicts.approved() if self._verdicts else set()
+        self.graph = Graph(self.jobs, states, approved)
         if has_parents:
             self._load_parent_outputs(rows, states)
         own_client = self._downloader is None
@@ -173,10 +184,12 @@ class Scheduler:
                         await self._start(group, remote, rows, states)
                     except FatalError as exc:
                         self._fatal(exc)
+            self._finish_summary()
         finally:
             if own_client:
                 await downloader.aclose()
-        self._finish_summary()
+            if self._verdicts is not None:
+                self._verdicts.close()
         return self.summary
 
     def _load_parent_outputs(
@@ -205,6 +218,7 @@ class Scheduler:
         assert graph is not None
         keys = self.jobs.keys
         todo = [i for i, key in enumerate(keys) if key in rows]
+        graph.track(todo)
         ambiguous = [i for i in todo if rows[keys[i]].state is JobState.SUBMITTING]
         progress = {keys[i]: Progress.of(rows[keys[i]]) for i in todo}
         if ambiguous:
@@ -223,6 +237,9 @@ class Scheduler:
                 failed = [p for p in graph.waiting[i] if states.get(p) in _ENDED]
                 if failed:
                     orphaned.append((i, failed[0]))
+            elif i in graph.awaiting:
+                if state is JobState.PENDING:  # let go before a verdict was taken back
+                    await self._reblock([i])
             elif state in (JobState.PENDING, JobState.BLOCKED):
                 ready.append(i)
                 if state is JobState.BLOCKED:
@@ -237,6 +254,8 @@ class Scheduler:
         self._progress = progress
         group.start_soon(self._feed, group, remote, False)
         group.start_soon(self._feed, group, remote, True)
+        if self._verdicts is not None and graph.awaiting:
+            group.start_soon(self._follow_verdicts, self._verdicts)
 
     async def _settle_ambiguous(self, ambiguous: list[int], progress: dict[str, Progress]) -> None:
         """Submits interrupted before fal's answer was recorded: counted as paid, then
@@ -266,22 +285,104 @@ class Scheduler:
         graph = self.graph
         assert graph is not None
         limit = self._local_limit if local else self._slots
-        while self.controls.stop_reason is None:
-            if not graph.has_ready(local):
-                if self._running == 0 and not graph.has_ready(not local):
-                    return
-                await self._changed.wait()
-                continue
-            await limit.acquire()
-            if self.controls.stop_reason is not None or not graph.has_ready(local):
-                limit.release()
-                continue
-            i = graph.pop_ready(local)
-            if local:
-                self._running += 1
-                group.start_soon(self._local_task, i)
-            else:
-                self._spawn(group, remote, i, self._progress[self.jobs.keys[i]], True)
+        try:
+            while self.controls.stop_reason is None:
+                if not graph.has_ready(local):
+                    idle = self._running == 0 and not graph.has_ready(not local)
+                    if idle and not self._waits_for_verdicts():
+                        return
+                    await self._changed.wait()
+                    continue
+                await self._feed_one(group, remote, local, limit)
+        finally:
+            self._fed += 1
+            if self._fed == 2:
+                self._feeding_done.set()
+
+    async def _feed_one(
+        self, group: anyio.abc.TaskGroup, remote: Remote, local: bool, limit: anyio.Semaphore
+    ) -> None:
+        """Start the next ready job of one kind once a place is free."""
+        graph = self.graph
+        assert graph is not None
+        await limit.acquire()
+        if self.controls.stop_reason is not None or not graph.has_ready(local):
+            limit.release()
+            return
+        i = graph.pop_ready(local)
+        if local:
+            self._running += 1
+            group.start_soon(self._local_task, i)
+        else:
+            self._spawn(group, remote, i, self._progress[self.jobs.keys[i]], True)
+
+    # -- verdicts ----------------------------------------------------------------------------
+
+    def _waits_for_verdicts(self) -> bool:
+        """Whether the run, with nothing else to do, stays for verdicts (only if asked)."""
+        watch, graph = self._verdicts, self.graph
+        if not self.options.wait_for_verdicts or watch is None or graph is None:
+            return False
+        return watch.awaits_judgement(graph)
+
+    async def _follow_verdicts(self, watch: VerdictWatch) -> None:
+        """Poll the state for verdicts while jobs wait for them and the run feeds jobs."""
+        graph = self.graph
+        assert graph is not None
+        said = False
+        while graph.awaiting and self.controls.stop_reason is None:
+            with anyio.move_on_after(self.options.verdict_poll):
+                await self._feeding_done.wait()
+            if self._feeding_done.is_set():
+                return
+            if not said and self._running == 0 and self._waits_for_verdicts():
+                said = True
+                self.observer.on_note(self._waiting_words(watch))
+            ready, taken, rerolled = watch.poll(graph)
+            if rerolled:
+                self.observer.on_note(
+                    "a reroll was asked for: its new take runs on the next `raybatch run`"
+                )
+            await self._reblock(taken)
+            await self._release(ready)
+            self._poke()
+
+    async def _release(self, ready: list[int]) -> None:
+        """Approved: let these jobs go (the statement checks the approval once more)."""
+        graph = self.graph
+        assert graph is not None
+        keys = self.jobs.keys
+        for i in ready:
+            if keys[i] in self._blocked:
+                try:
+                    await self.writer.apply(Transitions.unblock(keys[i]))
+                except IllegalTransition:
+                    # The approval was taken back since it was read: wait for the next poll.
+                    graph.awaiting[i] = set(self.jobs.columns.gates[i])
+                    continue
+                self._blocked.discard(keys[i])
+            graph.add_ready([i])
+            self.observer.on_state(self.jobs[i], JobState.PENDING, "approved")
+
+    async def _reblock(self, taken: list[int]) -> None:
+        """Taken back from a ready queue: the job waits for a verdict again."""
+        keys = [self.jobs.keys[i] for i in taken]
+        for key in keys:
+            try:
+                await self.writer.apply(Transitions.reblock(key))
+            except IllegalTransition:
+                continue  # approved again meanwhile; the next poll lets it go
+            self._blocked.add(key)
+
+    def _waiting_words(self, watch: VerdictWatch) -> str:
+        graph = self.graph
+        assert graph is not None
+        to_judge, _held = watch.split(graph)
+        cost = held_cost(to_judge, self.jobs.columns.costs)
+        return (
+            f"waiting for verdicts: {len(to_judge)} job(s) (est. ${cost:.2f}) wait for a look"
+            " to be approved in `raybatch review`"
+        )
 
     def _spawn(
         self, group: anyio.abc.TaskGroup, remote: Remote, i: int, job: Progress, holds: bool
@@ -384,6 +485,18 @@ class Scheduler:
                 self.summary.cancelled += 1
             else:
                 self.summary.not_started += 1
+        if self._verdicts is not None and self.graph is not None:
+            # Held for a person, not left undone: they are counted apart.
+            to_judge, held = self._verdicts.split(self.graph)
+            keys = self.jobs.keys
+            to_judge = [i for i in to_judge if states.get(keys[i]) is JobState.BLOCKED]
+            held = [i for i in held if states.get(keys[i]) is JobState.BLOCKED]
+            costs = self.jobs.columns.costs
+            self.summary.awaiting_verdict = len(to_judge)
+            self.summary.awaiting_cost = held_cost(to_judge, costs)
+            self.summary.held_by_rejection = len(held)
+            self.summary.held_cost = held_cost(held, costs)
+            self.summary.not_started -= len(to_judge) + len(held)
 
 
 _ENDED = (JobState.FAILED, JobState.CANCELLED)

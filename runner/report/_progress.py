@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sys
 import threading
 import time
@@ -241,6 +242,16 @@ class Progress:
                 parts.append(f"{summary.ambiguous} ambiguous submit(s)")
             if summary.resubmitted:
                 parts.append(f"{summary.resubmitted} resubmitted")
+            if summary.awaiting_verdict:
+                parts.append(
+                    f"{summary.awaiting_verdict} waiting for a verdict"
+                    f" (est. ${summary.awaiting_cost:.2f})"
+                )
+            if summary.held_by_rejection:
+                parts.append(
+                    f"{summary.held_by_rejection} held by a rejected look"
+                    f" (est. ${summary.held_cost:.2f} not spent)"
+                )
             line = (
                 f"finished in {_duration(self._clock() - self._started)}: {', '.join(parts)};"
                 f" {_spend_words(spend, spend_before)}"
@@ -251,6 +262,13 @@ class Progress:
                 line += " (stopped at --max-cost: raise it and run again to go on)"
             self._write_log(line)
             self._print(line)
+            if summary.awaiting_verdict and not summary.interrupted:
+                manifest = shlex.quote(str(self._plan.manifest_path))
+                self._print(
+                    f"judge the looks with `raybatch review {manifest}`: approved renders run"
+                    " on the next `raybatch run` (or at once, with one kept going by"
+                    " --wait-for-verdicts)"
+                )
 
     # -- what is shown ---------------------------------------------------------------------
 

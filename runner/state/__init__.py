@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ._jobstate import JobState
 from ._lock import DirectoryLock
-from ._rows import ErrorInfo, JobRow, JobTally, OutputFile, Spend, Unfinished
+from ._rows import ErrorInfo, JobRow, JobTally, Op, OutputFile, Spend, Unfinished
 from ._schema import SCHEMA_VERSION
 from ._store import PlanSnapshot, StateStore
 from ._transitions import Transitions
@@ -35,6 +35,7 @@ __all__ = (
     "JobState",
     "JobTally",
     "Judgement",
+    "Op",
     "OutputFile",
     "PlanSnapshot",
     "Spend",

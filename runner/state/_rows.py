@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ._jobstate import JobState
+
+#: One change to the state: run by the single writer inside its transaction.
+Op = Callable[[sqlite3.Connection], None]
 
 
 @dataclass(frozen=True, slots=True)

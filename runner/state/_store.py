@@ -9,18 +9,16 @@ import os
 import sqlite3
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import DiskError, IllegalTransition, StateError, StateLocked
 from ._jobstate import JobState
 from ._lock import DirectoryLock
-from ._rows import BLOCKED_ROW, PENDING_ROW, JobRow, JobTally, Spend, Unfinished
+from ._rows import BLOCKED_ROW, PENDING_ROW, JobRow, JobTally, Op, Spend, Unfinished
 from ._schema import LAST_PLAN, MIGRATIONS, SCHEMA, SCHEMA_VERSION, run_script
 from ._verdicts import VerdictReads
-
-Op = Callable[[sqlite3.Connection], None]
 
 _UNFINISHED_SQL = JobState.sql_list(JobState.unfinished())
 #: A never-submitted job's narrow row: most unfinished jobs of a big batch look like this,
@@ -119,6 +117,23 @@ class StateStore(VerdictReads):
                 ) from exc
             store = cls._connect_readonly(path)
         return store
+
+    @classmethod
+    def open_beside_runs(cls, path: Path) -> StateStore | None:
+        """The state file opened for the writes a person makes beside any run (verdicts,
+        notes, rerolls: never a job's state), without the directory lock; None when nothing
+        has run there yet. SQLite serialises these writes with a run's own (WAL, and a
+        busy timeout), so a review server and a run share the file safely."""
+        reader = cls.open_readonly(path)  # migrates an older file first, as it does
+        if reader is None:
+            return None
+        reader.close()
+        with translate_errors():
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA synchronous = FULL")
+        return cls(path, conn)
 
     @classmethod
     def _connect_readonly(cls, path: Path) -> StateStore | None:

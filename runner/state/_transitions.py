@@ -17,16 +17,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..errors import IllegalTransition
 from ..job import JobSpec, canonical_json
 from ._jobstate import JobState
-from ._rows import ErrorInfo, OutputFile
+from ._rows import ErrorInfo, Op, OutputFile
 from ._schema import LAST_PLAN
-
-Op = Callable[[sqlite3.Connection], None]
 
 S = JobState
 _UNFINISHED = S.unfinished()

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from ..errors import IllegalTransition
 from ._jobstate import JobState
-
-Op = Callable[[sqlite3.Connection], None]
+from ._rows import Op
 
 APPROVED = "approved"
 REJECTED = "rejected"

@@ -1,0 +1,130 @@
+"""Looks first (``gate: looks``) through the real CLI against the emulator: renders do not
+submit before their look is approved, do after, and nothing is paid twice."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from runner import session
+from runner.state import StateStore
+
+from .conftest import Emulator, one_clip_manifest, run_cli, spawn_cli
+
+V2V = "luma/agent/ray/v3.2/video-to-video"
+EDIT = "luma/agent/uni-1/v1/edit"
+
+
+def gated_manifest(tmp_path: Path, prompts: int = 2, takes: int = 1) -> Path:
+    """The demo's city clip × ``prompts`` prompts, looks first."""
+    path = one_clip_manifest(tmp_path, prompts)
+    path.write_text(path.read_text() + f"gate: looks\ntakes: {takes}\n")
+    return path
+
+
+def _by_endpoint(stats: dict[str, Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for request in stats["requests"]:
+        counts[request["endpoint"]] = counts.get(request["endpoint"], 0) + 1
+    return counts
+
+
+def _rows(manifest: Path) -> dict[tuple[str | None, str | None, int], Any]:
+    """The state's jobs by (prompt, role, take)."""
+    store = StateStore.open_readonly(manifest.parent / "out" / "state.db")
+    if store is None:
+        return {}
+    try:
+        return {(r.prompt, r.role, r.take): r for r in store.rows() if r.kind == "remote"}
+    finally:
+        store.close()
+
+
+def _approve(manifest: Path, *keys: str, verdict: str | None = "approved") -> None:
+    plan = session.load(manifest, output_dir=manifest.parent / "out")
+    session.judge(plan, keys, verdict)
+
+
+def test_renders_wait_for_approved_looks_and_nothing_is_paid_twice(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    """The first run renders only the looks and ends saying what waits; approving one look
+    renders exactly its video, with the look as start frame; rerunning pays nothing more."""
+    manifest = gated_manifest(tmp_path)
+    out = tmp_path / "out"
+    first = run_cli("run", manifest, "--fal-url", emulator.url, "--output-dir", out)
+    assert first.returncode == 0, first.stderr
+    assert _by_endpoint(emulator.stats()) == {EDIT: 2}, "no video before a verdict"
+    assert "2 waiting for a verdict (est. $1.44)" in first.stderr
+    assert "raybatch review" in first.stderr
+    assert (out / "looks" / "city" / "p0.png").is_file()
+
+    rows = _rows(manifest)
+    look0, look1 = rows[("p0", "look", 1)], rows[("p1", "look", 1)]
+    assert rows[("p0", None, 1)].state == "blocked" == rows[("p1", None, 1)].state
+    _approve(manifest, look0.key)
+
+    second = run_cli("run", manifest, "--fal-url", emulator.url, "--output-dir", out)
+    assert second.returncode == 0, second.stderr
+    assert _by_endpoint(emulator.stats()) == {EDIT: 2, V2V: 1}
+    assert "1 waiting for a verdict" in second.stderr
+    rows = _rows(manifest)
+    render = rows[("p0", None, 1)]
+    assert render.state == "done" and rows[("p1", None, 1)].state == "blocked"
+    store = StateStore.open_readonly(out / "state.db")
+    assert store is not None
+    try:
+        (attempt,) = store.attempts(render.key)
+    finally:
+        store.close()
+    sent = json.loads(attempt["sent"])
+    assert sent["start_image_url"] == look0.outputs[0]["url"], "the look is the start frame"
+    assert "take" not in sent
+
+    again = run_cli("run", manifest, "--fal-url", emulator.url, "--output-dir", out)
+    assert again.returncode == 0, again.stderr
+    assert emulator.stats()["submits"] == 3, "nothing paid twice"
+    _approve(manifest, look1.key, verdict="rejected")
+    held = run_cli("run", manifest, "--fal-url", emulator.url, "--output-dir", out)
+    assert held.returncode == 0, held.stderr
+    assert emulator.stats()["submits"] == 3
+    assert "1 held by a rejected look" in held.stderr
+
+
+def test_a_waiting_run_notices_verdicts_given_meanwhile(tmp_path: Path, emulator: Emulator) -> None:
+    """run --wait-for-verdicts stays after the looks; a verdict given while it waits starts
+    that render within a poll, and the run ends once no look is left to judge."""
+    manifest = gated_manifest(tmp_path)
+    out = tmp_path / "out"
+    run = spawn_cli(
+        "run", manifest, "--fal-url", emulator.url, "--output-dir", out, "--wait-for-verdicts",
+        cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rows = _rows(manifest)
+            looks = [r for (_p, role, _t), r in rows.items() if role == "look"]
+            if len(looks) == 2 and all(r.state == "done" for r in looks):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the looks never finished")
+        time.sleep(1.0)
+        assert run.poll() is None, "the run ended instead of waiting for verdicts"
+        assert _by_endpoint(emulator.stats()) == {EDIT: 2}
+        rows = _rows(manifest)
+        _approve(manifest, rows[("p1", "look", 1)].key)
+        _approve(manifest, rows[("p0", "look", 1)].key, verdict="rejected")
+        stdout, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, stderr
+    assert _by_endpoint(emulator.stats()) == {EDIT: 2, V2V: 1}
+    rows = _rows(manifest)
+    assert rows[("p1", None, 1)].state == "done"
+    assert rows[("p0", None, 1)].state == "blocked"
