@@ -18,6 +18,7 @@ import pytest
 from runner.errors import ManifestError
 from runner.manifest import plan
 from runner.media import (
+    MediaCache,
     MediaError,
     content_type,
     local_file,
@@ -35,6 +36,7 @@ def _encode(path: Path, codec: str, frames: int, *, fmt: str | None = None) -> P
     """Write ``frames`` small frames with ``codec`` (a GIF, a WebM...) and return the path."""
     with av.open(str(path), "w", format=fmt) as container:
         stream = container.add_stream(codec, rate=10)
+        assert isinstance(stream, av.VideoStream)
         stream.width, stream.height = 32, 24
         stream.pix_fmt = "rgb8" if codec == "gif" else "yuv420p"
         for index in range(frames):
@@ -120,18 +122,52 @@ def test_audio_only_file_is_neither_video_nor_image(tmp_path: Path) -> None:
 
 
 def test_local_file_hashes_once_and_notices_changes(tmp_path: Path) -> None:
-    """The sha256 is of the bytes, cached while size and mtime hold, recomputed after an edit."""
+    """The sha256 is of the bytes, kept in the caller's cache while the file is unchanged."""
     path = tmp_path / "clip.mp4"
     path.write_bytes(b"first version")
-    first = local_file(path)
+    cache = MediaCache()
+    first = local_file(path, cache)
     assert first.sha256 == hashlib.sha256(b"first version").hexdigest()
     assert (first.size, first.content_type) == (13, "video/mp4")
-    assert local_file(path) is first
+    assert local_file(path, cache) is first
+    assert local_file(path) is not first  # no cache passed: nothing is remembered anywhere
     path.write_bytes(b"second version!")
     os.utime(path, ns=(1, 1))
-    second = local_file(path)
+    second = local_file(path, cache)
     assert second.sha256 == hashlib.sha256(b"second version!").hexdigest()
     assert second.placeholder == "@local:" + second.sha256
+
+
+def test_a_same_size_rewrite_with_the_old_mtime_is_hashed_again(tmp_path: Path) -> None:
+    """Bytes rewritten to the same size with the mtime set back are noticed (ctime moved)."""
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"aaaa")
+    os.utime(path, ns=(5, 5))
+    cache = MediaCache()
+    before = local_file(path, cache)
+    old_ctime = path.stat().st_ctime_ns
+    path.write_bytes(b"bbbb")
+    os.utime(path, ns=(5, 5))
+    if path.stat().st_ctime_ns == old_ctime:
+        pytest.skip("this file system's ctime is too coarse to tell the two writes apart")
+    after = local_file(path, cache)
+    assert after.sha256 == hashlib.sha256(b"bbbb").hexdigest() != before.sha256
+
+
+def test_media_cache_is_bounded(tmp_path: Path) -> None:
+    """A MediaCache forgets its least recently used entries beyond its limit."""
+    cache = MediaCache(limit=2)
+    paths = [tmp_path / f"{name}.mp4" for name in "abc"]
+    for path in paths:
+        path.write_bytes(path.name.encode())
+    first = local_file(paths[0], cache)
+    local_file(paths[1], cache)
+    assert local_file(paths[0], cache) is first  # a hit makes it the most recent
+    local_file(paths[2], cache)  # forgets b, the least recent
+    assert len(cache) == 2
+    assert local_file(paths[0], cache) is first
+    with pytest.raises(ValueError):
+        MediaCache(limit=0)
 
 
 @pytest.mark.parametrize(
@@ -242,9 +278,9 @@ def _manifest(
     return path
 
 
-def _problems(path: Path, **options: bool) -> list[str]:
+def _problems(path: Path, *, probe_remote: bool = False) -> list[str]:
     with pytest.raises(ManifestError) as caught:
-        plan(path, **options)
+        plan(path, probe_remote=probe_remote)
     return [str(problem) for problem in caught.value.problems]
 
 
@@ -310,3 +346,12 @@ def test_reframe_cost_uses_the_probed_length(tmp_path: Path) -> None:
     assert job.estimated_cost == pytest.approx(0.12)
     [unpriced] = plan(path, probe_media=False).jobs
     assert unpriced.estimated_cost is None
+
+
+def test_the_media_package_has_one_public_surface() -> None:
+    """``runner.media.__all__`` lists exactly its public names, and each of them exists."""
+    import runner.media as media
+
+    public = {name for name in vars(media) if not name.startswith("_")}
+    assert set(media.__all__) == public
+    assert len(media.__all__) == len(set(media.__all__))

@@ -85,6 +85,7 @@ def test_max_cost_below_the_estimate_refuses_to_start(
     result = run_cli("run", demo, "--fal-url", emulator.url, "--output-dir", out, "--max-cost", "5")
     assert result.returncode == 2
     assert "$6.48" in result.stderr and "$5.00" in result.stderr
+    assert result.stderr.startswith("raybatch: the remaining jobs"), "no empty location"
     assert emulator.stats()["submits"] == 0 and emulator.stats()["uploads"] == 0
 
 

@@ -118,7 +118,9 @@ def test_sigkill_mid_run_then_resume_pays_nothing_twice(
     ambiguous = db.execute("SELECT sum(ambiguous) FROM jobs").fetchone()[0]
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert stats["distinct_inputs"] == JOBS_IN_DEMO
-    assert stats["submits"] == JOBS_IN_DEMO + ambiguous
+    # An ambiguous submit may or may not have reached fal (a kill between the intent and
+    # the POST is counted too): each is at most one extra request, and every one counted.
+    assert JOBS_IN_DEMO <= stats["submits"] <= JOBS_IN_DEMO + ambiguous
     served = {o["url"]: o for r in stats["requests"] for o in r["outputs"]}
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(records) == JOBS_IN_DEMO

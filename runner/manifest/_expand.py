@@ -41,6 +41,14 @@ from ._types import (
 if TYPE_CHECKING:
     from ._planner import Planner
 
+
+def _input_key(group: Group, layers: list[Layer], placed: tuple[str, ...]) -> tuple[object, ...]:
+    """Names one distinct input: layers are built once per manifest place and endpoint, so
+    their places (with the endpoint and the fields a job places itself) name it; an empty
+    layer (most sources have no input of their own) changes nothing."""
+    return (group.spec.id, placed, *(layer.loc for layer in layers if layer.values))
+
+
 SEPARATORS = re.compile(r"[/\\]")
 DRIVE = re.compile(r"[A-Za-z]:")
 
@@ -56,7 +64,7 @@ class Expansion:
         self._prompts: dict[tuple[str, str], bool] = {}
         self._outputs: dict[str, JobId] = {}
         self._keys: dict[str, JobId] = {}
-        self._prices: dict[tuple[str, int, float | None], float | None] = {}
+        self._prices: dict[tuple[tuple[object, ...], float | None], float | None] = {}
         self.looks = Looks(planner)
 
     def run(self, groups: list[Group]) -> JobColumns:
@@ -164,13 +172,14 @@ class Expansion:
             jobs, key, group.spec.id, arguments, output, combo.shas, *row, (look.key,), (look.key,)
         )
 
-    def _price(self, endpoint: str, base: dict[str, Any], seconds: float | None) -> float | None:
-        # Validated inputs are cached per distinct input (``_validate``), so one base dict
-        # object, hence one price, serves every group that shares the input and length.
-        found = self._prices.get((endpoint, id(base), seconds), UNPRICED)
+    def _price(
+        self, input_key: tuple[object, ...], base: dict[str, Any], seconds: float | None
+    ) -> float | None:
+        # One price per distinct validated input and length, whatever the groups sharing it.
+        found = self._prices.get((input_key, seconds), UNPRICED)
         if found is UNPRICED:
-            found = self._prices[(endpoint, id(base), seconds)] = self.planner.prices.estimate(
-                endpoint, base, seconds
+            found = self._prices[(input_key, seconds)] = self.planner.prices.estimate(
+                str(input_key[0]), base, seconds
             )
         return found  # type: ignore[return-value]
 
@@ -183,8 +192,9 @@ class Expansion:
     ) -> Combo:
         """What every prompt's job of one matrix combination shares."""
         layers = [*group.layers, *combo]
-        base = self._validate(group, layers, placed)
-        cost = self._price(group.spec.id, base, seconds) if base else None
+        input_key = _input_key(group, layers, placed)
+        base = self._validate(group, layers, placed, input_key)
+        cost = self._price(input_key, base, seconds) if base else None
         files: dict[str, LocalFile] = {}
         for layer in layers:
             files.update(layer.files)
@@ -211,11 +221,12 @@ class Expansion:
         return self.planner.check_media(measured, source.shown, group.spec, source.kind, source.loc)
 
     def _validate(
-        self, group: Group, layers: list[Layer], placed: tuple[str, ...]
+        self,
+        group: Group,
+        layers: list[Layer],
+        placed: tuple[str, ...],
+        cache_key: tuple[object, ...],
     ) -> dict[str, Any] | None:
-        # Layers are built once per manifest place, so their identity names the input; an
-        # empty layer (most sources have no input of their own) changes nothing.
-        cache_key = (group.spec.id, placed, *(id(layer) for layer in layers if layer.values))
         if cache_key in self._validated:
             return self._validated[cache_key]
         merged: dict[str, Any] = {}
