@@ -32,6 +32,7 @@ from .state import DirectoryLock, JobState, Spend, StateStore, StateWriter, Tran
 
 if TYPE_CHECKING:
     from .endpoints import Overrides
+    from .export import Choice, ExportResult
     from .fal import FalConfig
     from .pipeline import CancelOutcome, LocalStep, RunObserver, RunOptions, RunSummary
 
@@ -57,15 +58,27 @@ def load(
     overrides: Overrides | None = None,
 ) -> Plan:
     """The manifest's plan (the selection ``only``/``exclude`` applied, ``overrides`` a
-    --prices file's rows); ManifestError names every problem with file, line and field."""
-    return cached_plan(
-        manifest,
-        output_dir=output_dir,
-        only=only,
-        exclude=exclude,
-        probe_remote=probe_remote,
-        overrides=overrides,
+    --prices file's rows), with the takes rerolls added (recorded in its state file);
+    ManifestError names every problem with file, line and field."""
+    whole = cached_plan(
+        manifest, output_dir=output_dir, probe_remote=probe_remote, overrides=overrides
     )
+    extra = _extra_takes(whole)
+    if extra:
+        whole = cached_plan(
+            manifest,
+            output_dir=output_dir,
+            probe_remote=probe_remote,
+            overrides=overrides,
+            extra_takes=extra,
+        )
+    return whole.selected(only, exclude)
+
+
+def _extra_takes(plan: Plan) -> dict[str, int]:
+    """Take group → highest take, for the rerolls the plan's state file records."""
+    with reading(plan) as store:
+        return store.extra_takes() if store is not None else {}
 
 
 @contextmanager
@@ -376,3 +389,102 @@ def _beside_runs(plan: Plan) -> StateStore:
     if store is None:
         raise StateError(f"nothing has run in {plan.output_dir} yet: there is nothing to judge")
     return store
+
+
+def show(plan: Plan, which: str) -> dict[str, Any]:
+    """One job's whole story (``which``: a key prefix or a label); ManifestError when it
+    names no job, or several."""
+    from .report import find_job, job_story
+
+    with reading(plan) as store:
+        return job_story(plan, store, find_job(plan, store, which))
+
+
+def export(plan: Plan, folder: Path, *, choose: Choice = "approved") -> ExportResult:
+    """Deliver the plan's approved (or all done) takes into ``folder``, with a delivery
+    list and a timeline; ManifestError on a name taken by other bytes (nothing written)."""
+    from .export import export as deliver
+
+    with reading(plan) as store:
+        return deliver(plan, store, folder, choose=choose)
+
+
+@dataclass
+class Reroll:
+    """A take rolled again: the rejected job, and the take that replaces it."""
+
+    label: str
+    key: str
+    take: int
+
+
+@dataclass
+class Rerolled:
+    """What ``reroll`` did: the takes rolled again, and the new jobs the next run makes."""
+
+    takes: list[Reroll]
+    plan: Plan
+    new_jobs: int
+    new_cost: float
+
+
+def reroll(plan: Plan) -> Rerolled:
+    """One more take for each rejected look (or ungated output) of ``plan`` not rolled
+    again yet; the next ``run`` renders it. Asking twice adds nothing."""
+    from .errors import IllegalTransition
+    from .report import reroll_ops
+    from .state import open_writer
+
+    given = plan.output_dir if plan.output_dir_given else None
+    whole = load(plan.manifest_path, output_dir=given)
+    with reading(plan) as store:
+        if store is None:
+            return Rerolled([], plan, 0, 0.0)
+        ops = reroll_ops(whole, list(plan.jobs), store.judgements(), _rolled(store))
+    if not ops:
+        return Rerolled([], plan, 0, 0.0)
+    writable = _beside_runs(plan)
+
+    async def write() -> None:
+        async with open_writer(writable) as writer:
+            for _spec, op in ops:
+                try:
+                    await writer.apply(op)
+                except IllegalTransition:
+                    continue  # rolled again meanwhile, from a page
+
+    try:
+        anyio.run(write)
+        rolled = {r["from_key"]: int(r["take"]) for r in writable.rerolls()}
+    finally:
+        writable.close()
+    after = load(plan.manifest_path, output_dir=given)
+    new = [spec for spec in after.jobs if spec.key not in set(whole.keys)]
+    takes = [Reroll(s.label, s.key, rolled[s.key]) for s, _op in ops if s.key in rolled]
+    return Rerolled(takes, after, len(new), round(sum(s.estimated_cost or 0.0 for s in new), 6))
+
+
+def _rolled(store: StateStore) -> set[str]:
+    return {r["from_key"] for r in store.rerolls()}
+
+
+def review(
+    plan: Plan,
+    *,
+    only: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    port: int = 0,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the review page on 127.0.0.1 until interrupted; ``on_ready`` gets the URL
+    to open (it carries the session's token). ``only``/``exclude`` select what it shows."""
+    from .report import ReviewSession, serve_review
+
+    given = plan.output_dir if plan.output_dir_given else None
+
+    def reload() -> tuple[Plan, Plan]:
+        whole = load(plan.manifest_path, output_dir=given)
+        return whole, whole.selected(only, exclude)
+
+    whole, shown = reload()
+    serve_review(ReviewSession(shown, whole, reload), port=port, on_ready=on_ready)

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import marshal
 import os
 import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -75,26 +76,35 @@ def cached_plan(
     exclude: Sequence[str] = (),
     probe_remote: bool = False,
     overrides: Overrides | None = None,
+    extra_takes: Mapping[str, int] | None = None,
 ) -> Plan:
     """``manifest.plan`` with the expansion remembered (see the module docstring).
 
     ``probe_remote`` plans asks the network, whose answers can change: never remembered.
-    ``overrides`` (a --prices file's rows) price the jobs, so their values are part of
-    the fingerprint.
+    ``overrides`` (a --prices file's rows) and ``extra_takes`` (rerolls) make jobs, so
+    their values are part of the fingerprint.
     """
-    fingerprint = None if probe_remote else _fingerprint(path, overrides)
-    whole = _load(fingerprint, path, output_dir, overrides) if fingerprint else None
+    fingerprint = None if probe_remote else _fingerprint(path, overrides, extra_takes)
+    whole = _load(fingerprint, path, output_dir, overrides, extra_takes) if fingerprint else None
     if whole is None:
         from ..manifest import plan
 
-        whole = plan(path, output_dir=output_dir, probe_remote=probe_remote, overrides=overrides)
+        whole = plan(
+            path,
+            output_dir=output_dir,
+            probe_remote=probe_remote,
+            overrides=overrides,
+            extra_takes=extra_takes,
+        )
         if fingerprint is not None:
             _store(fingerprint, whole)
             whole.fingerprint = fingerprint
     return whole.selected(only, exclude)
 
 
-def _fingerprint(path: Path, overrides: Overrides | None = None) -> str | None:
+def _fingerprint(
+    path: Path, overrides: Overrides | None = None, extra_takes: Mapping[str, int] | None = None
+) -> str | None:
     """What the plan is a function of, besides the inputs checked on load; None if the
     manifest is not a plain readable file (planning it reports why)."""
     try:
@@ -110,6 +120,8 @@ def _fingerprint(path: Path, overrides: Overrides | None = None) -> str | None:
     digest.update(manifest)
     if overrides:
         digest.update(b"\0prices\0" + overrides.digest().encode())
+    if extra_takes:
+        digest.update(b"\0takes\0" + json.dumps(sorted(extra_takes.items())).encode())
     return digest.hexdigest()
 
 
@@ -142,7 +154,11 @@ def _entry(fingerprint: str) -> Path:
 
 
 def _load(
-    fingerprint: str, path: Path, output_dir: Path | None, overrides: Overrides | None
+    fingerprint: str,
+    path: Path,
+    output_dir: Path | None,
+    overrides: Overrides | None,
+    extra_takes: Mapping[str, int] | None,
 ) -> Plan | None:
     entry = _entry(fingerprint)
     try:
@@ -164,7 +180,7 @@ def _load(
     def replan() -> JobColumns:
         from ..manifest import plan
 
-        return plan(path, overrides=overrides).columns
+        return plan(path, overrides=overrides, extra_takes=extra_takes).columns
 
     columns = _LazyColumns(head, _Rest(entry, 8 + _DIGEST + size, replan))
     with contextlib.suppress(OSError):
