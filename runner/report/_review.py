@@ -272,7 +272,7 @@ class _Page:
             f'<p class="summary">estimated ${estimate:.2f} in all · spent (estimated) '
             f"${spent:.2f} · billable units reported by fal {units:g} · written {stamp} from "
             f"<code>{e(str(plan.manifest_path))}</code></p>",
-            '<form id="filters" onsubmit="return false">',
+            '<form id="filters">',
             select(
                 "prompt",
                 "prompt",
@@ -375,7 +375,7 @@ class _Page:
             if rerollable(spec, self.gated) and not rolled:
                 attrs.append('data-reroll="1"')
         out.append(f"<article {' '.join(attrs)}>")
-        out.append(self._render_result(row, state))
+        out.append(self._render_result(spec, row, state))
         out.append('<div class="meta"><p class="title">')
         out.append(f'<span class="badge s-{state_class(state)}">{e(state)}</span> ')
         out.append(f"<b>{e(prompt)}</b> ")
@@ -397,10 +397,18 @@ class _Page:
             out.append(verdict_block(row, judge, rolled, self.live is not None))
         out.append("</div></article>")
 
-    def _render_result(self, row: JobRow | None, state: str) -> str:
+    def _render_result(self, spec: JobSpec, row: JobRow | None, state: str) -> str:
         """The first output of a done job as a medium; a placeholder saying why there is none."""
         if row is None or state != "done" or not row.outputs:
-            return f'<div class="media placeholder">{e(WAITING.get(state, state))}</div>'
+            why = WAITING.get(state, state)
+            if spec.gates and state in ("blocked", "new"):
+                gates = [self.rows.get(gate) for gate in spec.gates]
+                verdicts = {g.verdict if g is not None else None for g in gates}
+                if "rejected" in verdicts:
+                    why = "held: its look was rejected"
+                elif verdicts != {"approved"}:
+                    why = "waits for its look to be approved"
+            return f'<div class="media placeholder">{e(why)}</div>'
         first = row.outputs[0]
         path = str(first.get("path", ""))
         if not (self.root / path).is_file():
