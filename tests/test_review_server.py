@@ -150,7 +150,7 @@ def test_judging_by_click_and_key_survives_a_reload(
     assert to_judge == 0
     assert "take 2" in message
     assert after == 3, "the new take's look is on the page"
-    assert sorted(v for v, _n in _judgements(out).values()) == ["approved", "rejected"]
+    assert sorted(str(v) for v, _n in _judgements(out).values()) == ["approved", "rejected"]
     assert problems == [] and outside == []
 
     report = run_cli("report", manifest, "--output-dir", out)
