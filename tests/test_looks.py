@@ -128,3 +128,39 @@ def test_a_waiting_run_notices_verdicts_given_meanwhile(tmp_path: Path, emulator
     rows = _rows(manifest)
     assert rows[("p1", None, 1)].state == "done"
     assert rows[("p0", None, 1)].state == "blocked"
+
+
+def test_a_rejected_look_rolled_again_renders_a_new_take_once(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    """reroll --only p0 after rejecting p0's look: take 2 (its look and render) is planned
+    and priced, the next run renders only the new look, asking again adds nothing; status
+    and plan count the verdicts and what waits."""
+    manifest = gated_manifest(tmp_path)
+    out = tmp_path / "out"
+    assert run_cli("run", manifest, "--fal-url", emulator.url, "--output-dir", out).returncode == 0
+    rows = _rows(manifest)
+    _approve(manifest, rows[("p0", "look", 1)].key, verdict="rejected")
+    _approve(manifest, rows[("p1", "look", 1)].key, verdict="rejected")
+
+    rolled = run_cli("reroll", manifest, "--output-dir", out, "--only", "p0")
+    assert rolled.returncode == 0, rolled.stderr
+    assert "city/p0 (look): rolled again as take 2" in rolled.stdout
+    assert "2 new job(s), est. $0.77" in rolled.stdout
+    again = run_cli("reroll", manifest, "--output-dir", out, "--only", "p0")
+    assert "nothing to roll again" in again.stdout
+
+    status = run_cli("status", manifest, "--output-dir", out, "--json")
+    verdicts = json.loads(status.stdout)["verdicts"]
+    assert verdicts["looks"] == {"approved": 0, "rejected": 2, "to_judge": 0}
+    assert verdicts["held_by_rejection"] == {"jobs": 2, "estimated_cost": 1.44}
+    assert verdicts["waiting_for_verdict"] == {"jobs": 1, "estimated_cost": 0.72}
+    plan_text = run_cli("plan", manifest, "--output-dir", out).stdout
+    assert "waiting for a verdict: 1 job(s), est. $0.72" in plan_text
+    assert "held by a rejected look: 2 job(s)" in plan_text
+
+    ran = run_cli("run", manifest, "--fal-url", emulator.url, "--output-dir", out)
+    assert ran.returncode == 0, ran.stderr
+    assert _by_endpoint(emulator.stats()) == {EDIT: 3}, "only the new take's look"
+    assert rows.keys() <= _rows(manifest).keys()
+    assert _rows(manifest)[("p0", "look", 2)].state == "done"

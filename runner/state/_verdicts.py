@@ -143,6 +143,14 @@ class VerdictReads:
             return found
         return {key: found[key] for key in keys if key in found}
 
+    def has_judging(self) -> bool:
+        """Whether anything here was judged, or waits to be (a gated edge): cheap, so a
+        summary of a plain batch does not count verdicts nobody gives."""
+        row = self._conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM edges WHERE gate = 1) OR EXISTS (SELECT 1 FROM verdicts)"
+        ).fetchone()
+        return bool(row[0])
+
     def verdict_mark(self) -> VerdictMark:
         """The newest verdict's id and the number of rerolls (cheap: two index lookups)."""
         row = self._conn.execute(
