@@ -164,3 +164,41 @@ def test_a_rejected_look_rolled_again_renders_a_new_take_once(
     assert _by_endpoint(emulator.stats()) == {EDIT: 3}, "only the new take's look"
     assert rows.keys() <= _rows(manifest).keys()
     assert _rows(manifest)[("p0", "look", 2)].state == "done"
+
+
+def test_a_waiting_run_takes_on_a_take_rolled_again_meanwhile(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    """While run --wait-for-verdicts waits, a rejected look rolled again becomes part of
+    the run: its new look renders, waits for its verdict, and once approved its video
+    renders; then the run ends."""
+    manifest = gated_manifest(tmp_path, prompts=1)
+    out = tmp_path / "out"
+    run = spawn_cli(
+        "run", manifest, "--fal-url", emulator.url, "--output-dir", out, "--wait-for-verdicts",
+        cwd=tmp_path,
+    )  # fmt: skip
+    try:
+
+        def look(take: int) -> Any:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                row = _rows(manifest).get(("p0", "look", take))
+                if row is not None and row.state == "done":
+                    return row
+                time.sleep(0.2)
+            raise AssertionError(f"look take {take} never finished")
+
+        _approve(manifest, look(1).key, verdict="rejected")
+        plan = session.load(manifest, output_dir=out)
+        assert [r.take for r in session.reroll(plan).takes] == [2]
+        _approve(manifest, look(2).key)
+        stdout, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, stderr
+    assert _by_endpoint(emulator.stats()) == {EDIT: 2, V2V: 1}
+    rows = _rows(manifest)
+    assert rows[("p0", None, 2)].state == "done" and rows[("p0", None, 1)].state == "blocked"

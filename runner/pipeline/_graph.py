@@ -31,10 +31,10 @@ class Graph:
         states: Mapping[str, JobState],
         approved: Collection[str] = frozenset(),
     ) -> None:
-        columns = jobs.columns
-        self.keys: Sequence[str] = columns.keys
-        self._index = {key: i for i, key in enumerate(self.keys)}
-        self._local = [e.startswith(LOCAL_ENDPOINT_PREFIX) for e in columns.endpoints]
+        self._columns = jobs.columns
+        self.keys: Sequence[str] = self._columns.keys
+        self._index: dict[str, int] = {}
+        self._local: list[bool] = []
         self._children: dict[int, list[int]] = {}
         #: index → parents (keys) not yet done, for every job that waits.
         self.waiting: dict[int, set[str]] = {}
@@ -42,25 +42,43 @@ class Graph:
         self.awaiting: dict[int, set[str]] = {}
         #: gating parent key → the jobs it gates.
         self._gated: dict[str, list[int]] = {}
-        for i, parents in enumerate(columns.parents):
-            for parent in parents:
-                if states.get(parent) is not JobState.DONE:
-                    self.waiting.setdefault(i, set()).add(parent)
-                p = self._index.get(parent)
-                if p is not None:
-                    self._children.setdefault(p, []).append(i)
-        if any(columns.gates):
-            for i, gates in enumerate(columns.gates):
-                for gate in gates:
-                    self._gated.setdefault(gate, []).append(i)
-                    if gate not in approved:
-                        self.awaiting.setdefault(i, set()).add(gate)
-        self.priority = _chain_lengths(columns.weights, self._children)
+        self._add(range(len(self.keys)), states, approved)
+        self.priority = _chain_lengths(self._columns.weights, self._children)
         self._ready: tuple[list[tuple[float, int]], list[tuple[float, int]]] = ([], [])
         #: Jobs in a ready queue (one taken back for a verdict stays in the heap, skipped).
         self._queued: set[int] = set()
         #: Jobs this run may still start (see ``track``).
         self.todo: set[int] = set(range(len(self.keys)))
+
+    def _add(
+        self, indices: range, states: Mapping[str, JobState], approved: Collection[str]
+    ) -> None:
+        columns = self._columns
+        for i in indices:
+            self._index[self.keys[i]] = i
+            self._local.append(columns.endpoints[i].startswith(LOCAL_ENDPOINT_PREFIX))
+        for i in indices:
+            for parent in columns.parents[i]:
+                if states.get(parent) is not JobState.DONE:
+                    self.waiting.setdefault(i, set()).add(parent)
+                p = self._index.get(parent)
+                if p is not None:
+                    self._children.setdefault(p, []).append(i)
+            for gate in columns.gates[i] if columns.gates else ():
+                self._gated.setdefault(gate, []).append(i)
+                if gate not in approved:
+                    self.awaiting.setdefault(i, set()).add(gate)
+
+    def extend(
+        self, start: int, states: Mapping[str, JobState], approved: Collection[str]
+    ) -> list[int]:
+        """Jobs appended to the run's list from ``start`` on (a reroll's new take) join
+        the graph; returns those that may start now."""
+        new = range(start, len(self.keys))
+        self._add(new, states, approved)
+        self.priority = _chain_lengths(self._columns.weights, self._children)
+        self.todo.update(new)
+        return [i for i in new if i not in self.waiting and i not in self.awaiting]
 
     def track(self, todo: Iterable[int]) -> None:
         """Only jobs ``todo`` are this run's to start: the others (finished, or already at

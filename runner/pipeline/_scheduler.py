@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -35,13 +35,22 @@ import anyio.abc
 import httpx
 
 from .. import crashpoints
-from ..errors import FatalError, IllegalTransition, LocalStepFailed, RaybatchError
+from ..errors import FatalError, LocalStepFailed, RaybatchError
 from ..fal import FalClient
 from ..job import JobSpec
 from ..net import tls_context
 from ..outputs import OutputSink
 from ..plan import JobList
-from ..state import ErrorInfo, JobState, OutputFile, StateWriter, Transitions, Unfinished
+from ..state import (
+    ErrorInfo,
+    JobState,
+    OutputFile,
+    StateStore,
+    StateWriter,
+    Transitions,
+    Unfinished,
+)
+from ._following import FollowsVerdicts
 from ._gates import Gates
 from ._graph import Graph
 from ._local import LocalJob, LocalStep, run_step
@@ -54,7 +63,7 @@ from ._verdicts import VerdictWatch, held_cost
 _ATTACHED = (JobState.QUEUED, JobState.RUNNING, JobState.COMPLETED)
 
 
-class Scheduler:
+class Scheduler(FollowsVerdicts):
     """Runs a set of jobs to completion against fal, recording everything in the state."""
 
     def __init__(
@@ -69,8 +78,11 @@ class Scheduler:
         local_steps: Mapping[str, LocalStep] | None = None,
         downloader: httpx.AsyncClient | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        extend: Callable[[], Awaitable[Sequence[JobSpec]]] | None = None,
     ) -> None:
         self.jobs = JobList.of(jobs)
+        #: Gives the jobs a reroll added meanwhile (already in the state), to run too.
+        self._extend = extend
         self.writer = writer
         self.client = client
         self.sink = sink
@@ -106,6 +118,7 @@ class Scheduler:
         self.graph: Graph | None = None
         self._verdicts: VerdictWatch | None = None
         self._fed = 0  # feeders that returned
+        self._judged_at: float | None = None  # when nothing was left to judge
         self._feeding_done = anyio.Event()
 
     # -- control ---------------------------------------------------------------------------
@@ -193,9 +206,13 @@ class Scheduler:
         return self.summary
 
     def _load_parent_outputs(
-        self, rows: Mapping[str, Unfinished], states: Mapping[str, JobState]
+        self,
+        rows: Mapping[str, Unfinished],
+        states: Mapping[str, JobState],
+        reader: StateStore | None = None,
     ) -> None:
-        """The outputs of done parents of unfinished jobs (their children's inputs)."""
+        """The outputs of done parents of unfinished jobs (their children's inputs); read
+        through ``reader`` once the run is under way (the writer's connection is busy)."""
         columns = self.jobs.columns
         wanted = {
             parent
@@ -204,7 +221,7 @@ class Scheduler:
             for parent in parents
             if states.get(parent) is JobState.DONE
         }
-        for row in self.writer.store.rows(wanted, results=False):
+        for row in (reader or self.writer.store).rows(wanted, results=False):
             self._outputs[row.key] = [OutputFile(**o) for o in row.outputs]
 
     async def _start(
@@ -254,7 +271,7 @@ class Scheduler:
         self._progress = progress
         group.start_soon(self._feed, group, remote, False)
         group.start_soon(self._feed, group, remote, True)
-        if self._verdicts is not None and graph.awaiting:
+        if self._verdicts is not None:
             group.start_soon(self._follow_verdicts, self._verdicts)
 
     async def _settle_ambiguous(self, ambiguous: list[int], progress: dict[str, Progress]) -> None:
@@ -315,74 +332,6 @@ class Scheduler:
             group.start_soon(self._local_task, i)
         else:
             self._spawn(group, remote, i, self._progress[self.jobs.keys[i]], True)
-
-    # -- verdicts ----------------------------------------------------------------------------
-
-    def _waits_for_verdicts(self) -> bool:
-        """Whether the run, with nothing else to do, stays for verdicts (only if asked)."""
-        watch, graph = self._verdicts, self.graph
-        if not self.options.wait_for_verdicts or watch is None or graph is None:
-            return False
-        return watch.awaits_judgement(graph)
-
-    async def _follow_verdicts(self, watch: VerdictWatch) -> None:
-        """Poll the state for verdicts while jobs wait for them and the run feeds jobs."""
-        graph = self.graph
-        assert graph is not None
-        said = False
-        while graph.awaiting and self.controls.stop_reason is None:
-            with anyio.move_on_after(self.options.verdict_poll):
-                await self._feeding_done.wait()
-            if self._feeding_done.is_set():
-                return
-            if not said and self._running == 0 and self._waits_for_verdicts():
-                said = True
-                self.observer.on_note(self._waiting_words(watch))
-            ready, taken, rerolled = watch.poll(graph)
-            if rerolled:
-                self.observer.on_note(
-                    "a reroll was asked for: its new take runs on the next `raybatch run`"
-                )
-            await self._reblock(taken)
-            await self._release(ready)
-            self._poke()
-
-    async def _release(self, ready: list[int]) -> None:
-        """Approved: let these jobs go (the statement checks the approval once more)."""
-        graph = self.graph
-        assert graph is not None
-        keys = self.jobs.keys
-        for i in ready:
-            if keys[i] in self._blocked:
-                try:
-                    await self.writer.apply(Transitions.unblock(keys[i]))
-                except IllegalTransition:
-                    # The approval was taken back since it was read: wait for the next poll.
-                    graph.awaiting[i] = set(self.jobs.columns.gates[i])
-                    continue
-                self._blocked.discard(keys[i])
-            graph.add_ready([i])
-            self.observer.on_state(self.jobs[i], JobState.PENDING, "approved")
-
-    async def _reblock(self, taken: list[int]) -> None:
-        """Taken back from a ready queue: the job waits for a verdict again."""
-        keys = [self.jobs.keys[i] for i in taken]
-        for key in keys:
-            try:
-                await self.writer.apply(Transitions.reblock(key))
-            except IllegalTransition:
-                continue  # approved again meanwhile; the next poll lets it go
-            self._blocked.add(key)
-
-    def _waiting_words(self, watch: VerdictWatch) -> str:
-        graph = self.graph
-        assert graph is not None
-        to_judge, _held = watch.split(graph)
-        cost = held_cost(to_judge, self.jobs.columns.costs)
-        return (
-            f"waiting for verdicts: {len(to_judge)} job(s) (est. ${cost:.2f}) wait for a look"
-            " to be approved in `raybatch review`"
-        )
 
     def _spawn(
         self, group: anyio.abc.TaskGroup, remote: Remote, i: int, job: Progress, holds: bool

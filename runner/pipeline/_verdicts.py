@@ -25,7 +25,8 @@ class VerdictWatch:
     def __init__(self, path: Path) -> None:
         reader = StateStore.open_readonly(path)
         assert reader is not None, "a run opens its state before it starts"
-        self._reader = reader
+        #: A read-only connection of the run's own (the writer's is busy in its thread).
+        self.reader = reader
         # The mark first: a verdict given between the two reads is read again, harmlessly.
         self._mark: VerdictMark = reader.verdict_mark()
         self._last = self._mark.last_verdict
@@ -42,12 +43,12 @@ class VerdictWatch:
     def poll(self, graph: Graph) -> tuple[list[int], list[int], bool]:
         """Apply verdicts given since the last poll to ``graph``: (jobs that may start now,
         jobs taken back from a ready queue, whether a reroll was asked for)."""
-        mark = self._reader.verdict_mark()
+        mark = self.reader.verdict_mark()
         if mark == self._mark:
             return [], [], False
         ready: list[int] = []
         taken: list[int] = []
-        for last, key, verdict in self._reader.verdicts_since(self._last):
+        for last, key, verdict in self.reader.verdicts_since(self._last):
             self._last = last
             if verdict is None:
                 self.verdicts.pop(key, None)
@@ -83,7 +84,7 @@ class VerdictWatch:
 
     def close(self) -> None:
         """Close the read-only connection."""
-        self._reader.close()
+        self.reader.close()
 
 
 def held_cost(indices: Sequence[int], costs: Sequence[float | None]) -> float:

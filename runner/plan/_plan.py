@@ -188,6 +188,12 @@ class JobList(Sequence[JobSpec]):
         """Every job's key, in order."""
         return self.columns.keys
 
+    def append(self, spec: JobSpec) -> None:
+        """One more job at the end (a take a reroll added while a run goes on)."""
+        self.columns.local_files.update(spec.files)
+        self.columns.append(spec)
+        self._specs.append(spec)
+
     def __len__(self) -> int:
         return len(self._specs)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ._jobstate import JobState
 from ._lock import DirectoryLock
-from ._rows import ErrorInfo, JobRow, JobTally, Op, OutputFile, Spend, Unfinished
+from ._rows import PENDING_ROW, ErrorInfo, JobRow, JobTally, Op, OutputFile, Spend, Unfinished
 from ._schema import SCHEMA_VERSION
 from ._store import PlanSnapshot, StateStore
 from ._transitions import Transitions
@@ -26,6 +26,7 @@ from ._writer import StateWriter, open_writer
 
 __all__ = (
     "APPROVED",
+    "PENDING_ROW",
     "REJECTED",
     "SCHEMA_VERSION",
     "VERDICTS",
