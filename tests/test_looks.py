@@ -4,7 +4,10 @@ submit before their look is approved, do after, and nothing is paid twice."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,33 @@ def _rows(manifest: Path) -> dict[tuple[str | None, str | None, int], Any]:
         return {(r.prompt, r.role, r.take): r for r in store.rows() if r.kind == "remote"}
     finally:
         store.close()
+
+
+@contextmanager
+def waiting_run(manifest: Path, emulator: Emulator) -> Iterator[subprocess.Popen[str]]:
+    """``run --wait-for-verdicts`` in the background (killed if the test leaves early)."""
+    out = manifest.parent / "out"
+    run = spawn_cli(
+        "run", manifest, "--fal-url", emulator.url, "--output-dir", out, "--wait-for-verdicts",
+        cwd=manifest.parent,
+    )  # fmt: skip
+    try:
+        yield run
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+
+
+def done_look(manifest: Path, prompt: str, take: int = 1) -> Any:
+    """The state's row of that look, once it is done (waits up to a minute)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        row = _rows(manifest).get((prompt, "look", take))
+        if row is not None and row.state == "done":
+            return row
+        time.sleep(0.2)
+    raise AssertionError(f"the look of {prompt} take {take} never finished")
 
 
 def _approve(manifest: Path, *keys: str, verdict: str | None = "approved") -> None:
@@ -97,32 +127,14 @@ def test_a_waiting_run_notices_verdicts_given_meanwhile(tmp_path: Path, emulator
     """run --wait-for-verdicts stays after the looks; a verdict given while it waits starts
     that render within a poll, and the run ends once no look is left to judge."""
     manifest = gated_manifest(tmp_path)
-    out = tmp_path / "out"
-    run = spawn_cli(
-        "run", manifest, "--fal-url", emulator.url, "--output-dir", out, "--wait-for-verdicts",
-        cwd=tmp_path,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            rows = _rows(manifest)
-            looks = [r for (_p, role, _t), r in rows.items() if role == "look"]
-            if len(looks) == 2 and all(r.state == "done" for r in looks):
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("the looks never finished")
+    with waiting_run(manifest, emulator) as run:
+        first, second = done_look(manifest, "p0"), done_look(manifest, "p1")
         time.sleep(1.0)
         assert run.poll() is None, "the run ended instead of waiting for verdicts"
         assert _by_endpoint(emulator.stats()) == {EDIT: 2}
-        rows = _rows(manifest)
-        _approve(manifest, rows[("p1", "look", 1)].key)
-        _approve(manifest, rows[("p0", "look", 1)].key, verdict="rejected")
-        stdout, stderr = run.communicate(timeout=60)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
+        _approve(manifest, second.key)
+        _approve(manifest, first.key, verdict="rejected")
+        _stdout, stderr = run.communicate(timeout=60)
     assert run.returncode == 0, stderr
     assert _by_endpoint(emulator.stats()) == {EDIT: 2, V2V: 1}
     rows = _rows(manifest)
@@ -173,31 +185,12 @@ def test_a_waiting_run_takes_on_a_take_rolled_again_meanwhile(
     the run: its new look renders, waits for its verdict, and once approved its video
     renders; then the run ends."""
     manifest = gated_manifest(tmp_path, prompts=1)
-    out = tmp_path / "out"
-    run = spawn_cli(
-        "run", manifest, "--fal-url", emulator.url, "--output-dir", out, "--wait-for-verdicts",
-        cwd=tmp_path,
-    )  # fmt: skip
-    try:
-
-        def look(take: int) -> Any:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                row = _rows(manifest).get(("p0", "look", take))
-                if row is not None and row.state == "done":
-                    return row
-                time.sleep(0.2)
-            raise AssertionError(f"look take {take} never finished")
-
-        _approve(manifest, look(1).key, verdict="rejected")
-        plan = session.load(manifest, output_dir=out)
+    with waiting_run(manifest, emulator) as run:
+        _approve(manifest, done_look(manifest, "p0", 1).key, verdict="rejected")
+        plan = session.load(manifest, output_dir=manifest.parent / "out")
         assert [r.take for r in session.reroll(plan).takes] == [2]
-        _approve(manifest, look(2).key)
-        stdout, stderr = run.communicate(timeout=60)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
+        _approve(manifest, done_look(manifest, "p0", 2).key)
+        _stdout, stderr = run.communicate(timeout=60)
     assert run.returncode == 0, stderr
     assert _by_endpoint(emulator.stats()) == {EDIT: 2, V2V: 1}
     rows = _rows(manifest)

@@ -13,7 +13,7 @@ import anyio
 from ..errors import IllegalTransition
 from ..job import JobSpec
 from ..plan import JobList
-from ..state import PENDING_ROW, JobState, StateWriter, Transitions
+from ..state import PENDING_ROW, JobState, OutputFile, StateWriter, Transitions
 from ._graph import Graph
 from ._options import Controls, RunObserver, RunOptions
 from ._remote import Progress
@@ -41,9 +41,13 @@ class FollowsVerdicts:
     _running: int
     _judged_at: float | None
     _feeding_done: anyio.Event
+    _changed: anyio.Event
+    _outputs: dict[str, list[OutputFile]]
 
     def _poke(self) -> None:
-        raise NotImplementedError
+        """Wake every task waiting for a change (a job ended, a verdict came)."""
+        self._changed.set()
+        self._changed = anyio.Event()
 
     def _load_parent_outputs(
         self,
@@ -51,7 +55,18 @@ class FollowsVerdicts:
         states: Mapping[str, JobState],
         reader: StateStore | None = None,
     ) -> None:
-        raise NotImplementedError
+        """The outputs of done parents of unfinished jobs (their children's inputs); read
+        through ``reader`` once the run is under way (the writer's connection is busy)."""
+        columns = self.jobs.columns
+        wanted = {
+            parent
+            for key, parents in zip(columns.keys, columns.parents, strict=True)
+            if key in rows
+            for parent in parents
+            if states.get(parent) is JobState.DONE
+        }
+        for row in (reader or self.writer.store).rows(wanted, results=False):
+            self._outputs[row.key] = [OutputFile(**o) for o in row.outputs]
 
     # -- verdicts ----------------------------------------------------------------------------
 

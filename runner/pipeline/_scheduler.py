@@ -45,7 +45,6 @@ from ..state import (
     ErrorInfo,
     JobState,
     OutputFile,
-    StateStore,
     StateWriter,
     Transitions,
     Unfinished,
@@ -152,10 +151,6 @@ class Scheduler(FollowsVerdicts):
         if self._jobs_scope is not None:
             self._jobs_scope.cancel()
 
-    def _poke(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
-
     # -- the run ---------------------------------------------------------------------------
 
     async def run(self) -> RunSummary:
@@ -204,25 +199,6 @@ class Scheduler(FollowsVerdicts):
             if self._verdicts is not None:
                 self._verdicts.close()
         return self.summary
-
-    def _load_parent_outputs(
-        self,
-        rows: Mapping[str, Unfinished],
-        states: Mapping[str, JobState],
-        reader: StateStore | None = None,
-    ) -> None:
-        """The outputs of done parents of unfinished jobs (their children's inputs); read
-        through ``reader`` once the run is under way (the writer's connection is busy)."""
-        columns = self.jobs.columns
-        wanted = {
-            parent
-            for key, parents in zip(columns.keys, columns.parents, strict=True)
-            if key in rows
-            for parent in parents
-            if states.get(parent) is JobState.DONE
-        }
-        for row in (reader or self.writer.store).rows(wanted, results=False):
-            self._outputs[row.key] = [OutputFile(**o) for o in row.outputs]
 
     async def _start(
         self,
