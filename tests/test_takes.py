@@ -156,3 +156,18 @@ def test_gate_looks_refusals(tmp_path: Path) -> None:
     """
     problems = problems_of(write(tmp_path, text))
     assert [(p.line, p.field) for p in problems] == [(3, "gate")]
+
+
+def test_selections_name_takes(tmp_path: Path) -> None:
+    """--only take=2 keeps the second takes (their looks too); a prompt and a take select
+    across fields."""
+    path = write(tmp_path, GATED.replace('{noir: "film noir"}', '{noir: "noir", warm: "warm"}'))
+    second = plan(path, only=["take=2"]).jobs
+    assert {(s.prompt, s.take, s.role) for s in second} == {
+        ("noir", 2, "look"),
+        ("noir", 2, None),
+        ("warm", 2, "look"),
+        ("warm", 2, None),
+    }
+    one = plan(path, only=["take=1", "prompt=warm"]).jobs
+    assert {(s.prompt, s.take) for s in one} == {("warm", 1)}

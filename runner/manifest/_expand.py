@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import string
+import unicodedata
 from collections.abc import Mapping
 from itertools import product
 from pathlib import PurePosixPath
@@ -99,12 +100,13 @@ class Expansion:
         for combo in combos:
             jobs.local_files.update(combo.files)
         extra = self.planner.extra_takes
+        added = [0] * len(combos)
         for prompt in group.prompts:
             text = prompts[prompt] if prompt is not None else None
             prompt_ok = prompt is None or text is None or self._prompt_ok(spec, prompt, text)
             if gated and prompt is not None and text is not None:
                 prompt_ok = self.looks.prompt_ok(prompt, text) and prompt_ok
-            for combo in combos:
+            for number, combo in enumerate(combos):
                 takes = group.takes
                 if extra:  # rerolls asked for more takes of this group (or of its look)
                     named = [take_group(source_id, prompt, combo.labels)]
@@ -124,13 +126,21 @@ class Expansion:
                         arguments[source_field] = source.reference
                     if gated:
                         assert source is not None
-                        self._gated(group, combo, arguments, take, job, source, text or "", jobs)
+                        made = self._gated(group, combo, arguments, take, job, source, text, jobs)
+                        added[number] += made
                         continue
                     key = job_key(spec.id, arguments, take)
                     output = self._output(group, combo, key, job)
                     if output is not None:
+                        added[number] += 1
                         row = (source_id, prompt, combo.labels, combo.cost, take)
                         _append(jobs, key, spec.id, arguments, output, combo.shas, *row)
+        if source_id is not None:
+            for combo, count in zip(combos, added, strict=True):
+                if count and combo.base is not None:
+                    self.planner.renders.add(
+                        source_id, spec, combo.base, combo.input_key, count, combo.cost
+                    )
 
     def _gated(
         self,
@@ -140,22 +150,23 @@ class Expansion:
         take: int,
         job: JobId,
         source: Source,
-        text: str,
+        text: str | None,
         jobs: JobColumns,
-    ) -> None:
-        """A render that waits for its look: the clip's frame (once), the look, the render."""
+    ) -> bool:
+        """A render that waits for its look: the clip's frame (once), the look, the render;
+        False when it cannot be made (its problem is on the list)."""
         frame = self.looks.frame(source)
-        look = self.looks.look(frame, text, take)
+        look = self.looks.look(frame, text or "", take)
         arguments[START_IMAGE] = parent_ref(look.key)
         key = job_key(group.spec.id, arguments, take)
         output = self._output(group, combo, key, job)
         if output is None:
-            return
+            return False
         if look.key not in self.looks.added:
             look_job: JobId = (job[0], group.loc, source.id, job[3], {}, take)
             path = self._claim(look_path(source.id, job[3], take), look_job, group.template)
             if path is None:
-                return
+                return False
             self.looks.added.add(look.key)
             if frame.key not in self.looks.added:
                 self.looks.added.add(frame.key)
@@ -171,6 +182,7 @@ class Expansion:
         _append(
             jobs, key, group.spec.id, arguments, output, combo.shas, *row, (look.key,), (look.key,)
         )
+        return True
 
     def _price(
         self, input_key: tuple[object, ...], base: dict[str, Any], seconds: float | None
@@ -211,7 +223,7 @@ class Expansion:
             endpoint=group.spec.name,
             ext=group.spec.output_ext(variables),
         )
-        return Combo(base, cost, files, tuple(files), labels, variables)
+        return Combo(base, cost, files, tuple(files), labels, variables, input_key)
 
     def _source_media(self, group: Group) -> MediaInfo | None:
         source = group.source
@@ -267,6 +279,14 @@ class Expansion:
         """The job's output path, or None (and a problem) when it may not be written."""
         template = group.template
         if not template.usable:
+            return None
+        earlier = self._keys.get(key)
+        if earlier is not None and earlier[2] != job[2]:
+            # The same endpoint and input from another source: its file holds the same
+            # bytes. One job (one upload, one render, paid once), flagged in the plan.
+            assert job[2] is not None and earlier[2] is not None
+            same_as, count = self.planner.duplicates.get(job[2], (earlier[2], 0))
+            self.planner.duplicates[job[2]] = (same_as, count + 1)
             return None
         values = Vars(combo.variables)
         values["prompt"] = job[3] or NONE
@@ -390,7 +410,10 @@ def url_id(url: str) -> str:
 
 
 def safe_id(text: str) -> str:
-    return UNSAFE_ID_CHARS.sub("_", text).strip("_") or "file"
+    """The id a file name gives: NFC (macOS spells names decomposed), each run of characters
+    an id cannot hold made one '_', no leading dot (no hidden folder, no '..')."""
+    text = unicodedata.normalize("NFC", text)
+    return UNSAFE_ID_CHARS.sub("_", text).strip("_").lstrip(".").strip("_") or "file"
 
 
 def _describe(job: JobId) -> str:

@@ -61,8 +61,10 @@ class Live:
     nonce: str
 
 
-def write_review_page(plan: Plan, *, posters: int | None = None) -> Path:
-    """Write ``<output_dir>/index.html`` for ``plan`` and return its path.
+def write_review_page(
+    plan: Plan, *, posters: int | None = None, target: Path | None = None
+) -> Path:
+    """Write ``<output_dir>/index.html`` (or ``target``) for ``plan`` and return its path.
 
     Reads the state file read-only (safe while a run goes on); jobs it does not know yet
     are shown as ``new``. Posters missing for a video are extracted first, at most
@@ -76,7 +78,7 @@ def write_review_page(plan: Plan, *, posters: int | None = None) -> Path:
     finally:
         if store is not None:
             store.close()
-    target = output_dir / "index.html"
+    target = target or output_dir / "index.html"
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, target)
