@@ -18,8 +18,9 @@ import anyio
 
 from . import session
 from .errors import StateError
+from .job import JobSpec, take_group
 from .plan import Plan
-from .state import StateStore
+from .state import StateStore, StateWriter, Transitions
 
 if TYPE_CHECKING:
     from .export import Choice, ExportResult
@@ -152,3 +153,30 @@ def review(
 
     whole, shown = reload()
     serve_review(ReviewSession(shown, whole, reload), port=port, on_ready=on_ready)
+
+
+async def rerolled_jobs(plan: Plan, writer: StateWriter) -> list[JobSpec]:
+    """The jobs of takes rerolled during the run (from a review page), added to the state
+    so the run takes them on: only those, never another edit of the manifest."""
+    from .report import group_of
+
+    def find() -> list[JobSpec]:
+        given = plan.output_dir if plan.output_dir_given else None
+        whole = session.load(plan.manifest_path, output_dir=given)
+        with session.reading(plan) as store:
+            rolled = {(r["group"], r["take"]) for r in store.rerolls()} if store else set()
+        known = set(plan.keys)
+        return [
+            spec
+            for spec in whole.jobs
+            if spec.key not in known
+            and (
+                (group_of(spec), spec.take) in rolled
+                or (take_group(spec.clip, spec.prompt, {}), spec.take) in rolled
+            )
+        ]
+
+    found = await anyio.to_thread.run_sync(find)
+    if found:
+        await writer.apply(Transitions.add_plan(found, None))
+    return found

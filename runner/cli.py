@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, session
+from ._cli_judging import JUDGING_COMMANDS, add_judging_commands
 from ._help import DESCRIPTION, EPILOG, HelpFormatter, parse
 from .errors import ManifestError, RaybatchError
 
@@ -218,41 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     manifest_cmd("report", "write <output_dir>/index.html to review results beside sources")
 
-    p = manifest_cmd(
-        "review",
-        "serve the review page on 127.0.0.1 to approve, reject and note outputs and looks",
-    )
-    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
-    p.add_argument(
-        "--open", action="store_true", help="open the page in the default browser as well"
-    )
-
-    p = manifest_cmd(
-        "reroll", "one more take for each rejected look or output (those --only selects)"
-    )
-    _prices_option(p)
-
-    p = manifest_cmd("export", "deliver the chosen takes with a delivery list and a timeline")
-    p.add_argument("--to", type=Path, required=True, metavar="DIR", help="the delivery folder")
-    chosen = p.add_mutually_exclusive_group()
-    chosen.add_argument(
-        "--approved",
-        dest="choose",
-        action="store_const",
-        const="approved",
-        help="the takes approved in raybatch review (the default)",
-    )
-    chosen.add_argument(
-        "--all-done",
-        dest="choose",
-        action="store_const",
-        const="all-done",
-        help="every finished output, judged or not",
-    )
-
-    p = manifest_cmd("show", "one job's whole story: input, attempts, logs, files, verdicts")
-    p.add_argument("job", help="a key prefix, or a label such as city/noir or city/noir/2/look")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_judging_commands(manifest_cmd, _prices_option)
 
     p = sub.add_parser(
         "endpoints",
@@ -324,10 +291,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "status": _status,
         "cancel": _cancel,
         "report": _report,
-        "review": _review,
-        "reroll": _reroll,
-        "export": _export,
-        "show": _show_job,
+        **JUDGING_COMMANDS,
     }[args.command]
     return command(args, plan)
 
@@ -381,52 +345,6 @@ def _status(args: argparse.Namespace, plan: Plan) -> int:
 def _report(args: argparse.Namespace, plan: Plan) -> int:
     print(f"wrote {session.report(plan)}")
     return EXIT_OK
-
-
-def _review(args: argparse.Namespace, plan: Plan) -> int:
-    def ready(url: str) -> None:
-        print(f"reviewing {plan.facts.name} at {url}  (Ctrl-C to stop)", flush=True)
-        if args.open:
-            import webbrowser
-
-            webbrowser.open(url)
-
-    session.review(plan, only=args.only, exclude=args.exclude, port=args.port, on_ready=ready)
-    return EXIT_OK
-
-
-def _reroll(args: argparse.Namespace, plan: Plan) -> int:
-    done = session.reroll(plan)
-    if not done.takes:
-        print("nothing to roll again: no rejected look or output (not rolled already) selected")
-        return EXIT_OK
-    for take in done.takes:
-        print(f"{take.label}: rolled again as take {take.take}")
-    print(
-        f"{done.new_jobs} new job(s), est. ${done.new_cost:.2f}:"
-        f" `raybatch run {plan.manifest_path}` renders them"
-    )
-    return EXIT_OK
-
-
-def _export(args: argparse.Namespace, plan: Plan) -> int:
-    result = session.export(plan, args.to, choose=args.choose or "approved")
-    print(
-        f"{len(result.files)} file(s) in {result.folder}: {result.linked} linked,"
-        f" {result.copied} copied, {result.unchanged} already there"
-    )
-    if result.not_approved:
-        print(f"{result.not_approved} finished output(s) not approved were left out (--all-done)")
-    for path in (*result.lists, result.timeline):
-        if path is not None:
-            print(f"wrote {path}")
-    return EXIT_OK
-
-
-def _show_job(args: argparse.Namespace, plan: Plan) -> int:
-    from .report import format_story
-
-    return _show(args, session.show(plan, args.job), format_story)
 
 
 def _run(args: argparse.Namespace, plan: Plan) -> int:

@@ -35,11 +35,11 @@ from ._judge import (
     export as export,
     judge as judge,
     reroll as reroll,
+    rerolled_jobs,
     review as review,
     show as show,
 )
 from .errors import FatalError, ManifestError
-from .job import JobSpec, take_group
 from .plan import ClipFacts, Plan, cached_plan, check_default_output_dir, remember
 from .state import DirectoryLock, JobState, Spend, StateStore, StateWriter, Transitions
 
@@ -361,7 +361,7 @@ async def _run(
                     observer,
                     local_steps=local_steps,
                     ssl_context=context,
-                    extend=functools.partial(_rerolled_jobs, plan, writer),
+                    extend=functools.partial(rerolled_jobs, plan, writer),
                 )
                 if handle_signals or stop is not None:
                     async with anyio.create_task_group() as group:
@@ -378,33 +378,6 @@ async def _run(
             if observer is not None:
                 observer.on_finish(summary, spend, spend_before)
     return RunResult(summary, spend, spend_before)
-
-
-async def _rerolled_jobs(plan: Plan, writer: StateWriter) -> list[JobSpec]:
-    """The jobs of takes rerolled during the run (from a review page), added to the state
-    so the run takes them on: only those, never another edit of the manifest."""
-    from .report import group_of
-
-    def find() -> list[JobSpec]:
-        given = plan.output_dir if plan.output_dir_given else None
-        whole = load(plan.manifest_path, output_dir=given)
-        with reading(plan) as store:
-            rolled = {(r["group"], r["take"]) for r in store.rerolls()} if store else set()
-        known = set(plan.keys)
-        return [
-            spec
-            for spec in whole.jobs
-            if spec.key not in known
-            and (
-                (group_of(spec), spec.take) in rolled
-                or (take_group(spec.clip, spec.prompt, {}), spec.take) in rolled
-            )
-        ]
-
-    found = await anyio.to_thread.run_sync(find)
-    if found:
-        await writer.apply(Transitions.add_plan(found, None))
-    return found
 
 
 async def _reset_failed(writer: StateWriter, plan: Plan) -> None:

@@ -21,6 +21,8 @@ from ..job import LOCAL_PREFIX, LOOK, ROLE, job_key, parent_ref
 from ._types import STAND_IN_FILE, STAND_IN_PROMPT, Group, Source
 
 if TYPE_CHECKING:
+    from ..endpoints import Loc
+    from ._models import JobEntry, Manifest, SourceEntry
     from ._planner import Planner
 
 #: The local step that writes a clip's first frame as a PNG.
@@ -107,6 +109,15 @@ class Looks:
                 return False
         return True
 
+    def check_used(self, gate: str, any_jobs: bool) -> None:
+        """A manifest's ``gate: looks`` that gates nothing is a problem of its own."""
+        if gate == "looks" and any_jobs and not self.added and not self.refused:
+            self.planner.problems.add(
+                ("gate",),
+                "gate: looks holds video-to-video renders of local clips for an approved"
+                " look; this manifest has none",
+            )
+
     def prompt_ok(self, name: str, text: str) -> bool:
         """Whether the look's endpoint takes this prompt (checked once per prompt)."""
         if name not in self._prompts:
@@ -131,6 +142,17 @@ class Looks:
         arguments = {**self._base, "prompt": text, "image_url": parent_ref(frame.key)}
         cost = self.planner.prices.estimate(LOOK_ENDPOINT, arguments, None)
         return Look(job_key(LOOK_ENDPOINT, arguments, take), arguments, cost)
+
+
+def takes_and_gate(
+    manifest: Manifest, loc: Loc, *entries: SourceEntry | JobEntry
+) -> tuple[int, str, Loc]:
+    """A group's takes and gate: the first of ``entries`` (a job entry, then its source)
+    that says, else the manifest's; and where the gate was asked for."""
+    takes = next((e.takes for e in entries if e.takes is not None), manifest.takes)
+    gate = next((e.gate for e in entries if e.gate is not None), manifest.gate)
+    own = entries and entries[0].gate is not None
+    return takes, gate, (*loc, "gate") if own else ("gate",)
 
 
 def look_path(clip: str, prompt: str | None, take: int) -> str:

@@ -39,6 +39,7 @@ from ..plan import (
 from ._checks import MediaChecks
 from ._clips import Renders
 from ._expand import Expansion, input_layer, matrix_layers, template_problem
+from ._looks import takes_and_gate
 from ._models import JobEntry, Manifest, load
 from ._overrides import manifest_overrides
 from ._problems import Problems
@@ -233,19 +234,9 @@ class Planner:
             template = self._template(top_template, source, taken)
             prompts: list[str | None] = list(manifest.prompts)
             own = source.entry
+            judging = takes_and_gate(manifest, source.loc, own)
             groups.append(
-                Group(
-                    source.loc,
-                    spec,
-                    source,
-                    layers,
-                    matrix,
-                    prompts,
-                    template,
-                    own.takes or manifest.takes,
-                    own.gate or manifest.gate,
-                    (*source.loc, "gate") if own.gate else ("gate",),
-                )
+                Group(source.loc, spec, source, layers, matrix, prompts, template, *judging)
             )
         for index, entry in enumerate(manifest.jobs):
             group = self._entry_group(entry, ("jobs", index), sources, defaults, top_template)
@@ -273,9 +264,9 @@ class Planner:
         matrix = [[self._shared(value, spec) for value in top_matrix[name]] for name in taken]
         template = self._template(top_template, None, taken)
         prompts: list[str | None] = list(self.manifest.prompts)
-        manifest = self.manifest
+        judging = takes_and_gate(self.manifest, ("prompts",))
         return Group(("prompts",), spec, None, [self._shared(defaults, spec)], matrix, prompts,
-                     template, manifest.takes, manifest.gate)  # fmt: skip
+                     template, *judging)  # fmt: skip
 
     def _entry_group(
         self,
@@ -320,11 +311,9 @@ class Planner:
         matrix = [[self._own(value, spec) for value in values] for values in own_matrix.values()]
         output = (entry.output, (*loc, "output")) if entry.output else top_template
         template = self._template(output, source, list(own_matrix))
-        inherited = source.entry if source is not None else None
-        takes = entry.takes or (inherited.takes if inherited else None) or self.manifest.takes
-        gate = entry.gate or (inherited.gate if inherited else None) or self.manifest.gate
-        gate_loc = (*loc, "gate") if entry.gate else ("gate",)
-        return Group(loc, spec, source, layers, matrix, prompts, template, takes, gate, gate_loc)
+        inherited = [source.entry] if source is not None else []
+        judging = takes_and_gate(self.manifest, loc, entry, *inherited)
+        return Group(loc, spec, source, layers, matrix, prompts, template, *judging)
 
     def _endpoint(self, endpoint: str | None, loc: Loc) -> EndpointSpec | None:
         endpoint = endpoint or self.manifest.endpoint
@@ -454,13 +443,7 @@ class Planner:
         self._check_shared_keys()
         expansion = Expansion(self)
         jobs = expansion.run(groups)
-        looks = expansion.looks
-        if self.manifest.gate == "looks" and not looks.added and not looks.refused and jobs:
-            self.problems.add(
-                ("gate",),
-                "gate: looks holds video-to-video renders of local clips for an approved"
-                " look; this manifest has none",
-            )
+        expansion.looks.check_used(self.manifest.gate, bool(jobs))
         self.problems.raise_if_any()
         if not jobs and self.source_list.skipped:
             skipped = self.source_list.skipped
