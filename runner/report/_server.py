@@ -319,13 +319,12 @@ async def _jobs(request: Request) -> Response:
             if store is None:
                 return {"jobs": {}, "since": {"updated": updated, "verdict": last}}
             keys = set(session.plan.keys)
-            judged = {key for _i, key, _v in store.verdicts_since(last)}
-            mark = store.verdict_mark()
-            noted = {key for key, j in store.judgements().items() if j.note} if last == 0 else set()
+            mark = store.verdict_mark()  # first: a verdict given meanwhile is read twice
+            judged = store.judged_since(last)
             jobs: dict[str, dict[str, Any]] = {}
             newest = updated
             for row in store.rows(keys, results=False):
-                changed = row.updated_at > updated or row.key in judged or row.key in noted
+                changed = row.updated_at > updated or row.key in judged
                 newest = max(newest, row.updated_at)
                 if changed:
                     jobs[row.key] = {"state": row.state, "verdict": row.verdict, "note": row.note}

@@ -167,6 +167,11 @@ class VerdictReads:
         )
         return [(i, key, None if v == "cleared" else v) for i, key, v in cur]
 
+    def judged_since(self, last: int) -> set[str]:
+        """Keys given a verdict or a note after id ``last``."""
+        cur = self._conn.execute("SELECT DISTINCT key FROM verdicts WHERE id > ?", (last,))
+        return {key for (key,) in cur}
+
     def verdict_history(self, key: str) -> list[dict[str, Any]]:
         """Every verdict and note given to ``key``, oldest first."""
         cur = self._conn.execute(
