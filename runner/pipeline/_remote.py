@@ -76,7 +76,9 @@ class Progress:
 class FalLogs:
     """The logs fal sent for one attempt, deduplicated and bounded.
 
-    fal's status answers carry ``logs`` when asked with ``logs=1``; whether a stream event
+    fal's status answers carry ``logs`` when asked with ``logs=1``, each entry
+    ``{message, timestamp, level?, source?}`` (shared/reference/fal-queue-protocol.md §3,
+    from fal's queue docs and its JS client types, read 2026-12-04); whether a stream event
     repeats earlier lines is not documented (the emulator repeats them), so entries are
     merged by timestamp and message. At most :data:`MAX_LOG_ENTRIES` are kept, each cut to
     :data:`MAX_LOG_MESSAGE` characters; older lines give way to newer ones, counted.

@@ -106,6 +106,12 @@ class Progress:
         self._counts = Counter[str]()
         for state, count in snapshot.counts.items():
             self._counts[bucket(state)] += count
+        # Jobs that wait for a person's verdict are not work the run will do by itself: the
+        # ETA leaves them out until they are let go.
+        gates = plan.columns.gates if any(plan.columns.gates) else []
+        self._gated = {key for key, g in zip(plan.keys, gates, strict=False) if g}
+        known = store.states() if self._gated and store is not None else {}
+        self._held = {k for k in self._gated if known.get(k, "new") in ("blocked", "new")}
         self._spend_before = store.spend() if store is not None else _NO_SPEND
         self._spend = self._spend_before
         self._spend_read = clock()
@@ -194,6 +200,8 @@ class Progress:
             self._counts[bucket(previous)] -= 1
             self._counts[bucket(state)] += 1
             self._state[spec.key] = state
+            if spec.key in self._gated:
+                self._held.discard(spec.key)
             request = None
             if state == JobState.QUEUED and bucket(previous) == "waiting":
                 # A new request at fal: ``detail`` is its id.
@@ -278,7 +286,7 @@ class Progress:
     def eta(self) -> float | None:
         """Seconds left at the throughput observed in this run, or None before any finish."""
         finished = self._finished() - self._finished_at_start
-        left = len(self._plan.jobs) - self._finished()
+        left = len(self._plan.jobs) - self._finished() - len(self._held)
         elapsed = self._clock() - self._started
         if left <= 0:
             return 0.0
