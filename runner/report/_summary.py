@@ -159,9 +159,11 @@ def _verdicts(
     plan: Plan, store: StateStore | None, states: dict[str, Any] | None = None
 ) -> dict[str, Any] | None:
     """Verdict counts and what waits for a verdict, when anything is judged or gated
-    (None for a plain batch: a summary of 100k jobs does not read what it would not show)."""
+    (None for a plain batch: a summary of 100k jobs does not read what it would not show).
+    Without ``states`` (``status``), the state alone says whether anything is gated: a
+    remembered plan's gates are in the part of it ``status`` never loads."""
     judging = store.has_judging() if store is not None else False
-    if not judging and not any(plan.columns.gates):
+    if not judging and (states is None or not any(plan.columns.gates)):
         return None
     if states is None:
         states = dict(store.states()) if store is not None else {}
