@@ -330,3 +330,41 @@ def test_looks_first_demo_from_judging_to_delivery(browser: Any, tmp_path: Path)
         if isinstance(c, otio.schema.Clip)
     ]
     assert sorted(c.name for c in restyled) == videos_out
+
+
+def _session_client(url: str) -> tuple[httpx.Client, dict[str, str]]:
+    """An HTTP client holding the review session's cookie, and the header a change needs."""
+    origin, token = _origin(url), url.split("token=", 1)[1]
+    client = httpx.Client(base_url=origin, timeout=10)
+    assert client.get(f"/?token={token}").status_code == 303
+    return client, {"X-Raybatch-Token": token}
+
+
+def test_two_servers_and_a_waiting_run_share_one_state(tmp_path: Path, emulator: Emulator) -> None:
+    """Two review servers on one state each write a verdict (SQLite serialises their
+    writers); a run waiting for verdicts sees both and renders only the approved look's
+    video."""
+    from .test_looks import done_look, waiting_run
+
+    manifest = gated_manifest(tmp_path, prompts=2)
+    out = tmp_path / "out"
+    with waiting_run(manifest, emulator) as run:
+        first, second = done_look(manifest, "p0"), done_look(manifest, "p1")
+        with reviewing(manifest, out) as one, reviewing(manifest, out) as two:
+            client_one, signed_one = _session_client(one)
+            client_two, signed_two = _session_client(two)
+            try:
+                approve = {"key": first.key, "verdict": "approved"}
+                reject = {"key": second.key, "verdict": "rejected"}
+                assert client_one.post("/api/verdict", json=approve, headers=signed_one).is_success
+                assert client_two.post("/api/verdict", json=reject, headers=signed_two).is_success
+                # One server's session opens nothing on the other (a cookie per port).
+                with httpx.Client(base_url=_origin(two), cookies=client_one.cookies) as other:
+                    assert other.get("/api/jobs").status_code == 403
+            finally:
+                client_one.close()
+                client_two.close()
+        _stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode == 0, stderr
+    assert _judgements(out) == {first.key: ("approved", None), second.key: ("rejected", None)}
+    assert _submitted(out, "luma/agent/ray/v3.2/video-to-video") == 1
