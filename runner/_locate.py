@@ -52,15 +52,31 @@ def locate(
     """The plan of ``manifest`` pointed at its state (see the module docstring)."""
     try:
         whole = cached_plan(manifest, output_dir=output_dir, overrides=overrides)
+        found = _state_dir(whole.manifest_path, whole.facts, output_dir)
+        directory = found[0] if found else whole.output_dir
+        extra_takes = extra_takes(directory)
+        if extra_takes:  # takes rolled again: their jobs are the manifest's too
+            whole = cached_plan(
+                manifest, output_dir=output_dir, overrides=overrides, extra_takes=extra_takes
+            )
     except ManifestError as problem:
         return _from_state(manifest, output_dir, only, exclude, problem)
-    found = _state_dir(whole.manifest_path, whole.facts, output_dir)
     warnings = [found[1]] if found else []
-    directory = found[0] if found else whole.output_dir
     extra = _jobs_of_skipped(whole, directory, warnings)
     if found or extra:
         whole = _widened(whole, directory, extra, given=output_dir is not None or bool(found))
     return Located(whole.selected(only, exclude), relocated=found is not None, warnings=warnings)
+
+
+def extra_takes(directory: Path) -> dict[str, int]:
+    """Take group → highest take, for the rerolls the state in ``directory`` records."""
+    store = StateStore.open_readonly(directory / "state.db")
+    if store is None:
+        return {}
+    try:
+        return store.extra_takes()
+    finally:
+        store.close()
 
 
 def _jobs_of_skipped(plan: Plan, directory: Path, warnings: list[str]) -> list[JobSpec]:
@@ -114,6 +130,7 @@ def _specs(store: StateStore) -> list[JobSpec]:
     parents: dict[str, list[str]] = {}
     for child, parent in store.edges():
         parents.setdefault(child, []).append(parent)
+    gated = store.gated_edges()
     return [
         JobSpec(
             job.key,
@@ -125,6 +142,8 @@ def _specs(store: StateStore) -> list[JobSpec]:
             labels=job.labels,
             estimated_cost=job.estimated_cost,
             parents=tuple(parents.get(job.key, ())),
+            take=job.take,
+            gates=tuple(p for p in parents.get(job.key, ()) if (job.key, p) in gated),
         )
         for job in store.current_jobs()
     ]

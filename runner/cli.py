@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, session
+from ._cli_judging import JUDGING_COMMANDS, add_judging_commands
 from ._cli_keepers import KEEPERS, show
 from ._help import (
     DESCRIPTION,
@@ -213,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long one request to fal may take before it counts as failed (default 30)",
     )
+    p.add_argument(
+        "--wait-for-verdicts",
+        action="store_true",
+        help="with gate: looks, stay until every look is judged (approved renders run at"
+        " once) instead of ending when only jobs waiting for a verdict are left",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="one line per job transition")
     _skip_bad_option(p)
     _prices_option(p)
@@ -237,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", "check every done output against the state; mark missing or altered ones"
     )
     p.add_argument("--full", action="store_true", help="compare every file's sha256")
+
+    add_judging_commands(manifest_cmd, _prices_option)
 
     p = sub.add_parser(
         "endpoints",
@@ -313,7 +322,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         overrides=overrides,
         skip_bad=getattr(args, "skip_bad", False),
     )
-    command: Callable[[argparse.Namespace, Plan], int] = {"plan": _plan, "run": _run}[args.command]
+    command: Callable[[argparse.Namespace, Plan], int] = {
+        "plan": _plan,
+        "run": _run,
+        **JUDGING_COMMANDS,
+    }[args.command]
     return command(args, plan)
 
 
@@ -366,6 +379,7 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
         retries=max(1, args.retries),
         max_outage=args.max_outage,
         stream_idle=args.stream_idle,
+        wait_for_verdicts=args.wait_for_verdicts,
     )
 
     @contextmanager

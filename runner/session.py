@@ -33,8 +33,19 @@ import anyio.abc
 
 from . import crashpoints
 
-# The commands that read or keep up a batch without running it, one module each.
-from ._locate import Located as Located, locate as locate
+# The judging and delivery commands, and those that read or keep up a batch without
+# running it, live beside this module (for its size), and are its.
+from ._judge import (
+    Reroll as Reroll,
+    Rerolled as Rerolled,
+    export as export,
+    judge as judge,
+    reroll as reroll,
+    rerolled_jobs,
+    review as review,
+    show as show,
+)
+from ._locate import Located as Located, extra_takes, locate as locate
 from ._upkeep import (
     Cancelled as Cancelled,
     Verified as Verified,
@@ -82,18 +93,21 @@ def load(
     skip_bad: bool = False,
 ) -> Plan:
     """The manifest's plan (the selection ``only``/``exclude`` applied, ``overrides`` a
-    --prices file's rows); ManifestError names every problem with file, line and field.
-    Sources that cannot be used are left out and listed in ``Plan.skipped``: ``plan`` and
-    ``run`` refuse them unless ``skip_bad`` (see ``Plan.bad_source_error``)."""
-    return cached_plan(
-        manifest,
-        output_dir=output_dir,
-        only=only,
-        exclude=exclude,
-        probe_remote=probe_remote,
-        overrides=overrides,
-        skip_bad=skip_bad,
-    )
+    --prices file's rows), with the takes rerolls added (recorded in its state file);
+    ManifestError names every problem with file, line and field. Sources that cannot be
+    used are left out and listed in ``Plan.skipped``: ``plan`` and ``run`` refuse them
+    unless ``skip_bad`` (see ``Plan.bad_source_error``)."""
+    options: dict[str, Any] = {
+        "output_dir": output_dir,
+        "probe_remote": probe_remote,
+        "overrides": overrides,
+        "skip_bad": skip_bad,
+    }
+    whole = cached_plan(manifest, **options)
+    extra = extra_takes(whole.output_dir)
+    if extra:
+        whole = cached_plan(manifest, extra_takes=extra, **options)
+    return whole.selected(only, exclude)
 
 
 @contextmanager
@@ -387,6 +401,7 @@ async def _run(
                     observer,
                     local_steps=local_steps,
                     ssl_context=context,
+                    extend=functools.partial(rerolled_jobs, plan, writer),
                 )
                 async with anyio.create_task_group() as group:
                     if handle_signals:

@@ -98,9 +98,10 @@ def test_status_of_a_v1_state_needs_no_run(legacy: Path) -> None:
     assert _version(legacy.parent / "out" / "state.db") == SCHEMA_VERSION
 
 
-def test_a_v2_state_gains_superseded_by_and_keeps_its_jobs(legacy: Path) -> None:
-    """Schema 2 (the rebuilt engine's) migrates to 3 in place: every job kept as it was,
-    none superseded until a plan says so, a backup of the version 2 file beside it."""
+def test_a_v2_state_gains_superseded_by_and_takes_and_keeps_its_jobs(legacy: Path) -> None:
+    """Schema 2 (the rebuilt engine's) migrates through 3 to 4 in place: every job kept as
+    it was, none superseded until a plan says so, each a first take without a verdict, a
+    backup of the version 2 file beside it."""
     db = legacy.parent / "out" / "state.db"
     conn = sqlite3.connect(db, isolation_level=None)
     try:
@@ -115,9 +116,11 @@ def test_a_v2_state_gains_superseded_by_and_keeps_its_jobs(legacy: Path) -> None
     try:
         rows = store.rows()
         after = sorted((r.key, r.state.value, r.superseded_by) for r in rows)
+        takes = {(r.take, r.verdict, r.role) for r in rows}
     finally:
         store.close()
-    assert _version(db) == SCHEMA_VERSION == 3
+    assert _version(db) == SCHEMA_VERSION == 4
+    assert takes == {(1, None, None)}
     assert _version(db.with_name("state.db.v2.bak")) == 2
     assert [(k, s) for k, s, _ in before] == [(k, s) for k, s, _ in after]
     assert all(by is None for _, _, by in after)

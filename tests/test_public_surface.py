@@ -12,6 +12,7 @@ import pytest
 
 PACKAGES = (
     "runner.endpoints",
+    "runner.export",
     "runner.fal",
     "runner.manifest",
     "runner.outputs",

@@ -196,8 +196,8 @@ def test_thousands_of_jobs(demo: Path, tmp_path: Path) -> None:
         "failed": 1000,
         "pending": 1000,
     }
-    # Each filter has "all" first: 1,000 prompts, 1 endpoint, 3 states.
-    assert len(page.find("option")) == (1 + 1000) + (1 + 1) + (1 + 3)
+    # Each filter has "all" first: 1,000 prompts, 1 endpoint, 3 states, 3 verdicts.
+    assert len(page.find("option")) == (1 + 1000) + (1 + 1) + (1 + 3) + (1 + 3)
     assert len(videos) == 3 + 1000
     assert len(eager) == EAGER_MEDIA and all(v.get("poster") for v in eager)
     assert len(lazy) == len(videos) - EAGER_MEDIA

@@ -8,6 +8,7 @@ import string
 import unicodedata
 from collections.abc import Mapping
 from itertools import product
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ..endpoints import (
@@ -17,11 +18,12 @@ from ..endpoints import (
     did_you_mean,
     format_loc,
 )
-from ..job import LocalFile, estimated_work, job_key
+from ..job import LocalFile, estimated_work, job_key, parent_ref, take_group
 from ..media import (
     MediaInfo,
 )
 from ..plan import JobColumns
+from ._looks import FRAME_ENDPOINT, LOOK_ENDPOINT, START_IMAGE, Looks, look_labels, look_path
 from ._types import (
     NONE,
     STAND_IN_FILE,
@@ -33,6 +35,7 @@ from ._types import (
     JobId,
     Layer,
     Source,
+    Template,
     Vars,
 )
 
@@ -63,6 +66,7 @@ class Expansion:
         self._outputs: dict[str, JobId] = {}
         self._keys: dict[str, JobId] = {}
         self._prices: dict[tuple[tuple[object, ...], float | None], float | None] = {}
+        self.looks = Looks(planner)
 
     def run(self, groups: list[Group]) -> JobColumns:
         """Every group's jobs, in order, as columns (problems go to the planner's list).
@@ -80,51 +84,105 @@ class Expansion:
         info = self._source_media(group)
         prompts = self.planner.manifest.prompts
         source_field = group.source_field
+        gated = self.looks.applies(group)
         placed = tuple(
-            f for f in (source_field, "prompt" if group.prompts != [None] else None) if f
+            f
+            for f in (
+                source_field,
+                "prompt" if group.prompts != [None] else None,
+                START_IMAGE if gated else None,
+            )
+            if f
         )
         seconds = info.duration if info is not None else None
         combos = [self._combo(group, combo, placed, seconds) for combo in product(*group.matrix)]
         source_id = source.id if source is not None else None
         for combo in combos:
             jobs.local_files.update(combo.files)
+        extra = self.planner.extra_takes
         added = [0] * len(combos)
         for prompt in group.prompts:
             text = prompts[prompt] if prompt is not None else None
             prompt_ok = prompt is None or text is None or self._prompt_ok(spec, prompt, text)
+            if gated and prompt is not None and text is not None:
+                prompt_ok = self.looks.prompt_ok(prompt, text) and prompt_ok
             for number, combo in enumerate(combos):
-                index = self.index
-                self.index += 1
-                if combo.base is None or not prompt_ok:
-                    continue
-                arguments = dict(combo.base)
-                if text is not None:
-                    arguments["prompt"] = text
-                if source_field is not None and source is not None:
-                    arguments[source_field] = source.reference
-                key = job_key(spec.id, arguments)
-                job = (index, group.loc, source_id, prompt, combo.labels)
-                output = self._output(group, combo, key, job)
-                if output is not None:
-                    added[number] += 1
-                    jobs.keys.append(key)
-                    jobs.endpoints.append(spec.id)
-                    jobs.arguments.append(arguments)
-                    jobs.outputs.append(output)
-                    jobs.files.append(combo.shas)
-                    jobs.clips.append(source_id)
-                    jobs.prompts.append(prompt)
-                    jobs.labels.append(combo.labels)
-                    jobs.costs.append(combo.cost)
-                    jobs.parents.append(())
-                    jobs.takes.append(1)
-                    jobs.weights.append(estimated_work(arguments))
+                takes = group.takes
+                if extra:  # rerolls asked for more takes of this group (or of its look)
+                    named = [take_group(source_id, prompt, combo.labels)]
+                    if gated:
+                        named.append(take_group(source_id, prompt, {}))
+                    takes = max(takes, *(extra.get(name, 0) for name in named))
+                for take in range(1, takes + 1):
+                    index = self.index
+                    self.index += 1
+                    if combo.base is None or not prompt_ok:
+                        continue
+                    job = (index, group.loc, source_id, prompt, combo.labels, take)
+                    arguments = dict(combo.base)
+                    if text is not None:
+                        arguments["prompt"] = text
+                    if source_field is not None and source is not None:
+                        arguments[source_field] = source.reference
+                    if gated:
+                        assert source is not None
+                        made = self._gated(group, combo, arguments, take, job, source, text, jobs)
+                        added[number] += made
+                        continue
+                    key = job_key(spec.id, arguments, take)
+                    output = self._output(group, combo, key, job)
+                    if output is not None:
+                        added[number] += 1
+                        row = (source_id, prompt, combo.labels, combo.cost, take)
+                        _append(jobs, key, spec.id, arguments, output, combo.shas, *row)
         if source_id is not None:
             for combo, count in zip(combos, added, strict=True):
                 if count and combo.base is not None:
                     self.planner.renders.add(
                         source_id, spec, combo.base, combo.input_key, count, combo.cost
                     )
+
+    def _gated(
+        self,
+        group: Group,
+        combo: Combo,
+        arguments: dict[str, Any],
+        take: int,
+        job: JobId,
+        source: Source,
+        text: str | None,
+        jobs: JobColumns,
+    ) -> bool:
+        """A render that waits for its look: the clip's frame (once), the look, the render;
+        False when it cannot be made (its problem is on the list)."""
+        frame = self.looks.frame(source)
+        look = self.looks.look(frame, text or "", take)
+        arguments[START_IMAGE] = parent_ref(look.key)
+        key = job_key(group.spec.id, arguments, take)
+        output = self._output(group, combo, key, job)
+        if output is None:
+            return False
+        if look.key not in self.looks.added:
+            look_job: JobId = (job[0], group.loc, source.id, job[3], {}, take)
+            path = self._claim(look_path(source.id, job[3], take), look_job, group.template)
+            if path is None:
+                return False
+            self.looks.added.add(look.key)
+            if frame.key not in self.looks.added:
+                self.looks.added.add(frame.key)
+                assert source.file is not None
+                jobs.local_files[source.file.sha256] = source.file
+                row: _Row = (source.id, None, {}, 0.0, 1)
+                shas = (source.file.sha256,)
+                _append(jobs, frame.key, FRAME_ENDPOINT, frame.arguments, frame.output, shas, *row)
+            row = (source.id, job[3], look_labels(), look.cost, take)
+            _append(jobs, look.key, LOOK_ENDPOINT, look.arguments, path, (), *row, (frame.key,))
+        prompt = job[3]
+        row = (source.id, prompt, combo.labels, combo.cost, take)
+        _append(
+            jobs, key, group.spec.id, arguments, output, combo.shas, *row, (look.key,), (look.key,)
+        )
+        return True
 
     def _price(
         self, input_key: tuple[object, ...], base: dict[str, Any], seconds: float | None
@@ -234,6 +292,7 @@ class Expansion:
         values["prompt"] = job[3] or NONE
         values["key"] = key[:12]
         values["index"] = job[0]
+        values["take"] = job[5]
         try:
             rendered = template.text.format_map(values)
         except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
@@ -249,6 +308,26 @@ class Expansion:
                 alike=template,
             )
             return None
+        if job[5] > 1 and not template.takes:
+            # A template without {take}: take 1 keeps its plain name, take N is "-takeN".
+            rendered = take_path(rendered, job[5])
+        path = self._claim(rendered, job, template)
+        if path is None:
+            return None
+        first = self._keys.setdefault(key, job)
+        if first is not job:
+            self.problems.add(
+                group.loc,
+                f"{_describe(first)} and {_describe(job)} are the same job (same endpoint,"
+                " input and file bytes); remove one",
+                alike=("key", group.loc),
+            )
+            return None
+        return path
+
+    def _claim(self, rendered: str, job: JobId, template: Template) -> str | None:
+        """``rendered`` in its one spelling, claimed for ``job``; None (and a problem) when
+        another job renders to it."""
         # One spelling per file: "a//b", "./a/b" and "a\\b" are all a/b, and case-insensitive
         # file systems (macOS, Windows) would put A.mp4 and a.mp4 in one file.
         path = rendered
@@ -265,19 +344,51 @@ class Expansion:
                 alike=("output", template),
             )
             return None
-        first = self._keys.setdefault(key, job)
-        if first is not job:
-            self.problems.add(
-                group.loc,
-                f"{_describe(first)} and {_describe(job)} are the same job (same endpoint,"
-                " input and file bytes); remove one",
-                alike=("key", group.loc),
-            )
-            return None
         return path
 
 
 # --------------------------------------------------------------------------- helpers
+
+#: What ``_append`` takes after a job's files: clip, prompt, labels, cost, take.
+_Row = tuple[str | None, str | None, dict[str, Any], float | None, int]
+
+
+def _append(
+    jobs: JobColumns,
+    key: str,
+    endpoint: str,
+    arguments: dict[str, Any],
+    output: str,
+    shas: tuple[str, ...],
+    clip: str | None,
+    prompt: str | None,
+    labels: dict[str, Any],
+    cost: float | None,
+    take: int,
+    parents: tuple[str, ...] = (),
+    gates: tuple[str, ...] = (),
+) -> None:
+    """One job at the end of the columns."""
+    jobs.keys.append(key)
+    jobs.endpoints.append(endpoint)
+    jobs.arguments.append(arguments)
+    jobs.outputs.append(output)
+    jobs.files.append(shas)
+    jobs.clips.append(clip)
+    jobs.prompts.append(prompt)
+    jobs.labels.append(labels)
+    jobs.costs.append(cost)
+    jobs.parents.append(parents)
+    jobs.takes.append(take)
+    jobs.weights.append(estimated_work(arguments))
+    jobs.gates.append(gates)
+
+
+def take_path(path: str, take: int) -> str:
+    """``path`` for take ``take`` when the template does not name it: ``-take2`` before
+    the extension (``city/noir.mp4`` → ``city/noir-take2.mp4``)."""
+    pure = PurePosixPath(path)
+    return str(pure.with_name(f"{pure.stem}-take{take}{pure.suffix}"))
 
 
 def input_layer(source: Source) -> Layer:
@@ -306,8 +417,9 @@ def safe_id(text: str) -> str:
 
 
 def _describe(job: JobId) -> str:
-    _index, loc, source_id, prompt, labels = job
-    matrix = ", ".join(f"{name}={value}" for name, value in labels.items())
+    _index, loc, source_id, prompt, labels, take = job
+    shown = {**labels, "take": take} if take > 1 else labels
+    matrix = ", ".join(f"{name}={value}" for name, value in shown.items())
     described = f"{source_id or NONE} × {prompt or NONE}" + (f" ({matrix})" if matrix else "")
     return f"{format_loc(loc)} ({described})" if loc[0] == "jobs" else described
 

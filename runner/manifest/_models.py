@@ -32,7 +32,7 @@ from ..media import (
     reference_problem,
 )
 from ._problems import Problems
-from ._types import NAME
+from ._types import MAX_TAKES, NAME
 from ._yaml import read_yaml
 
 # --------------------------------------------------------------------------- the manifest
@@ -68,6 +68,11 @@ def _endpoint_violations(endpoint: str | None, passthrough: bool) -> Iterator[Vi
 
 
 Name = Annotated[str, Field(max_length=200), AfterValidator(_check_name)]
+#: Independent renders of the same input: each take is a job of its own (the take number
+#: is part of its key, never sent).
+Takes = Annotated[int, Field(ge=1, le=MAX_TAKES)]
+#: ``looks``: every video render waits for a person to approve its look frame first.
+Gate = Literal["looks", "none"]
 EndpointId = Annotated[str, AfterValidator(_check_endpoint)]
 Values = Annotated[list[Any], Field(min_length=1)]
 Matrix = dict[str, Values]
@@ -116,6 +121,10 @@ class SourceEntry(_Entry):
     """This entry's endpoint: is one raybatch does not know: send its input unchecked."""
     input: dict[str, Any] = {}
     """Endpoint input for this source's jobs, over defaults:."""
+    takes: Takes | None = None
+    """Takes of each of this source's jobs, instead of the manifest's takes:."""
+    gate: Gate | None = None
+    """This source's renders wait for an approved look (looks) or not (none)."""
 
     @field_validator("url")
     @classmethod
@@ -154,6 +163,10 @@ class JobEntry(_Entry):
     """Input field -> values: one job per combination (the top matrix: does not apply)."""
     output: str | None = None
     """Output path template for this entry, instead of the manifest's."""
+    takes: Takes | None = None
+    """Takes of each of this entry's jobs, instead of the source's or the manifest's."""
+    gate: Gate | None = None
+    """This entry's renders wait for an approved look (looks) or not (none)."""
 
     def violations(self) -> Iterator[Violation]:
         """At most one source reference and one way of naming prompts; an unknown endpoint
@@ -199,6 +212,11 @@ class Manifest(_Entry):
     """Per-endpoint price rows (USD) replacing the price table's."""
     max_cost: Annotated[float, Field(ge=0)] | None = None
     """Budget cap in USD for the remaining jobs (--max-cost overrides it)."""
+    takes: Takes = 1
+    """Independent takes of every job (each a render of its own, paid): {take} names them."""
+    gate: Gate = "none"
+    """looks: each video render first makes a look frame (a Uni-1 edit of the clip's first
+    frame with the prompt) and waits until you approve it (raybatch review)."""
     confirm_above: Annotated[float, Field(ge=0)] | None = None
     """On a terminal, run asks before starting jobs estimated above this many USD (default
     20; --confirm-above overrides it, --yes skips the question)."""

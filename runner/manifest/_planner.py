@@ -39,6 +39,7 @@ from ..plan import (
 from ._checks import MediaChecks
 from ._clips import Renders
 from ._expand import Expansion, input_layer, matrix_layers, template_problem
+from ._looks import takes_and_gate
 from ._models import JobEntry, Manifest, load
 from ._overrides import manifest_overrides
 from ._problems import Problems
@@ -59,12 +60,16 @@ def plan(
     probe_remote: bool = False,
     overrides: Overrides | None = None,
     skip_bad: bool = False,
+    extra_takes: Mapping[str, int] | None = None,
 ) -> Plan:
     """Expand the manifest at ``path`` into jobs; raises ``ManifestError`` with every problem.
 
     Sources that cannot be used are left out and listed in ``Plan.skipped``; whether they
     stop a command is its own decision (``Plan.bad_source_error``). ``skip_bad`` only says
     whether a ManifestError raised for other problems lists them too.
+
+    ``extra_takes`` maps a take group (``job.take_group``: clip/prompt[matrix]) to the
+    highest take it must have, above the manifest's ``takes:`` (a reroll asked for it).
 
     ``overrides`` are a ``--prices`` file's rows; they win over the manifest's own
     ``prices:``/``limits:`` (see ``endpoints.EndpointTables``).
@@ -79,7 +84,13 @@ def plan(
     own = manifest_overrides(manifest, path)
     tables = EndpointTables([own, *([overrides] if overrides else [])])
     planner = Planner(
-        manifest, path, lines, probe_media=probe_media, probe_remote=probe_remote, tables=tables
+        manifest,
+        path,
+        lines,
+        probe_media=probe_media,
+        probe_remote=probe_remote,
+        tables=tables,
+        extra_takes=extra_takes,
     )
     jobs = planner.expand(skip_bad=skip_bad or manifest.on_bad_source == "skip")
     facts = ManifestFacts(
@@ -122,8 +133,10 @@ class Planner:
         probe_media: bool,
         probe_remote: bool,
         tables: EndpointTables,
+        extra_takes: Mapping[str, int] | None = None,
     ) -> None:
         self.manifest = manifest
+        self.extra_takes: Mapping[str, int] = extra_takes or {}
         self.base_dir = path.parent
         self.problems = Problems(str(path), lines)
         self.checks = MediaChecks(tables, probe_media=probe_media, probe_remote=probe_remote)
@@ -220,7 +233,11 @@ class Planner:
             matrix = [[self._shared(value, spec) for value in top_matrix[name]] for name in taken]
             template = self._template(top_template, source, taken)
             prompts: list[str | None] = list(manifest.prompts)
-            groups.append(Group(source.loc, spec, source, layers, matrix, prompts, template))
+            own = source.entry
+            judging = takes_and_gate(manifest, source.loc, own)
+            groups.append(
+                Group(source.loc, spec, source, layers, matrix, prompts, template, *judging)
+            )
         for index, entry in enumerate(manifest.jobs):
             group = self._entry_group(entry, ("jobs", index), sources, defaults, top_template)
             if group is not None:
@@ -247,8 +264,9 @@ class Planner:
         matrix = [[self._shared(value, spec) for value in top_matrix[name]] for name in taken]
         template = self._template(top_template, None, taken)
         prompts: list[str | None] = list(self.manifest.prompts)
+        judging = takes_and_gate(self.manifest, ("prompts",))
         return Group(("prompts",), spec, None, [self._shared(defaults, spec)], matrix, prompts,
-                     template)  # fmt: skip
+                     template, *judging)  # fmt: skip
 
     def _entry_group(
         self,
@@ -293,7 +311,9 @@ class Planner:
         matrix = [[self._own(value, spec) for value in values] for values in own_matrix.values()]
         output = (entry.output, (*loc, "output")) if entry.output else top_template
         template = self._template(output, source, list(own_matrix))
-        return Group(loc, spec, source, layers, matrix, prompts, template)
+        inherited = [source.entry] if source is not None else []
+        judging = takes_and_gate(self.manifest, loc, entry, *inherited)
+        return Group(loc, spec, source, layers, matrix, prompts, template, *judging)
 
     def _endpoint(self, endpoint: str | None, loc: Loc) -> EndpointSpec | None:
         endpoint = endpoint or self.manifest.endpoint
@@ -421,7 +441,9 @@ class Planner:
             )
             self.problems.raise_if_any()
         self._check_shared_keys()
-        jobs = Expansion(self).run(groups)
+        expansion = Expansion(self)
+        jobs = expansion.run(groups)
+        expansion.looks.check_used(self.manifest.gate, bool(jobs))
         self.problems.raise_if_any()
         if not jobs and self.source_list.skipped:
             skipped = self.source_list.skipped

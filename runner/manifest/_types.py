@@ -36,7 +36,9 @@ class Layer:
 
 
 NONE = "none"  # what {clip} and {prompt} render as for a job without one
-TEMPLATE_VARIABLES = ("clip", "image", "prompt", "endpoint", "key", "index", "ext")
+TEMPLATE_VARIABLES = ("clip", "image", "prompt", "endpoint", "key", "index", "ext", "take")
+#: Takes per job at most: a take is a paid render, and dozens are already a lot to judge.
+MAX_TAKES = 100
 #: Names and ids: letters and digits of any script, '.', '_' and '-' (no separator, no
 #: space: an id is a path part of outputs, {clip}/...).
 NAME = re.compile(r"[\w.-]+")
@@ -67,6 +69,11 @@ class Template:
     loc: Loc
     usable: bool = True  # False when the template itself is wrong: nothing is rendered
 
+    @property
+    def takes(self) -> bool:
+        """Whether the template names the take (else take N gets ``-takeN``)."""
+        return "{take}" in self.text or "{take:" in self.text
+
 
 @dataclass
 class Group:
@@ -79,6 +86,11 @@ class Group:
     matrix: list[list[Layer]]
     prompts: list[str | None]
     template: Template
+    takes: int = 1
+    #: ``looks``: each render waits for an approved look frame (see ``_looks``).
+    gate: str = "none"
+    #: Where the gate was asked for (its manifest place), to name in a problem.
+    gate_loc: Loc = ("gate",)
 
     @property
     def source_field(self) -> str | None:
@@ -88,7 +100,7 @@ class Group:
     @property
     def size(self) -> int:
         """How many jobs the group expands to."""
-        return len(self.prompts) * math.prod(len(values) for values in self.matrix)
+        return self.takes * len(self.prompts) * math.prod(len(values) for values in self.matrix)
 
 
 UNPRICED = object()
@@ -108,8 +120,8 @@ class Combo(NamedTuple):
 
 
 # A job while it is being planned: (index, its group's place in the manifest, clip/image id,
-# prompt name, matrix values); enough to name it in a problem.
-JobId = tuple[int, Loc, str | None, str | None, Mapping[str, Any]]
+# prompt name, matrix values, take); enough to name it in a problem.
+JobId = tuple[int, Loc, str | None, str | None, Mapping[str, Any], int]
 
 
 class Vars(dict[str, Any]):

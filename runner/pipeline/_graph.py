@@ -5,12 +5,17 @@ jobs, the one with the longest remaining chain goes first (its own estimated wor
 its longest chain of descendants): a long clip's first segment under chain continuity
 starts before a one-segment clip, so the batch does not end waiting on one long chain.
 Local steps and remote requests have a ready queue each, since each has its own limit.
+
+A job may also wait for a *verdict*: with ``gate: looks`` a render waits until a person
+approves its look (``JobSpec.gates``), holding nothing either. It is ready once every
+parent is done and every gating parent approved; an approval taken back before it
+started puts it back to wait.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from ..job import LOCAL_ENDPOINT_PREFIX
 from ..plan import JobList
@@ -20,23 +25,66 @@ from ..state import JobState
 class Graph:
     """Children, waiting parents and the ready queues of one run's jobs (by plan index)."""
 
-    def __init__(self, jobs: JobList, states: Mapping[str, JobState]) -> None:
-        columns = jobs.columns
-        self.keys: Sequence[str] = columns.keys
-        self._index = {key: i for i, key in enumerate(self.keys)}
-        self._local = [e.startswith(LOCAL_ENDPOINT_PREFIX) for e in columns.endpoints]
+    def __init__(
+        self,
+        jobs: JobList,
+        states: Mapping[str, JobState],
+        approved: Collection[str] = frozenset(),
+    ) -> None:
+        self._columns = jobs.columns
+        self.keys: Sequence[str] = self._columns.keys
+        self._index: dict[str, int] = {}
+        self._local: list[bool] = []
         self._children: dict[int, list[int]] = {}
         #: index → parents (keys) not yet done, for every job that waits.
         self.waiting: dict[int, set[str]] = {}
-        for i, parents in enumerate(columns.parents):
-            for parent in parents:
+        #: index → gating parents (keys) not approved, for every job that waits for them.
+        self.awaiting: dict[int, set[str]] = {}
+        #: gating parent key → the jobs it gates.
+        self._gated: dict[str, list[int]] = {}
+        self._add(range(len(self.keys)), states, approved)
+        self.priority = _chain_lengths(self._columns.weights, self._children)
+        self._ready: tuple[list[tuple[float, int]], list[tuple[float, int]]] = ([], [])
+        #: Jobs in a ready queue (one taken back for a verdict stays in the heap, skipped).
+        self._queued: set[int] = set()
+        #: Jobs this run may still start (see ``track``).
+        self.todo: set[int] = set(range(len(self.keys)))
+
+    def _add(
+        self, indices: range, states: Mapping[str, JobState], approved: Collection[str]
+    ) -> None:
+        columns = self._columns
+        for i in indices:
+            self._index[self.keys[i]] = i
+            self._local.append(columns.endpoints[i].startswith(LOCAL_ENDPOINT_PREFIX))
+        for i in indices:
+            for parent in columns.parents[i]:
                 if states.get(parent) is not JobState.DONE:
                     self.waiting.setdefault(i, set()).add(parent)
                 p = self._index.get(parent)
                 if p is not None:
                     self._children.setdefault(p, []).append(i)
-        self.priority = _chain_lengths(columns.weights, self._children)
-        self._ready: tuple[list[tuple[float, int]], list[tuple[float, int]]] = ([], [])
+            for gate in columns.gates[i] if columns.gates else ():
+                self._gated.setdefault(gate, []).append(i)
+                if gate not in approved:
+                    self.awaiting.setdefault(i, set()).add(gate)
+
+    def extend(
+        self, start: int, states: Mapping[str, JobState], approved: Collection[str]
+    ) -> list[int]:
+        """Jobs appended to the run's list from ``start`` on (a reroll's new take) join
+        the graph; returns those that may start now."""
+        new = range(start, len(self.keys))
+        self._add(new, states, approved)
+        self.priority = _chain_lengths(self._columns.weights, self._children)
+        self.todo.update(new)
+        return [i for i in new if i not in self.waiting and i not in self.awaiting]
+
+    def track(self, todo: Iterable[int]) -> None:
+        """Only jobs ``todo`` are this run's to start: the others (finished, or already at
+        fal) wait for nothing."""
+        self.todo = set(todo)
+        self.awaiting = {i: gates for i, gates in self.awaiting.items() if i in self.todo}
 
     def index(self, key: str) -> int | None:
         """The plan index of ``key``, if it is one of this run's jobs."""
@@ -49,22 +97,33 @@ class Graph:
     def add_ready(self, indices: Iterable[int]) -> None:
         """Queue jobs that may start now."""
         for i in indices:
-            heapq.heappush(self._ready[self._local[i]], (-self.priority[i], i))
+            if i not in self._queued:
+                self._queued.add(i)
+                heapq.heappush(self._ready[self._local[i]], (-self.priority[i], i))
 
     def has_ready(self, local: bool) -> bool:
         """Whether a job of that kind is queued."""
-        return bool(self._ready[local])
+        queue = self._ready[local]
+        while queue and queue[0][1] not in self._queued:
+            heapq.heappop(queue)  # taken back to wait for a verdict
+        return bool(queue)
 
     def pop_ready(self, local: bool) -> int:
         """The queued job of that kind with the longest remaining chain (plan order breaks
         ties)."""
-        return heapq.heappop(self._ready[local])[1]
+        while True:
+            i = heapq.heappop(self._ready[local])[1]
+            if i in self._queued:
+                self._queued.discard(i)
+                self.todo.discard(i)
+                return i
 
     def clear_ready(self) -> list[int]:
         """Drop every queued job (the run stops starting work); returns them."""
-        dropped = [i for queue in self._ready for _, i in queue]
+        dropped = [i for queue in self._ready for _, i in queue if i in self._queued]
         for queue in self._ready:
             queue.clear()
+        self._queued.clear()
         return dropped
 
     def discard(self, indices: Iterable[int]) -> None:
@@ -80,7 +139,8 @@ class Graph:
             self.waiting.pop(i, None)
 
     def done(self, key: str) -> list[int]:
-        """``key`` is done: the children that now have every parent done."""
+        """``key`` is done: the children that now have every parent done and are not
+        waiting for a verdict."""
         i = self._index.get(key)
         ready = []
         for child in self._children.get(i, ()) if i is not None else ():
@@ -90,8 +150,51 @@ class Graph:
             parents.discard(key)
             if not parents:
                 del self.waiting[child]
-                ready.append(child)
+                if child not in self.awaiting:
+                    ready.append(child)
         return ready
+
+    def approved(self, key: str) -> list[int]:
+        """A person approved ``key``'s output: the jobs it gated that may now start."""
+        ready = []
+        for child in self._gated.get(key, ()):
+            gates = self.awaiting.get(child)
+            if gates is None or key not in gates:
+                continue
+            gates.discard(key)
+            if not gates:
+                del self.awaiting[child]
+                if child not in self.waiting:
+                    ready.append(child)
+        return ready
+
+    def unapproved(self, key: str) -> list[int]:
+        """``key``'s approval was taken back (rejected, or cleared): the jobs it gates wait
+        again, unless they already started; returns those taken back from a ready queue."""
+        taken = []
+        for child in self._gated.get(key, ()):
+            if child not in self.todo:
+                continue  # started, or finished: too late to hold it back
+            self.awaiting.setdefault(child, set()).add(key)
+            if child in self._queued:
+                self._queued.discard(child)
+                taken.append(child)
+        return taken
+
+    def below(self, indices: Iterable[int]) -> list[int]:
+        """``indices`` and every job of this run that waits for one of them, directly or
+        not (a stitch waiting for renders that wait for a verdict)."""
+        found: list[int] = []
+        seen: set[int] = set()
+        stack = list(indices)
+        while stack:
+            i = stack.pop()
+            if i in seen:
+                continue
+            seen.add(i)
+            found.append(i)
+            stack.extend(c for c in self._children.get(i, ()) if c in self.waiting)
+        return sorted(found)
 
     def failed(self, key: str) -> list[int]:
         """``key`` failed: every job that waits on it, directly or not (each fails as
@@ -109,6 +212,8 @@ class Graph:
             seen.add(child)
             found.append(child)
             del self.waiting[child]
+            self.awaiting.pop(child, None)
+            self.todo.discard(child)
             stack.extend(reversed(self._children.get(child, [])))
         return found
 

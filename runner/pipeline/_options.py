@@ -52,6 +52,10 @@ class RunOptions:
     stream_idle: float = 30.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
+    #: Seconds between looks at the state for verdicts, while jobs wait for them.
+    verdict_poll: float = 2.0
+    #: With nothing else to do, wait for verdicts instead of ending (``--wait-for-verdicts``).
+    wait_for_verdicts: bool = False
 
     @property
     def slots(self) -> int:
@@ -120,6 +124,12 @@ class RunSummary:
     fatal: RaybatchError | None = None
     #: Estimated USD of the submissions this run made (reserved before each POST).
     submitted_cost: float = 0.0
+    #: Jobs held for a look nobody has judged yet (and jobs below them), and their cost.
+    awaiting_verdict: int = 0
+    awaiting_cost: float = 0.0
+    #: Jobs held by a rejected look (a reroll makes a new take), and their cost.
+    held_by_rejection: int = 0
+    held_cost: float = 0.0
 
 
 class Stopped(Exception):

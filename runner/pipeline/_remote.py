@@ -32,8 +32,9 @@ from ..errors import (
 from ..fal import FalClient, Status, Submission, classify_completed
 from ..job import JobSpec, LocalFile, resolve_arguments, split_parent_ref, substitute
 from ..outputs import OutputSink, file_size, find_files, output_paths
-from ..state import ErrorInfo, JobState, OutputFile, StateWriter, Transitions, Unfinished
+from ..state import ErrorInfo, JobState, Op, OutputFile, StateWriter, Transitions, Unfinished
 from ._cancel import NOTES, cancel_url, ended_cancelled
+from ._fallogs import LOG_WRITE_EVERY, FalLogs
 from ._inputs import Once, parent_output
 from ._options import Controls, RunObserver, RunOptions, RunSummary, Stopped
 from ._policy import Action, Policy, Stage
@@ -63,6 +64,8 @@ class Progress:
     cancel_requested: bool = False
     #: fal was asked to cancel its request (once).
     cancel_sent: bool = False
+    #: The logs fal sent for the current attempt (see ``FalLogs``).
+    logs: FalLogs = field(default_factory=lambda: FalLogs())
 
     @classmethod
     def of(cls, row: Unfinished) -> Progress:
@@ -166,7 +169,10 @@ class Remote:
                     if error is not None:
                         raise _Failure("status", error)
                     job.result, units = await self._fetch(submission)
-                    await self.writer.apply(Transitions.completed(spec.key, job.result, units))
+                    await self.writer.apply(
+                        *self._logs_op(spec, job),
+                        Transitions.completed(spec.key, job.result, units),
+                    )
                     crashpoints.reached("after_result")
                 await place.ensure()
                 slot.release()
@@ -202,8 +208,10 @@ class Remote:
             raise error
         if action is Action.RESUBMIT:
             if job.attempts - job.ambiguous < self.options.max_submissions:
-                await self.writer.apply(Transitions.resubmit(spec.key, ErrorInfo.of(error)))
-                job.request, job.result = None, None
+                await self.writer.apply(
+                    *self._logs_op(spec, job), Transitions.resubmit(spec.key, ErrorInfo.of(error))
+                )
+                job.request, job.result, job.logs = None, None, FalLogs()
                 job.last_error = f"{type(error).__name__}: {error}"
                 self.summary.resubmitted += 1
                 reason = "result expired" if isinstance(error, ResultExpired) else str(error)
@@ -227,9 +235,18 @@ class Remote:
         info = ErrorInfo.of(error)
         if job.error_class == NEEDS_FETCH and failure.stage == "download":
             info = refetch_failed(error)
-        await self.writer.apply(Transitions.failed(spec.key, info))
+        await self.writer.apply(*self._logs_op(spec, job), Transitions.failed(spec.key, info))
         self.observer.on_state(spec, JobState.FAILED, str(error))
         return JobState.FAILED
+
+    def _logs_op(self, spec: JobSpec, job: Progress) -> list[Op]:
+        """The write of the job's unwritten log lines, if any (to go with a transition)."""
+        logs = job.logs
+        if not logs.unwritten:
+            return []
+        logs.unwritten = False
+        logs.written_at = anyio.current_time()
+        return [Transitions.logs(spec.key, logs.stored())]
 
     async def _stage(self, stage: Stage, call: Callable[[], Awaitable[_T]]) -> _T:
         try:
@@ -317,7 +334,9 @@ class Remote:
         # From the intent to the recorded answer the outcome is unknowable after a crash;
         # shield it so a cancel (second Ctrl-C) never widens that window.
         with anyio.CancelScope(shield=True):
-            await self.writer.apply(Transitions.intent(spec.key, attempt, spec.estimated_cost))
+            await self.writer.apply(
+                Transitions.intent(spec.key, attempt, spec.estimated_cost, arguments)
+            )
             crashpoints.reached("after_intent")
             try:
                 sub = await self.client.submit(spec.endpoint, arguments)
@@ -381,7 +400,9 @@ class Remote:
 
     async def _stream(self, spec: JobSpec, job: Progress, sub: Submission) -> Status:
         try:
-            events = self.client.stream_status(sub.status_url, idle=self.options.stream_idle)
+            events = self.client.stream_status(
+                sub.status_url, logs=True, idle=self.options.stream_idle
+            )
             async with contextlib.aclosing(events) as statuses:
                 async for status in statuses:
                     await self._note_status(spec, job, status)
@@ -403,7 +424,9 @@ class Remote:
         made = 0
         while polls is None or made < polls:
             await self.policy.gates.polls.wait()
-            status = await self._stage("status", lambda: self.client.status(sub.status_url))
+            status = await self._stage(
+                "status", lambda: self.client.status(sub.status_url, logs=True)
+            )
             made += 1
             await self._note_status(spec, job, status)
             if status.state == "COMPLETED":
@@ -413,14 +436,21 @@ class Remote:
         return None
 
     async def _note_status(self, spec: JobSpec, job: Progress, status: Status) -> None:
+        job.logs.merge(status.logs)
         if status.state == "IN_PROGRESS" and job.state is not JobState.RUNNING:
-            await self.writer.apply(Transitions.running(spec.key))
+            await self.writer.apply(*self._logs_op(spec, job), Transitions.running(spec.key))
             job.state = JobState.RUNNING
             self.observer.on_state(spec, JobState.RUNNING, None)
         elif status.state == "IN_QUEUE" and job.state is JobState.RUNNING:
-            await self.writer.apply(Transitions.queued_again(spec.key))
+            await self.writer.apply(*self._logs_op(spec, job), Transitions.queued_again(spec.key))
             job.state = JobState.QUEUED
             self.observer.on_state(spec, JobState.QUEUED, "back in fal's queue")
+        elif (
+            status.state != "COMPLETED"
+            and job.logs.unwritten
+            and anyio.current_time() - job.logs.written_at >= LOG_WRITE_EVERY
+        ):
+            await self.writer.apply(*self._logs_op(spec, job))
 
     async def _fetch(self, sub: Submission) -> tuple[dict[str, Any], float | None]:
         result = await self._stage("result", lambda: self.client.result(sub.response_url))

@@ -14,7 +14,10 @@ Shape (anyio structured concurrency, after aiometer's "wait for capacity, then s
 * a slot is held from submit until the result is fetched; a fetched result then waits
   for a download in a queue as deep as the slots and gives its slot up once it has a
   place, so downloads that fall behind slow submission instead of piling up;
-* every transition is committed through the single writer before the engine acts on it.
+* every transition is committed through the single writer before the engine acts on it;
+* a job gated by a verdict (``gate: looks``) waits, holding nothing, until a person
+  approves its gating parent; the run follows verdicts given meanwhile (``_verdicts``) and,
+  when nothing else is left, ends saying what waits, or waits for verdicts if asked.
 
 What happens on a failure is decided in one place, the fault-policy table (``_policy``).
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -40,6 +43,7 @@ from ..outputs import OutputSink
 from ..plan import JobList
 from ..state import ErrorInfo, JobState, OutputFile, StateWriter, Transitions, Unfinished
 from ._cancel import NOTES, CancelOutcome, cancel_requests, outcome
+from ._following import FollowsVerdicts
 from ._gates import Gates
 from ._graph import Graph
 from ._inputs import local_inputs
@@ -47,11 +51,13 @@ from ._local import LocalJob, LocalStep, run_step
 from ._options import Controls, NullObserver, RunObserver, RunOptions, RunSummary, Stopped
 from ._policy import Policy
 from ._remote import Hold, Progress, Remote
+from ._steps import STEPS
+from ._verdicts import VerdictWatch, held_cost
 
 _ATTACHED = (JobState.QUEUED, JobState.RUNNING, JobState.COMPLETED)
 
 
-class Scheduler:
+class Scheduler(FollowsVerdicts):
     """Runs a set of jobs to completion against fal, recording everything in the state."""
 
     def __init__(
@@ -66,14 +72,17 @@ class Scheduler:
         local_steps: Mapping[str, LocalStep] | None = None,
         downloader: httpx.AsyncClient | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        extend: Callable[[], Awaitable[Sequence[JobSpec]]] | None = None,
     ) -> None:
         self.jobs = JobList.of(jobs)
+        #: Gives the jobs a reroll added meanwhile (already in the state), to run too.
+        self._extend = extend
         self.writer = writer
         self.client = client
         self.sink = sink
         self.options = options or RunOptions()
         self.observer: RunObserver = observer or NullObserver()
-        self.local_steps = dict(local_steps or {})
+        self.local_steps = dict(STEPS if local_steps is None else local_steps)
         self._downloader = downloader
         self._ssl = ssl_context
         self.summary = RunSummary()
@@ -103,6 +112,10 @@ class Scheduler:
         self._active: dict[str, Progress] = {}  # remote jobs a task is running
         self._remote: Remote | None = None
         self.graph: Graph | None = None
+        self._verdicts: VerdictWatch | None = None
+        self._fed = 0  # feeders that returned
+        self._judged_at: float | None = None  # when nothing was left to judge
+        self._feeding_done = anyio.Event()
 
     # -- control ---------------------------------------------------------------------------
 
@@ -180,10 +193,6 @@ class Scheduler:
         if self._jobs_scope is not None:
             self._jobs_scope.cancel()
 
-    def _poke(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
-
     # -- the run ---------------------------------------------------------------------------
 
     async def run(self) -> RunSummary:
@@ -192,7 +201,10 @@ class Scheduler:
         rows = store.unfinished()
         has_parents = any(self.jobs.columns.parents)
         states = store.states() if has_parents else {}
-        self.graph = Graph(self.jobs, states)
+        if any(self.jobs.columns.gates):
+            self._verdicts = VerdictWatch(store.path)
+        approved = self._verdicts.approved() if self._verdicts else set()
+        self.graph = Graph(self.jobs, states, approved)
         if has_parents:
             self._load_parent_outputs(rows, states)
         own_client = self._downloader is None
@@ -222,26 +234,13 @@ class Scheduler:
                         await self._start(group, remote, rows, states)
                     except FatalError as exc:
                         self._fatal(exc)
+            self._finish_summary()
         finally:
             if own_client:
                 await downloader.aclose()
-        self._finish_summary()
+            if self._verdicts is not None:
+                self._verdicts.close()
         return self.summary
-
-    def _load_parent_outputs(
-        self, rows: Mapping[str, Unfinished], states: Mapping[str, JobState]
-    ) -> None:
-        """The outputs of done parents of unfinished jobs (their children's inputs)."""
-        columns = self.jobs.columns
-        wanted = {
-            parent
-            for key, parents in zip(columns.keys, columns.parents, strict=True)
-            if key in rows
-            for parent in parents
-            if states.get(parent) is JobState.DONE
-        }
-        for row in self.writer.store.rows(wanted, results=False):
-            self._outputs[row.key] = [OutputFile(**o) for o in row.outputs]
 
     async def _start(
         self,
@@ -254,6 +253,7 @@ class Scheduler:
         assert graph is not None
         keys = self.jobs.keys
         todo = [i for i, key in enumerate(keys) if key in rows]
+        graph.track(todo)
         ambiguous = [i for i in todo if rows[keys[i]].state is JobState.SUBMITTING]
         progress = {keys[i]: Progress.of(rows[keys[i]]) for i in todo}
         if ambiguous:
@@ -272,6 +272,9 @@ class Scheduler:
                 failed = [p for p in graph.waiting[i] if states.get(p) in _ENDED]
                 if failed:
                     orphaned.append((i, failed[0]))
+            elif i in graph.awaiting:
+                if state is JobState.PENDING:  # let go before a verdict was taken back
+                    await self._reblock([i])
             elif state in (JobState.PENDING, JobState.BLOCKED):
                 ready.append(i)
                 if state is JobState.BLOCKED:
@@ -286,6 +289,8 @@ class Scheduler:
         self._progress = progress
         group.start_soon(self._feed, group, remote, False)
         group.start_soon(self._feed, group, remote, True)
+        if self._verdicts is not None:
+            group.start_soon(self._follow_verdicts, self._verdicts)
 
     async def _settle_ambiguous(self, ambiguous: list[int], progress: dict[str, Progress]) -> None:
         """Submits interrupted before fal's answer was recorded: counted as paid, then
@@ -315,22 +320,36 @@ class Scheduler:
         graph = self.graph
         assert graph is not None
         limit = self._local_limit if local else self._slots
-        while self.controls.stop_reason is None:
-            if not graph.has_ready(local):
-                if self._running == 0 and not graph.has_ready(not local):
-                    return
-                await self._changed.wait()
-                continue
-            await limit.acquire()
-            if self.controls.stop_reason is not None or not graph.has_ready(local):
-                limit.release()
-                continue
-            i = graph.pop_ready(local)
-            if local:
-                self._running += 1
-                group.start_soon(self._local_task, i)
-            else:
-                self._spawn(group, remote, i, self._progress[self.jobs.keys[i]], True)
+        try:
+            while self.controls.stop_reason is None:
+                if not graph.has_ready(local):
+                    idle = self._running == 0 and not graph.has_ready(not local)
+                    if idle and not self._waits_for_verdicts():
+                        return
+                    await self._changed.wait()
+                    continue
+                await self._feed_one(group, remote, local, limit)
+        finally:
+            self._fed += 1
+            if self._fed == 2:
+                self._feeding_done.set()
+
+    async def _feed_one(
+        self, group: anyio.abc.TaskGroup, remote: Remote, local: bool, limit: anyio.Semaphore
+    ) -> None:
+        """Start the next ready job of one kind once a place is free."""
+        graph = self.graph
+        assert graph is not None
+        await limit.acquire()
+        if self.controls.stop_reason is not None or not graph.has_ready(local):
+            limit.release()
+            return
+        i = graph.pop_ready(local)
+        if local:
+            self._running += 1
+            group.start_soon(self._local_task, i)
+        else:
+            self._spawn(group, remote, i, self._progress[self.jobs.keys[i]], True)
 
     def _spawn(
         self, group: anyio.abc.TaskGroup, remote: Remote, i: int, job: Progress, holds: bool
@@ -436,6 +455,18 @@ class Scheduler:
                 self.summary.cancelled += 1
             else:
                 self.summary.not_started += 1
+        if self._verdicts is not None and self.graph is not None:
+            # Held for a person, not left undone: they are counted apart.
+            to_judge, held = self._verdicts.split(self.graph)
+            keys = self.jobs.keys
+            to_judge = [i for i in to_judge if states.get(keys[i]) is JobState.BLOCKED]
+            held = [i for i in held if states.get(keys[i]) is JobState.BLOCKED]
+            costs = self.jobs.columns.costs
+            self.summary.awaiting_verdict = len(to_judge)
+            self.summary.awaiting_cost = held_cost(to_judge, costs)
+            self.summary.held_by_rejection = len(held)
+            self.summary.held_cost = held_cost(held, costs)
+            self.summary.not_started -= len(to_judge) + len(held)
 
 
 _ENDED = (JobState.FAILED, JobState.CANCELLED)

@@ -23,13 +23,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import marshal
 import os
 import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -55,7 +56,16 @@ FORMAT = 3
 KEEP = 16
 _NOT_PLANNING = frozenset({"emulator", "__pycache__"})
 #: Columns in an entry's second record (read when the jobs themselves are).
-_REST_COLUMNS = ("arguments", "outputs", "files", "labels", "parents", "takes", "weights")
+_REST_COLUMNS = (
+    "arguments",
+    "outputs",
+    "files",
+    "labels",
+    "parents",
+    "takes",
+    "weights",
+    "gates",
+)
 #: A file modified this close to (or after) its plan was remembered is hashed again on use:
 #: ext4 stamps times from a clock that ticks every few ms, other filesystems every 1-2 s.
 RACY_SECONDS = 2.0
@@ -78,15 +88,16 @@ def cached_plan(
     probe_remote: bool = False,
     overrides: Overrides | None = None,
     skip_bad: bool = False,
+    extra_takes: Mapping[str, int] | None = None,
 ) -> Plan:
     """``manifest.plan`` with the expansion remembered (see the module docstring).
 
     ``probe_remote`` plans asks the network, whose answers can change: never remembered.
-    ``overrides`` (a --prices file's rows) price the jobs, so their values are part of
-    the fingerprint.
+    ``overrides`` (a --prices file's rows) and ``extra_takes`` (rerolls) make jobs, so
+    their values are part of the fingerprint.
     """
-    fingerprint = None if probe_remote else _fingerprint(path, overrides)
-    whole = _load(fingerprint, path, output_dir, overrides) if fingerprint else None
+    fingerprint = None if probe_remote else _fingerprint(path, overrides, extra_takes)
+    whole = _load(fingerprint, path, output_dir, overrides, extra_takes) if fingerprint else None
     if whole is None:
         from ..manifest import plan
 
@@ -96,6 +107,7 @@ def cached_plan(
             probe_remote=probe_remote,
             overrides=overrides,
             skip_bad=skip_bad,
+            extra_takes=extra_takes,
         )
         if fingerprint is not None and not whole.inputs.volatile:
             _store(fingerprint, whole)
@@ -103,7 +115,9 @@ def cached_plan(
     return whole.selected(only, exclude)
 
 
-def _fingerprint(path: Path, overrides: Overrides | None = None) -> str | None:
+def _fingerprint(
+    path: Path, overrides: Overrides | None = None, extra_takes: Mapping[str, int] | None = None
+) -> str | None:
     """What the plan is a function of, besides the inputs checked on load; None if the
     manifest is not a plain readable file (planning it reports why)."""
     try:
@@ -119,6 +133,8 @@ def _fingerprint(path: Path, overrides: Overrides | None = None) -> str | None:
     digest.update(manifest)
     if overrides:
         digest.update(b"\0prices\0" + overrides.digest().encode())
+    if extra_takes:
+        digest.update(b"\0takes\0" + json.dumps(sorted(extra_takes.items())).encode())
     return digest.hexdigest()
 
 
@@ -151,7 +167,11 @@ def _entry(fingerprint: str) -> Path:
 
 
 def _load(
-    fingerprint: str, path: Path, output_dir: Path | None, overrides: Overrides | None
+    fingerprint: str,
+    path: Path,
+    output_dir: Path | None,
+    overrides: Overrides | None,
+    extra_takes: Mapping[str, int] | None,
 ) -> Plan | None:
     entry = _entry(fingerprint)
     try:
@@ -173,7 +193,7 @@ def _load(
     def replan() -> JobColumns:
         from ..manifest import plan
 
-        return plan(path, overrides=overrides).columns
+        return plan(path, overrides=overrides, extra_takes=extra_takes).columns
 
     columns = _LazyColumns(head, _Rest(entry, 8 + _DIGEST + size, replan))
     with contextlib.suppress(OSError):
@@ -362,6 +382,7 @@ def _rest_record(columns: JobColumns) -> dict[str, Any]:
         "parents": columns.parents,
         "takes": columns.takes,
         "weights": columns.weights,
+        "gates": columns.gates,
         "local": {
             sha: (str(f.path), f.size, f.content_type, f.real, f.mtime_ns)
             for sha, f in columns.local_files.items()

@@ -155,12 +155,13 @@ class JobColumns:
     parents: list[tuple[str, ...]]
     takes: list[int]
     weights: list[float]
+    gates: list[tuple[str, ...]]
     local_files: dict[str, LocalFile] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> JobColumns:
         """Columns with no job, to append to."""
-        return cls([], [], [], [], [], [], [], [], [], [], [], [], {})
+        return cls([], [], [], [], [], [], [], [], [], [], [], [], [], {})
 
     def append(self, spec: JobSpec) -> None:
         """Add one job at the end (its local files are expected in ``local_files``)."""
@@ -176,6 +177,7 @@ class JobColumns:
         self.parents.append(spec.parents)
         self.takes.append(spec.take)
         self.weights.append(spec.weight)
+        self.gates.append(spec.gates)
 
     @classmethod
     def of(cls, specs: Sequence[JobSpec]) -> JobColumns:
@@ -196,6 +198,7 @@ class JobColumns:
             parents=[s.parents for s in specs],
             takes=[s.take for s in specs],
             weights=[s.weight for s in specs],
+            gates=[s.gates for s in specs],
             local_files=local,
         )
 
@@ -219,6 +222,7 @@ class JobColumns:
             self.parents[i],
             self.takes[i],
             self.weights[i],
+            self.gates[i],
         )
 
     def take(self, indices: Sequence[int]) -> JobColumns:
@@ -240,6 +244,7 @@ class JobColumns:
             pick(self.parents),
             pick(self.takes),
             pick(self.weights),
+            pick(self.gates),
             self.local_files,
         )
 
@@ -267,6 +272,12 @@ class JobList(Sequence[JobSpec]):
     def keys(self) -> list[str]:
         """Every job's key, in order."""
         return self.columns.keys
+
+    def append(self, spec: JobSpec) -> None:
+        """One more job at the end (a take a reroll added while a run goes on)."""
+        self.columns.local_files.update(spec.files)
+        self.columns.append(spec)
+        self._specs.append(spec)
 
     def __len__(self) -> int:
         return len(self._specs)

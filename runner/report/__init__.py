@@ -3,11 +3,14 @@ progress while it runs, and the review page."""
 
 from __future__ import annotations
 
+from ._judging import Judgeable, group_of, reroll_ops, verdict_counts
 from ._names import OutputNames, adopt_plain_files, output_names
 from ._previews import extract_poster
 from ._progress import Progress
 from ._results import result_record, write_results
 from ._review import write_review_page
+from ._server import ReviewSession, review_app, serve_review
+from ._show import find_job, format_story, job_story
 from ._summary import (
     clip_warnings,
     clips_summary,
@@ -22,22 +25,32 @@ from ._summary import (
 )
 
 __all__ = (
+    "Judgeable",
     "OutputNames",
     "Progress",
+    "ReviewSession",
     "adopt_plain_files",
     "clip_warnings",
     "clips_summary",
     "extract_poster",
+    "find_job",
     "format_plan",
     "format_status",
+    "format_story",
+    "group_of",
+    "job_story",
     "jobs_to_submit",
     "output_names",
     "plan_summary",
     "remaining_cost",
+    "reroll_ops",
     "result_record",
+    "review_app",
+    "serve_review",
     "source_notes",
     "status_summary",
     "unpriced_remaining",
+    "verdict_counts",
     "write_results",
     "write_review_page",
 )

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path, PurePosixPath
 
@@ -77,6 +79,35 @@ def extract_poster(video: Path, target: Path, *, width: int = POSTER_WIDTH) -> b
     tmp.write_bytes(data)
     os.replace(tmp, target)
     return True
+
+
+def make_posters(
+    root: Path, videos: Mapping[str, Path], limit: int | None = None
+) -> dict[str, str]:
+    """Posters of ``videos`` (sha256 → file) under ``root``: the ones already there, and
+    at most ``limit`` (None: all) extracted now; sha256 → poster path relative to ``root``."""
+    poster_dir = root / POSTER_DIR
+    existing = set(os.listdir(poster_dir)) if poster_dir.is_dir() else set()
+    found: dict[str, str] = {}
+    todo: dict[str, Path] = {}
+    for sha, video in videos.items():
+        if not sha:
+            continue
+        if poster_name(sha) in existing:
+            found[sha] = str(POSTER_DIR / poster_name(sha))
+        elif video.is_file() and (limit is None or len(todo) < limit):
+            todo[sha] = video
+
+    def make(sha: str) -> tuple[str, bool]:
+        return sha, extract_poster(todo[sha], poster_dir / poster_name(sha))
+
+    if todo:
+        # PyAV decodes without holding the GIL, so threads do run in parallel.
+        with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 2)) as pool:
+            for sha, ok in pool.map(make, todo):
+                if ok:
+                    found[sha] = str(POSTER_DIR / poster_name(sha))
+    return found
 
 
 def playable(video: Path) -> bool:

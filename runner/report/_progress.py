@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sys
 import threading
 import time
@@ -105,6 +106,12 @@ class Progress:
         self._counts = Counter[str]()
         for state, count in snapshot.counts.items():
             self._counts[bucket(state)] += count
+        # Jobs that wait for a person's verdict are not work the run will do by itself: the
+        # ETA leaves them out until they are let go.
+        gates = plan.columns.gates if any(plan.columns.gates) else []
+        self._gated = {key for key, g in zip(plan.keys, gates, strict=False) if g}
+        known = store.states() if self._gated and store is not None else {}
+        self._held = {k for k in self._gated if known.get(k, "new") in ("blocked", "new")}
         self._spend_before = store.spend() if store is not None else _NO_SPEND
         self._spend = self._spend_before
         self._spend_read = clock()
@@ -193,6 +200,8 @@ class Progress:
             self._counts[bucket(previous)] -= 1
             self._counts[bucket(state)] += 1
             self._state[spec.key] = state
+            if spec.key in self._gated:
+                self._held.discard(spec.key)
             request = None
             if state == JobState.QUEUED and bucket(previous) == "waiting":
                 # A new request at fal: ``detail`` is its id.
@@ -243,6 +252,16 @@ class Progress:
                 parts.append(f"{summary.ambiguous} ambiguous submit(s)")
             if summary.resubmitted:
                 parts.append(f"{summary.resubmitted} resubmitted")
+            if summary.awaiting_verdict:
+                parts.append(
+                    f"{summary.awaiting_verdict} waiting for a verdict"
+                    f" (est. ${summary.awaiting_cost:.2f})"
+                )
+            if summary.held_by_rejection:
+                parts.append(
+                    f"{summary.held_by_rejection} held by a rejected look"
+                    f" (est. ${summary.held_cost:.2f} not spent)"
+                )
             line = (
                 f"finished in {_duration(self._clock() - self._started)}: {', '.join(parts)};"
                 f" {_spend_words(spend, spend_before)}"
@@ -253,6 +272,13 @@ class Progress:
                 line += " (stopped at --max-cost: raise it and run again to go on)"
             self._write_log(line)
             self._print(line)
+            if summary.awaiting_verdict and not summary.interrupted:
+                manifest = shlex.quote(str(self._plan.manifest_path))
+                self._print(
+                    f"judge the looks with `raybatch review {manifest}`: approved renders run"
+                    " on the next `raybatch run` (or at once, with one kept going by"
+                    " --wait-for-verdicts)"
+                )
 
     # -- what is shown ---------------------------------------------------------------------
 
@@ -262,7 +288,7 @@ class Progress:
     def eta(self) -> float | None:
         """Seconds left at the throughput observed in this run, or None before any finish."""
         finished = self._finished() - self._finished_at_start
-        left = len(self._plan.jobs) - self._finished()
+        left = len(self._plan.jobs) - self._finished() - len(self._held)
         elapsed = self._clock() - self._started
         if left <= 0:
             return 0.0

@@ -1,58 +1,64 @@
-"""The review page: ``<output_dir>/index.html``, every source beside its results.
+"""The review page: every source beside its results, looks and verdicts.
 
-One self-contained file (inline CSS and JS, nothing fetched from the network) that works
-from ``file://`` as well as from any static server. Media are referenced by relative path:
-results live under the output directory, sources beside the manifest. Video posters are
-extracted once per distinct file (named by its sha256) into ``.review/posters/``.
+Two forms from one renderer. ``<output_dir>/index.html`` is one self-contained file
+(inline CSS and JS, nothing fetched from the network) that works from ``file://`` as
+well as from any static server, media referenced by relative path, verdicts and notes
+shown read-only. ``raybatch review`` serves the same page (see ``_server``) with a
+session token and controls to approve, reject, note and roll again, driven by keyboard
+(j/k move, a approve, r reject, u clear, n note) or by click.
 
-Everything shown that came from a manifest or from fal (prompts, ids, file names, error
-messages) is untrusted text and goes through :func:`html.escape`. The page is built as a
-list of strings joined once, and media beyond the first screen load only when scrolled to,
-so libraries of thousands of jobs stay quick to write and to open.
+Video posters are extracted once per distinct file (named by its sha256) into
+``.review/posters/``. The page is built as a list of strings joined once, and media
+beyond the first screen load only when scrolled to, so libraries of thousands of jobs
+stay quick to write and to open.
 """
 
 from __future__ import annotations
 
-import html
-import mimetypes
 import os
 import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from ..endpoints import spec_for
-from ..job import LOCAL_PREFIX, JobSpec, LocalFile, canonical_json, substitute
+from ..job import LOCAL_PREFIX, PARENT_PREFIX, JobSpec, LocalFile
 from ..plan import Plan
-from ..state import JobRow, Spend, StateStore
-from ._previews import POSTER_DIR, extract_poster, poster_name, source_proxies
+from ..state import JobRow, JobState, Judgement, Spend, StateStore
+from ._judging import Judgeable, rerollable, verdict_counts
+from ._previews import make_posters, source_proxies
 from ._review_assets import CSS, JS
+from ._review_cards import (
+    NO_PROMPT,
+    WAITING,
+    Links,
+    Media,
+    cost,
+    e,
+    files,
+    kind_of,
+    kind_of_output,
+    params,
+    remote,
+    select,
+    state_class,
+    verdict_block,
+)
 from ._summary import human_size
 
 #: Media elements that load with the page; the rest load when scrolled near.
 EAGER_MEDIA = 24
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".webm"})
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
-#: What the media slot says for a job without a result yet.
-_WAITING = {
-    "new": "not run yet",
-    "pending": "waiting",
-    "submitting": "submitting",
-    "queued": "queued at fal",
-    "running": "rendering at fal",
-    "completed": "downloading",
-    "failed": "failed",
-    "cancelled": "cancelled",
-    "done": "no output file",
-}
-#: Job states the page knows how to colour; anything else is shown as it is, uncoloured.
-KNOWN_STATES = frozenset(_WAITING)
-NO_PROMPT = "(none)"
+
+@dataclass(frozen=True)
+class Live:
+    """What a served page has that a file does not: the session's token (sent back with
+    every change) and the nonce its script and style run under (the server's CSP)."""
+
+    token: str
+    nonce: str
 
 
 def write_review_page(
@@ -75,18 +81,10 @@ def write_review_page(
     output_dir.mkdir(parents=True, exist_ok=True)
     store = StateStore.open_readonly(output_dir / "state.db")
     try:
-        keys = set(plan.keys)
-        rows = (
-            {} if store is None else {r.key: r for r in store.rows(results=False) if r.key in keys}
-        )
-        spend = store.spend() if store is not None else None
+        text = review_html(plan, store, Links(output_dir), posters=posters, proxies=proxies)
     finally:
         if store is not None:
             store.close()
-    page = _Page(plan, rows, spend)
-    page.make_proxies(proxies, probes=posters)
-    page.make_posters(posters)
-    text = page.render()
     target = target or output_dir / "index.html"
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -94,7 +92,37 @@ def write_review_page(
     return target
 
 
-# --------------------------------------------------------------------------- the model
+def review_html(
+    plan: Plan,
+    store: StateStore | None,
+    links: Links,
+    *,
+    live: Live | None = None,
+    posters: int | None = None,
+    proxies: int | None = 0,
+) -> str:
+    """The page for ``plan`` as the state ``store`` (None: nothing ran) has it (making at
+    most ``posters`` posters and ``proxies`` proxies first; see ``write_review_page``)."""
+    keys = set(plan.keys)
+    rows: dict[str, JobRow] = {}
+    spend = None
+    rolled: dict[str, int] = {}
+    if store is not None:
+        rows = {r.key: r for r in store.rows(results=False) if r.key in keys}
+        spend = store.spend()
+        rolled = {r["from_key"]: int(r["take"]) for r in store.rerolls()}
+    page = _Page(plan, rows, spend, links, live, rolled)
+    page.proxies = {
+        sha: None if path is None else links.output(path)
+        for sha, path in source_proxies(
+            plan.output_dir, page.source_videos(), limit=proxies, probes=posters
+        ).items()
+    }
+    page.posters = {
+        sha: links.output(path)
+        for sha, path in make_posters(plan.output_dir, page.videos(), posters).items()
+    }
+    return page.render()
 
 
 @dataclass
@@ -109,52 +137,38 @@ class _Source:
     jobs: list[JobSpec] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _Media:
-    """A file to show: its URL relative to the page, its kind and its poster's URL."""
-
-    href: str
-    kind: str | None
-    poster: str | None = None
-
-
-def _kind(path: str) -> str | None:
-    """What a result file is, by its extension (the name raybatch gave it)."""
-    suffix = PurePosixPath(path).suffix.lower()
-    if suffix in VIDEO_EXTENSIONS:
-        return "video"
-    return "image" if suffix in IMAGE_EXTENSIONS else None
-
-
-def _kind_of(name: str, content_type: str | None = None) -> str | None:
-    kind = (content_type or mimetypes.guess_type(name)[0] or "").split("/")[0]
-    return kind if kind in ("video", "image") else None
-
-
-def _href(path: str) -> str:
-    """A relative URL for a POSIX path: every character that means something in URLs quoted."""
-    return urllib.parse.quote(path, safe="/")
-
-
 def _source_field(spec: JobSpec) -> str | None:
     endpoint = spec_for(spec.endpoint)
     if endpoint.source_field is not None:
         return endpoint.source_field
     if endpoint.known:
         return None
-    # A pass-through endpoint takes its source in fal's conventional field.
+    # A pass-through endpoint (or a local step) takes its source in fal's usual field.
     return next((f for f in ("video_url", "image_url") if f in spec.arguments), None)
 
 
 class _Page:
     """Everything the page shows, gathered once, then rendered to one string."""
 
-    def __init__(self, plan: Plan, rows: Mapping[str, JobRow], spend: Spend | None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        rows: Mapping[str, JobRow],
+        spend: Spend | None,
+        links: Links,
+        live: Live | None,
+        rolled: Mapping[str, int],
+    ) -> None:
         self.plan = plan
         self.rows = rows
         self.spend = spend
+        self.links = links
+        self.live = live
+        self.rolled = rolled
         self.root = plan.output_dir
         self.manifest_dir = plan.manifest_path.parent.absolute()
+        self.judgeable = Judgeable.of(plan)
+        self.gated = {gate for gates in plan.columns.gates for gate in gates}
         self.sources = self._group(plan.jobs)
         self.posters: dict[str, str] = {}  # sha256 -> poster URL
         self.proxies: dict[str, str | None] = {}  # sha256 -> proxy URL (None: not made yet)
@@ -162,18 +176,25 @@ class _Page:
 
     def _group(self, jobs: Iterable[JobSpec]) -> list[_Source]:
         groups: dict[tuple[str, str], _Source] = {}
+        by_clip: dict[str, tuple[str, str]] = {}
         for spec in jobs:
             name = _source_field(spec) if spec.clip is not None else None
             reference = spec.arguments.get(name) if name is not None else None
-            if not isinstance(reference, str):
+            if isinstance(reference, str) and reference.startswith(PARENT_PREFIX):
+                # Made from another job's output (a look from a frame): beside its clip.
+                group_key = by_clip.get(spec.clip or "", ("", spec.endpoint))
+            elif not isinstance(reference, str):
                 group_key = ("", spec.endpoint)
-                if group_key not in groups:
-                    title = f"from text: {spec_for(spec.endpoint).name}"
-                    groups[group_key] = _Source(f"text:{spec.endpoint}", title, None)
             else:
                 group_key = (spec.clip or "", reference)
-                if group_key not in groups:
+            if group_key not in groups:
+                if isinstance(reference, str) and group_key[1] == reference:
                     groups[group_key] = self._source(spec, reference)
+                else:
+                    title = f"from text: {spec_for(spec.endpoint).name}"
+                    groups[group_key] = _Source(f"text:{spec.endpoint}", title, None)
+            if spec.clip is not None:
+                by_clip.setdefault(spec.clip, group_key)
             groups[group_key].jobs.append(spec)
         return list(groups.values())
 
@@ -182,15 +203,21 @@ class _Page:
         if reference.startswith(LOCAL_PREFIX):
             local = spec.files.get(reference.removeprefix(LOCAL_PREFIX))
             if local is not None:
-                kind = _kind_of(local.path.name, local.content_type)
+                kind = kind_of(local.path.name, local.content_type)
                 return _Source(ident, ident, kind, local=local)
             return _Source(ident, ident, None)
-        kind = _kind_of(urllib.parse.urlsplit(reference).path)
+        kind = kind_of(urllib.parse.urlsplit(reference).path)
         return _Source(ident, ident, kind, url=reference)
 
-    # -- posters -----------------------------------------------------------------------
+    def source_videos(self) -> dict[str, Path]:
+        """Every local source video the page shows, by sha256."""
+        return {
+            source.local.sha256: source.local.path
+            for source in self.sources
+            if source.local is not None and source.kind == "video" and source.local.path.is_file()
+        }
 
-    def _videos(self) -> dict[str, Path]:
+    def videos(self) -> dict[str, Path]:
         """Every local video the page shows, by sha256."""
         found: dict[str, Path] = {}
         for source in self.sources:
@@ -202,44 +229,9 @@ class _Page:
                     continue
                 for output in row.outputs:
                     path = str(output.get("path", ""))
-                    if _kind(path) == "video":
+                    if kind_of_output(path) == "video":
                         found[str(output.get("sha256", ""))] = self.root / path
         return found
-
-    def make_proxies(self, limit: int | None = None, *, probes: int | None = None) -> None:
-        """H.264 proxies for the source videos browsers cannot play (see ``_previews``):
-        at most ``limit`` made and ``probes`` sources looked at, this time."""
-        videos = {
-            source.local.sha256: source.local.path
-            for source in self.sources
-            if source.local is not None and source.kind == "video" and source.local.path.is_file()
-        }
-        self.proxies = source_proxies(self.root, videos, limit=limit, probes=probes)
-
-    def make_posters(self, limit: int | None = None) -> None:
-        """Extract the posters not made yet (named by content, so never stale), in parallel;
-        at most ``limit`` of them."""
-        poster_dir = self.root / POSTER_DIR
-        existing = set(os.listdir(poster_dir)) if poster_dir.is_dir() else set()
-        todo: dict[str, Path] = {}
-        for sha, video in self._videos().items():
-            if not sha:
-                continue
-            if poster_name(sha) in existing:
-                self.posters[sha] = str(POSTER_DIR / poster_name(sha))
-            elif video.is_file() and (limit is None or len(todo) < limit):
-                todo[sha] = video
-
-        def make(sha: str) -> tuple[str, bool]:
-            return sha, extract_poster(todo[sha], poster_dir / poster_name(sha))
-
-        if not todo:
-            return
-        # PyAV decodes without holding the GIL, so threads do run in parallel.
-        with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 2)) as pool:
-            for sha, ok in pool.map(make, todo):
-                if ok:
-                    self.posters[sha] = str(POSTER_DIR / poster_name(sha))
 
     # -- rendering ---------------------------------------------------------------------
 
@@ -252,19 +244,22 @@ class _Page:
         for source in self.sources:
             self._render_group(source, body, states, prompts, endpoints)
         head = self._render_header(states, prompts, endpoints)
+        nonce = f' nonce="{e(self.live.nonce)}"' if self.live else ""
+        token = f'<meta name="raybatch-token" content="{e(self.live.token)}">' if self.live else ""
         return "".join(
             [
                 '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">',
                 '<meta name="viewport" content="width=device-width, initial-scale=1">',
+                token,
                 # An empty icon: without it the browser asks the server for /favicon.ico.
                 '<link rel="icon" href="data:,">',
-                f"<title>{_e(self.plan.facts.name)} · raybatch review</title>",
-                f"<style>{CSS}</style></head><body>",
+                f"<title>{e(self.plan.facts.name)} · raybatch review</title>",
+                f"<style{nonce}>{CSS}</style></head><body>",
                 *head,
                 '<main id="groups">',
                 *body,
                 '</main><p id="empty" hidden>No job matches these filters.</p>',
-                f"<script>{JS}</script></body></html>\n",
+                f"<script{nonce}>{JS}</script></body></html>\n",
             ]
         )
 
@@ -278,37 +273,56 @@ class _Page:
         units = self.spend.billable_units if self.spend else 0.0
         ordered = sorted(states.items(), key=lambda item: _STATE_ORDER.get(item[0], 99))
         counts = " ".join(
-            f'<span class="badge s-{_state_class(s)}">{_e(s)} {n}</span>' for s, n in ordered
+            f'<span class="badge s-{state_class(s)}">{e(s)} {n}</span>' for s, n in ordered
         )
         stamp = time.strftime("%Y-%m-%d %H:%M")
         prompt_texts = plan.facts.prompts
+        judged = {
+            key: Judgement(row.verdict, row.note, row.judged_at)
+            for key, row in self.rows.items()
+            if row.verdict or row.note
+        }
+        verdicts = verdict_counts(plan, {k: r.state for k, r in self.rows.items()}, judged)
+        judging = _verdict_words(verdicts)
+        keys = (
+            "j/k move · a approve · r reject · u clear · n note"
+            if self.live
+            else "j/k move · verdicts are given in <code>raybatch review</code>"
+        )
         return [
             "<header><h1>",
-            _e(plan.facts.name),
-            " <small>review</small></h1>",
+            e(plan.facts.name),
+            f" <small>{'review' if self.live else 'review (read-only)'}</small></h1>",
             f'<p class="summary">{total} job(s) · {counts}</p>',
+            f'<p class="summary" id="verdicts">{judging}</p>' if judging else "",
             f'<p class="summary">estimated ${estimate:.2f} in all · spent (estimated) '
             f"${spent:.2f} · billable units reported by fal {units:g} · written {stamp} from "
-            f"<code>{_e(str(plan.manifest_path))}</code></p>",
-            '<form id="filters" onsubmit="return false">',
-            _select(
+            f"<code>{e(str(plan.manifest_path))}</code></p>",
+            '<form id="filters">',
+            select(
                 "prompt",
                 "prompt",
                 ((p, f"{p} ({n})", prompt_texts.get(p)) for p, n in prompts.items()),
             ),
-            _select(
+            select(
                 "endpoint",
                 "endpoint",
-                ((e, f"{spec_for(e).name} ({n})", e) for e, n in endpoints.items()),
+                ((x, f"{spec_for(x).name} ({n})", x) for x, n in endpoints.items()),
             ),
-            _select(
-                "status",
-                "status",
-                ((s, f"{s} ({n})", None) for s, n in ordered),
+            select("status", "status", ((s, f"{s} ({n})", None) for s, n in ordered)),
+            select(
+                "verdict",
+                "verdict",
+                (
+                    ("todo", "not judged yet", "done looks and outputs without a verdict"),
+                    ("approved", "approved", None),
+                    ("rejected", "rejected", None),
+                ),
             ),
             '<label>search <input id="f-text" type="search" placeholder="clip, prompt…"></label>',
             f'<span class="shown"><b id="shown">{total}</b> of {total} shown</span>',
-            "</form></header>",
+            f'<span class="keys">{keys}</span>',
+            '</form><p id="message" role="status" hidden></p></header>',
         ]
 
     def _render_group(
@@ -319,12 +333,12 @@ class _Page:
         prompts: Counter[str],
         endpoints: Counter[str],
     ) -> None:
-        out.append(f'<section class="group" data-source="{_e(source.id)}"><h2>')
-        out.append(_e(source.title))
+        out.append(f'<section class="group" data-source="{e(source.id)}"><h2>')
+        out.append(e(source.title))
         if source.local is not None:
             shown = os.path.relpath(source.local.path.absolute(), self.manifest_dir)
             out.append(
-                f" <small>{_e(Path(shown).as_posix())} · {human_size(source.local.size)}</small>"
+                f" <small>{e(Path(shown).as_posix())} · {human_size(source.local.size)}</small>"
             )
         out.append('</h2><div class="row">')
         out.extend(self._render_source(source))
@@ -344,16 +358,16 @@ class _Page:
         parts = ['<figure class="source">']
         if source.local is not None:
             sha = source.local.sha256
-            rel = Path(os.path.relpath(source.local.path.absolute(), self.root)).as_posix()
-            shown = self.proxies.get(sha) or rel
-            parts.append(self._media(_Media(_href(shown), source.kind, self.posters.get(sha))))
-            caption = _e(source.local.path.name)
+            original = self.links.source(source.local)
+            shown = self.proxies.get(sha) or original
+            parts.append(self._media(Media(shown, source.kind, self.posters.get(sha))))
+            caption = e(source.local.path.name)
             if self.proxies.get(sha):
-                caption += f' · shown as an H.264 copy (<a href="{_e(_href(rel))}">original</a>)'
+                caption += f' · shown as an H.264 copy (<a href="{e(original)}">original</a>)'
             elif sha in self.proxies:
                 caption += " · may not play in a browser: `raybatch report` makes a copy that does"
         elif source.url is not None:
-            parts.append(_remote(source.url))
+            parts.append(remote(source.url))
             caption = "remote source"
         else:
             caption = "source"
@@ -372,51 +386,79 @@ class _Page:
         text = spec.arguments.get("prompt")
         text = text if isinstance(text, str) else ""
         endpoint = spec_for(spec.endpoint)
-        search = " ".join([source.id, prompt, text, endpoint.name]).lower()
-        out.append(
-            f'<article class="job s-{_state_class(state)}" data-key="{spec.key[:16]}"'
-            f' data-prompt="{_e(prompt)}" data-endpoint="{_e(spec.endpoint)}"'
-            f' data-status="{_e(state)}" data-search="{_e(search)}">'
-        )
-        out.append(self._render_result(row, state))
+        kind = self.judgeable.kind(spec.key)
+        role = spec.role or ("step" if spec.kind == "local" else "")
+        search = " ".join([source.id, prompt, text, endpoint.name, role]).lower()
+        verdict = (row.verdict if row is not None else None) or ""
+        judge = ""
+        if kind is not None and state == JobState.DONE:
+            judge = verdict or "todo"
+        rolled = self.rolled.get(spec.key)
+        attrs = [
+            f'class="job s-{state_class(state)}{" look" if spec.role else ""}"',
+            f'data-key="{e(spec.key)}"',
+            f'data-prompt="{e(prompt)}"',
+            f'data-endpoint="{e(spec.endpoint)}"',
+            f'data-status="{e(state)}"',
+            f'data-search="{e(search)}"',
+        ]
+        if kind is not None:
+            attrs.append(f'data-kind="{kind}" data-verdict="{e(judge)}"')
+            if rerollable(spec, self.gated) and not rolled:
+                attrs.append('data-reroll="1"')
+        out.append(f"<article {' '.join(attrs)}>")
+        out.append(self._render_result(spec, row, state))
         out.append('<div class="meta"><p class="title">')
-        out.append(f'<span class="badge s-{_state_class(state)}">{_e(state)}</span> ')
-        out.append(f"<b>{_e(prompt)}</b> ")
-        out.append(f'<span class="endpoint" title="{_e(spec.endpoint)}">{_e(endpoint.name)}</span>')
+        out.append(f'<span class="badge s-{state_class(state)}">{e(state)}</span> ')
+        out.append(f"<b>{e(prompt)}</b> ")
+        if role:
+            out.append(f'<span class="role">{e(role)}</span> ')
+        out.append(f'<span class="endpoint" title="{e(spec.endpoint)}">{e(endpoint.name)}</span>')
         out.append("</p>")
         if text:
-            out.append(f'<p class="prompt">{_e(text)}</p>')
-        out.append(_params(spec, _source_field(spec)))
-        out.append(f'<p class="cost">{_cost(spec, row)}</p>')
+            out.append(f'<p class="prompt">{e(text)}</p>')
+        out.append(params(spec, _source_field(spec)))
+        out.append(f'<p class="cost">{cost(spec, row)}</p>')
         if row is not None and state == "done" and row.outputs:
-            out.append(_files(row.outputs))
+            out.append(files(row.outputs, self.links))
         if row is not None and row.error and state != "done":
             label = "failed" if state in ("failed", "cancelled") else "last error"
             reason = f"{row.error_class}: {row.error}" if row.error_class else row.error
-            out.append(f'<p class="error"><b>{label}:</b> {_e(reason)}</p>')
+            out.append(f'<p class="error"><b>{label}:</b> {e(reason)}</p>')
+        if kind is not None:
+            out.append(verdict_block(row, judge, rolled, self.live is not None))
         out.append("</div></article>")
 
-    def _render_result(self, row: JobRow | None, state: str) -> str:
+    def _render_result(self, spec: JobSpec, row: JobRow | None, state: str) -> str:
         """The first output of a done job as a medium; a placeholder saying why there is none."""
         if row is None or state != "done" or not row.outputs:
-            return f'<div class="media placeholder">{_e(_WAITING.get(state, state))}</div>'
+            why = WAITING.get(state, state)
+            if spec.gates and state in ("blocked", "new"):
+                gates = [self.rows.get(gate) for gate in spec.gates]
+                verdicts = {g.verdict if g is not None else None for g in gates}
+                if "rejected" in verdicts:
+                    why = "held: its look was rejected"
+                elif verdicts != {"approved"}:
+                    why = "waits for its look to be approved"
+            return f'<div class="media placeholder">{e(why)}</div>'
         first = row.outputs[0]
         path = str(first.get("path", ""))
         if not (self.root / path).is_file():
             # Never point the browser at a missing file: it would log an error for each.
-            return f'<div class="media placeholder missing">file missing: {_e(path)}</div>'
+            return f'<div class="media placeholder missing">file missing: {e(path)}</div>'
         poster = self.posters.get(str(first.get("sha256", "")))
-        return f'<div class="media">{self._media(_Media(_href(path), _kind(path), poster))}</div>'
+        media = Media(self.links.output(path), kind_of_output(path), poster)
+        return f'<div class="media">{self._media(media)}</div>'
 
-    def _media(self, media: _Media) -> str:
+    def _media(self, media: Media) -> str:
         """A <video>, <img> or link; only the first screen's videos load with the page."""
-        src = _e(media.href)
+        src = e(media.href)
         if media.kind == "image":
             return f'<img loading="lazy" decoding="async" src="{src}" alt="">'
         if media.kind != "video":
-            return f'<a class="file" href="{src}">{_e(PurePosixPath(media.href).name)}</a>'
+            return f'<a class="file" href="{src}">{e(PurePosixPath(media.href).name)}</a>'
         self.media_shown += 1
-        poster = _e(media.poster) if media.poster else ""
+        poster = e(media.poster) if media.poster else ""
         if self.media_shown <= EAGER_MEDIA:
             attrs = 'preload="metadata"' + (f' poster="{poster}"' if poster else "")
         else:
@@ -429,73 +471,26 @@ _STATE_ORDER = {
     s: i
     for i, s in enumerate(
         ("done", "failed", "cancelled", "running", "queued", "submitting", "completed")
-        + ("pending", "new")
+        + ("pending", "blocked", "new")
     )
 }
 
 
-def _e(text: str) -> str:
-    return html.escape(text, quote=True)
-
-
-def _state_class(state: str) -> str:
-    return state if state in KNOWN_STATES else "other"
-
-
-def _select(name: str, label: str, options: Iterable[tuple[str, str, str | None]]) -> str:
-    parts = [f'<label>{_e(label)} <select id="f-{name}"><option value="">all</option>']
-    for value, text, title in options:
-        tip = f' title="{_e(title)}"' if title else ""
-        parts.append(f'<option value="{_e(value)}"{tip}>{_e(text)}</option>')
-    parts.append("</select></label>")
-    return "".join(parts)
-
-
-def _remote(url: str) -> str:
-    """A link to a remote source (never embedded: the page must work offline)."""
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
-    if scheme not in ("http", "https"):
-        return '<p class="missing">inline data source</p>'
-    return f'<a class="file" href="{_e(url)}" rel="noreferrer noopener">{_e(url)}</a>'
-
-
-def _params(spec: JobSpec, source_field: str | None) -> str:
-    """The job's input apart from its prompt and source, local files by name."""
-    names = {sha: local.path.name for sha, local in spec.files.items()}
-
-    def readable(text: str) -> str:
-        if text.startswith(LOCAL_PREFIX):
-            return names.get(text.removeprefix(LOCAL_PREFIX), "local file")
-        return text
-
-    items = []
-    for key, value in spec.arguments.items():
-        if key in ("prompt", source_field) or value is False:
-            continue  # an option left off says nothing worth the room
-        shown = substitute(value, readable)
-        text = shown if isinstance(shown, str) else canonical_json(shown)
-        items.append(f"<dt>{_e(key)}</dt><dd>{_e(text)}</dd>")
-    return f'<dl class="params">{"".join(items)}</dl>' if items else ""
-
-
-def _files(outputs: list[dict[str, Any]]) -> str:
-    """Links to every output file of a job (an EXR archive beside the video, say)."""
-    links = []
-    for output in outputs:
-        path = str(output.get("path", ""))
-        size = output.get("size")
-        shown = PurePosixPath(path).name + (f" ({human_size(size)})" if size else "")
-        links.append(f'<a href="{_e(_href(path))}">{_e(shown)}</a>')
-    return f'<p class="files">{" · ".join(links)}</p>'
-
-
-def _cost(spec: JobSpec, row: JobRow | None) -> str:
-    parts = ["no price" if spec.estimated_cost is None else f"est. ${spec.estimated_cost:.2f}"]
-    if row is not None:
-        if row.billable_units is not None:
-            parts.append(f"{row.billable_units:g} billable units")
-        if row.attempts > 1:
-            parts.append(f"{row.attempts} attempts")
-        if row.request_id:
-            parts.append(f'<span class="rid" title="fal request id">{_e(row.request_id)}</span>')
+def _verdict_words(counts: Mapping[str, Mapping[str, float]]) -> str:
+    """The header's verdict line (empty when nothing is judgeable yet)."""
+    parts = []
+    for kind in ("looks", "outputs"):
+        c = counts[kind]
+        if c["approved"] or c["rejected"] or c["to_judge"]:
+            parts.append(
+                f"{kind}: {c['approved']:g} approved · {c['rejected']:g} rejected ·"
+                f" {c['to_judge']:g} to judge"
+            )
+    waiting, held = counts["waiting_for_verdict"], counts["held_by_rejection"]
+    if waiting["jobs"]:
+        parts.append(
+            f"{waiting['jobs']:g} wait for a verdict (est. ${waiting['estimated_cost']:.2f})"
+        )
+    if held["jobs"]:
+        parts.append(f"{held['jobs']:g} held by a rejected look")
     return " · ".join(parts)

@@ -18,6 +18,7 @@ from typing import Any
 from ..job import job_label
 from ..plan import ClipFacts, Plan
 from ..state import JobRow, JobState, StateStore
+from ._judging import verdict_counts
 
 #: Display order of job states (the stored ones, in the order a job moves through them).
 STATES = tuple(s.value for s in JobState if s.stored)
@@ -148,9 +149,54 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
         "endpoints": {k: _rounded(v) for k, v in per.items()},
         "total": _rounded(totals),
         "limits": [_as_dict(limit) for limit in plan.limits_applied],
+        "verdicts": _verdicts(plan, store, states),
         **sources_summary(plan),
         "jobs": jobs,
     }
+
+
+def _verdicts(
+    plan: Plan, store: StateStore | None, states: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """Verdict counts and what waits for a verdict, when anything is judged or gated
+    (None for a plain batch: a summary of 100k jobs does not read what it would not show).
+    Without ``states`` (``status``), the state alone says whether anything is gated: a
+    remembered plan's gates are in the part of it ``status`` never loads."""
+    judging = store.has_judging() if store is not None else False
+    if not judging and (states is None or not any(plan.columns.gates)):
+        return None
+    if states is None:
+        states = dict(store.states()) if store is not None else {}
+    judged = store.judgements() if store is not None else {}
+    return verdict_counts(plan, {k: JobState(v) for k, v in states.items() if v != "new"}, judged)
+
+
+def _verdict_lines(verdicts: dict[str, Any] | None, manifest: str) -> list[str]:
+    """The verdict part of ``plan`` and ``status``: counts, and what waits and holds."""
+    if verdicts is None:
+        return []
+    counts = []
+    for kind in ("looks", "outputs"):
+        c = verdicts[kind]
+        if c["approved"] or c["rejected"] or c["to_judge"]:
+            counts.append(
+                f"{kind} {c['approved']} approved · {c['rejected']} rejected ·"
+                f" {c['to_judge']} to judge"
+            )
+    lines = [f"verdicts: {'; '.join(counts)}"] if counts else []
+    waiting, held = verdicts["waiting_for_verdict"], verdicts["held_by_rejection"]
+    quoted = shlex.quote(manifest)
+    if waiting["jobs"]:
+        lines.append(
+            f"waiting for a verdict: {waiting['jobs']} job(s), est."
+            f" ${waiting['estimated_cost']:.2f} (judge their looks: raybatch review {quoted})"
+        )
+    if held["jobs"]:
+        lines.append(
+            f"held by a rejected look: {held['jobs']} job(s), est. ${held['estimated_cost']:.2f}"
+            f" not spent (a new take: raybatch reroll {quoted})"
+        )
+    return lines
 
 
 def sources_summary(plan: Plan) -> dict[str, Any]:
@@ -250,6 +296,7 @@ def format_plan(summary: dict[str, Any]) -> str:
             " not counted; add a `prices:` row, in the manifest or a --prices file, to count"
             " them)"
         )
+    lines.extend(_verdict_lines(summary.get("verdicts"), summary["manifest"]))
     notes = source_notes(summary)
     if notes:
         lines.append("sources:")
@@ -342,6 +389,8 @@ def status_summary(
         "last_update": last_update,
         "retry_command": retry,
         "state_file": str(Path(plan.output_dir) / "state.db") if store is not None else None,
+        "manifest": str(plan.manifest_path),
+        "verdicts": _verdicts(plan, store),
         **sources_summary(plan),
     }
 
@@ -443,6 +492,7 @@ def format_status(summary: dict[str, Any]) -> str:
         lines.append(f"      {jobs}" + (f" and {more} more" if more > 0 else ""))
         if group["advice"]:
             lines.append(f"      → {group['advice']}")
+    lines.extend(_verdict_lines(summary.get("verdicts"), summary["manifest"]))
     if summary["retry_command"]:
         lines.append(f"retry the failed jobs: {summary['retry_command']}")
     notes = source_notes(summary)

@@ -19,21 +19,38 @@ from ._jobstate import JobState
 from ._lock import DirectoryLock
 from ._mailbox import Mailbox, Request
 from ._outputs import ASIDE_DIR
-from ._rows import ErrorInfo, FileStamp, JobRow, JobTally, OutputFile, Spend, StoredJob, Unfinished
+from ._rows import (
+    PENDING_ROW,
+    ErrorInfo,
+    FileStamp,
+    JobRow,
+    JobTally,
+    Op,
+    OutputFile,
+    Spend,
+    StoredJob,
+    Unfinished,
+)
 from ._schema import SCHEMA_VERSION
-from ._store import Op, PlanSnapshot, StateStore
+from ._store import PlanSnapshot, StateStore
 from ._transitions import Transitions
+from ._verdicts import APPROVED, REJECTED, VERDICTS, Judgement, VerdictMark, Verdicts
 from ._writer import StateWriter, open_writer
 
 __all__ = (
+    "APPROVED",
     "ASIDE_DIR",
+    "PENDING_ROW",
+    "REJECTED",
     "SCHEMA_VERSION",
+    "VERDICTS",
     "DirectoryLock",
     "ErrorInfo",
     "FileStamp",
     "JobRow",
     "JobState",
     "JobTally",
+    "Judgement",
     "Mailbox",
     "Op",
     "OutputFile",
@@ -45,5 +62,7 @@ __all__ = (
     "StoredJob",
     "Transitions",
     "Unfinished",
+    "VerdictMark",
+    "Verdicts",
     "open_writer",
 )

@@ -57,8 +57,8 @@ class OutputReads:
         of a manifest's jobs when the manifest cannot be planned (a source moved away)."""
         with translate_errors():
             cur = self._conn.execute(
-                "SELECT key, endpoint, arguments, output, clip, prompt, labels, estimated_cost"
-                " FROM jobs WHERE superseded_by IS NULL ORDER BY rowid"
+                "SELECT key, endpoint, arguments, output, clip, prompt, labels, estimated_cost,"
+                " take FROM jobs WHERE superseded_by IS NULL ORDER BY rowid"
             )
             return [
                 StoredJob(
@@ -70,8 +70,9 @@ class OutputReads:
                     prompt,
                     json.loads(labels) if labels else {},
                     cost,
+                    take,
                 )
-                for key, endpoint, args, output, clip, prompt, labels, cost in cur
+                for key, endpoint, args, output, clip, prompt, labels, cost, take in cur
             ]
 
     def outputs_to_move(

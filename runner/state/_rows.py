@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ._jobstate import JobState
+
+#: One change to the state: run by the single writer inside its transaction.
+Op = Callable[[sqlite3.Connection], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,11 @@ class JobRow:
     error_type: str | None
     error: str | None
     superseded_by: str | None
+    take: int
+    role: str | None
+    verdict: str | None  # "approved", "rejected", or None: not judged
+    note: str | None
+    judged_at: float | None
     created_at: float
     submitted_at: float | None
     started_at: float | None
@@ -134,6 +143,7 @@ class StoredJob(NamedTuple):
     prompt: str | None
     labels: dict[str, Any]
     estimated_cost: float | None
+    take: int = 1
 
 
 class JobTally(NamedTuple):

@@ -15,6 +15,10 @@ Versions:
 3. superseded jobs: ``superseded_by`` names the job that now renders to a job's output
    path (its input changed: an edited prompt); its files are kept under
    ``.superseded/<key>/``.
+4. takes and verdicts: a job's take and role (``look``), its current verdict and note;
+   every verdict and note given (``verdicts``), rerolls asked for (``rerolls``); edges a
+   person gates (``gate``: the child waits for the parent's approval); per attempt, the
+   input as sent and the logs fal sent.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: meta key: identity (manifest, code and every job key) of the plan ``add_plan`` last wrote.
 LAST_PLAN = "last_plan"
 #: meta key, present from ``add_plan`` until the files of the jobs it superseded (or
@@ -58,6 +62,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_type TEXT,
     error TEXT,
     superseded_by TEXT,
+    take INTEGER NOT NULL DEFAULT 1,
+    role TEXT,
+    verdict TEXT,
+    note TEXT,
+    judged_at REAL,
     created_at REAL NOT NULL,
     submitted_at REAL,
     started_at REAL,
@@ -80,6 +89,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     billing TEXT NOT NULL DEFAULT 'pending',
     cost REAL,
     billable_units REAL,
+    sent TEXT,
+    logs TEXT,
     PRIMARY KEY (key, attempt)
 );
 """
@@ -93,12 +104,40 @@ CREATE TABLE IF NOT EXISTS edges (
 CREATE INDEX IF NOT EXISTS edges_by_parent ON edges (parent);
 """
 
+#: The edges as a new file has them: ``gate`` 1 when the child also waits for a person to
+#: approve the parent's output.
+_EDGES_NOW = _EDGES.replace(
+    "PRIMARY KEY (child, parent)",
+    "gate INTEGER NOT NULL DEFAULT 0,\n    PRIMARY KEY (child, parent)",
+)
+
+#: Every verdict ('approved', 'rejected', 'cleared') and note (verdict NULL) ever given,
+#: in order: a run notices new ones by the largest id.
+_VERDICTS = """
+CREATE TABLE IF NOT EXISTS verdicts (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    verdict TEXT,
+    note TEXT,
+    at REAL NOT NULL,
+    origin TEXT
+);
+CREATE INDEX IF NOT EXISTS verdicts_by_key ON verdicts (key);
+CREATE TABLE IF NOT EXISTS rerolls (
+    from_key TEXT PRIMARY KEY,
+    take_group TEXT NOT NULL,
+    take INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
 #: The whole schema of a new state file.
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     + _JOBS
     + _ATTEMPTS
-    + _EDGES
+    + _EDGES_NOW
+    + _VERDICTS
 )
 
 
@@ -148,5 +187,21 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE jobs ADD COLUMN superseded_by TEXT")
 
 
+def _v3_to_v4(conn: sqlite3.Connection) -> None:
+    """Add takes, roles, verdicts, rerolls, gated edges and per-attempt input and logs.
+    Every job of an older file is a first take without a verdict, and no edge was gated."""
+    for column in ("take INTEGER NOT NULL DEFAULT 1", "role TEXT", "verdict TEXT", "note TEXT",
+                   "judged_at REAL"):  # fmt: skip
+        conn.execute(f"ALTER TABLE jobs ADD COLUMN {column}")
+    conn.execute("ALTER TABLE edges ADD COLUMN gate INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE attempts ADD COLUMN sent TEXT")
+    conn.execute("ALTER TABLE attempts ADD COLUMN logs TEXT")
+    run_script(conn, _VERDICTS)
+
+
 #: ``MIGRATIONS[n]`` takes a file from version ``n`` to ``n + 1``.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+}

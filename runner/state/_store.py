@@ -8,7 +8,7 @@ import os
 import sqlite3
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -16,18 +16,10 @@ from ..errors import IllegalTransition, StateError, StateLocked
 from ._jobstate import JobState
 from ._lock import DirectoryLock
 from ._outputs import OutputReads
-from ._rows import (
-    BLOCKED_ROW,
-    PENDING_ROW,
-    JobRow,
-    JobTally,
-    Spend,
-    Unfinished,
-)
+from ._rows import BLOCKED_ROW, PENDING_ROW, JobRow, JobTally, Op, Spend, Unfinished
 from ._schema import LAST_PLAN, MANIFESTS, MIGRATIONS, SCHEMA, SCHEMA_VERSION, run_script
 from ._sql import translate_errors
-
-Op = Callable[[sqlite3.Connection], None]
+from ._verdicts import VerdictReads
 
 _UNFINISHED_SQL = JobState.sql_list(JobState.unfinished())
 #: Attempts fal may have billed: all but those it refused (``unsent``) and those it
@@ -48,7 +40,7 @@ class PlanSnapshot(NamedTuple):
     unfinished: dict[str, JobState]  # key -> state of each job not yet finished
 
 
-class StateStore(OutputReads):
+class StateStore(OutputReads, VerdictReads):
     """Synchronous access to ``state.db``: schema, reads, and the transition statements.
 
     Reads may come from any process (``status`` while a run goes on: WAL gives readers a
@@ -113,6 +105,23 @@ class StateStore(OutputReads):
                 ) from exc
             store = cls._connect_readonly(path)
         return store
+
+    @classmethod
+    def open_beside_runs(cls, path: Path) -> StateStore | None:
+        """The state file opened for the writes a person makes beside any run (verdicts,
+        notes, rerolls: never a job's state), without the directory lock; None when nothing
+        has run there yet. SQLite serialises these writes with a run's own (WAL, and a
+        busy timeout), so a review server and a run share the file safely."""
+        reader = cls.open_readonly(path)  # migrates an older file first, as it does
+        if reader is None:
+            return None
+        reader.close()
+        with translate_errors():
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA synchronous = FULL")
+        return cls(path, conn)
 
     @classmethod
     def _connect_readonly(cls, path: Path) -> StateStore | None:
@@ -320,6 +329,12 @@ class StateStore(OutputReads):
         """Every (child, parent) pair of the job graph."""
         with translate_errors():
             return [tuple(r) for r in self._conn.execute("SELECT child, parent FROM edges")]
+
+    def gated_edges(self) -> set[tuple[str, str]]:
+        """The (child, parent) pairs where the child also waits for the parent's approval."""
+        with translate_errors():
+            cur = self._conn.execute("SELECT child, parent FROM edges WHERE gate = 1")
+            return {(child, parent) for child, parent in cur}
 
     def meta(self, name: str) -> str | None:
         """A value from the meta table."""

@@ -18,16 +18,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..errors import IllegalTransition
 from ..job import JobSpec, canonical_json
 from ._jobstate import JobState
-from ._rows import ErrorInfo, OutputFile
+from ._rows import ErrorInfo, Op, OutputFile
 from ._schema import LAST_PLAN, MANIFESTS, MOVES_PENDING
-
-Op = Callable[[sqlite3.Connection], None]
 
 S = JobState
 _UNFINISHED = S.unfinished()
@@ -38,6 +36,12 @@ _REQUEST_DROPPED: dict[str, Any] = dict.fromkeys(
     ("request_id", "status_url", "response_url", "cancel_url", "result")
 )
 _ERROR_CLEARED = {"error_kind": None, "error_class": None, "error_type": None, "error": None}
+#: A parent that keeps the job ``?`` from running: not done, or gating and not approved.
+_HELD_BACK = (
+    "SELECT 1 FROM edges JOIN jobs AS parent ON parent.key = edges.parent"
+    " WHERE edges.child = ? AND (parent.state != 'done'"
+    " OR (edges.gate = 1 AND parent.verdict IS NOT 'approved'))"
+)
 
 
 def _move(
@@ -64,6 +68,22 @@ def _refuse(conn: sqlite3.Connection, key: str, to: JobState | None) -> None:
     row = conn.execute("SELECT state FROM jobs WHERE key = ?", (key,)).fetchone()
     found = "no such job" if row is None else f"it is {row[0]}"
     raise IllegalTransition(f"job {key[:12]} cannot move to {to or 'an update'}: {found}")
+
+
+def _graph_move(key: str, frm: JobState, to: JobState, *, held: bool) -> Op:
+    """Move ``key`` from ``frm`` to ``to`` only if some parent holds it back (``held``) or
+    none does, as the parents stand when the statement runs."""
+    now = time.time()
+    sql = (
+        f"UPDATE jobs SET state = '{to.value}', updated_at = ? WHERE key = ?"
+        f" AND state = '{frm.value}' AND {'' if held else 'NOT '}EXISTS ({_HELD_BACK})"
+    )
+
+    def op(conn: sqlite3.Connection) -> None:
+        if conn.execute(sql, (now, key, key)).rowcount != 1:
+            _refuse(conn, key, to)
+
+    return op
 
 
 def _error_fields(error: ErrorInfo) -> dict[str, Any]:
@@ -102,7 +122,7 @@ class Transitions:
         plan added."""
         now = time.time()
         rows = []
-        edges: list[tuple[str, str]] = []
+        edges: list[tuple[str, str, bool]] = []
         for s in specs:
             state = S.BLOCKED if s.parents else S.PENDING
             labels = canonical_json(dict(s.labels)) if s.labels else None
@@ -118,11 +138,13 @@ class Transitions:
                     canonical_json(s.arguments),
                     s.estimated_cost,
                     state.value,
+                    s.take,
+                    s.role,
                     now,
                     now,
                 )
             )
-            edges.extend((s.key, parent) for parent in s.parents)
+            edges.extend((s.key, parent, parent in s.gates) for parent in s.parents)
 
         def op(conn: sqlite3.Connection) -> None:
             # Every other job with a plan job's output path is replaced by it (its input
@@ -139,8 +161,8 @@ class Transitions:
                     replaced.append((mine[output], now, key))
             conn.executemany(
                 "INSERT INTO jobs (key, endpoint, kind, clip, prompt, labels, output, arguments,"
-                " estimated_cost, state, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " estimated_cost, state, take, role, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET clip = excluded.clip,"
                 " prompt = excluded.prompt, labels = excluded.labels, output = excluded.output,"
                 " estimated_cost = excluded.estimated_cost, superseded_by = NULL"
@@ -153,7 +175,9 @@ class Transitions:
             conn.executemany(
                 "UPDATE jobs SET superseded_by = ?, updated_at = ? WHERE key = ?", replaced
             )
-            conn.executemany("INSERT OR IGNORE INTO edges (child, parent) VALUES (?, ?)", edges)
+            conn.executemany(
+                "INSERT OR IGNORE INTO edges (child, parent, gate) VALUES (?, ?, ?)", edges
+            )
             conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (LAST_PLAN, identity or ""))
             if replaced or returning:
                 # Files move before anything runs; a run killed first finishes it next time.
@@ -189,21 +213,15 @@ class Transitions:
 
     @staticmethod
     def unblock(key: str) -> Op:
-        """Every parent is done: the job may run (the statement itself checks the parents)."""
-        now = time.time()
+        """Every parent is done, and every gating parent approved: the job may run (the
+        statement itself checks the parents)."""
+        return _graph_move(key, S.BLOCKED, S.PENDING, held=False)
 
-        def op(conn: sqlite3.Connection) -> None:
-            changed = conn.execute(
-                "UPDATE jobs SET state = 'pending', updated_at = ? WHERE key = ?"
-                " AND state = 'blocked' AND NOT EXISTS (SELECT 1 FROM edges"
-                " JOIN jobs AS parent ON parent.key = edges.parent"
-                " WHERE edges.child = ? AND parent.state != 'done')",
-                (now, key, key),
-            ).rowcount
-            if changed != 1:
-                _refuse(conn, key, S.PENDING)
-
-        return op
+    @staticmethod
+    def reblock(key: str) -> Op:
+        """A gating parent's approval was taken back before the job started: it waits
+        again (the statement itself checks that a parent still holds it back)."""
+        return _graph_move(key, S.PENDING, S.BLOCKED, held=True)
 
     @staticmethod
     def blocked_by(key: str, label: str) -> Op:
@@ -216,17 +234,21 @@ class Transitions:
     # -- a remote request ---------------------------------------------------------------------
 
     @staticmethod
-    def intent(key: str, attempt: int, cost: float | None) -> Op:
-        """About to POST attempt ``attempt``: from here until fal answers it is ambiguous."""
+    def intent(
+        key: str, attempt: int, cost: float | None, sent: dict[str, Any] | None = None
+    ) -> Op:
+        """About to POST attempt ``attempt`` (with input ``sent``): from here until fal
+        answers it is ambiguous."""
         now = time.time()
         move = _move(key, (S.PENDING,), S.SUBMITTING, attempts=attempt)
+        body = None if sent is None else canonical_json(sent)
 
         def op(conn: sqlite3.Connection) -> None:
             move(conn)
             conn.execute(
-                "INSERT OR REPLACE INTO attempts (key, attempt, intent_at, billing, cost)"
-                " VALUES (?, ?, ?, 'pending', ?)",
-                (key, attempt, now, cost),
+                "INSERT OR REPLACE INTO attempts (key, attempt, intent_at, billing, cost, sent)"
+                " VALUES (?, ?, ?, 'pending', ?, ?)",
+                (key, attempt, now, cost, body),
             )
 
         return op
@@ -289,6 +311,21 @@ class Transitions:
             move(conn)
             conn.execute("UPDATE jobs SET ambiguous = ambiguous + 1 WHERE key = ?", (key,))
             _close_attempt(conn, key, "ambiguous", billing="ambiguous")
+
+        return op
+
+    @staticmethod
+    def logs(key: str, entries: Sequence[dict[str, Any]]) -> Op:
+        """The logs fal sent for the job's current attempt so far (kept bounded by the
+        caller); not a transition: the job's state is left as it is."""
+        body = json.dumps(list(entries), ensure_ascii=False)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE attempts SET logs = ? WHERE key = ?"
+                " AND attempt = (SELECT attempts FROM jobs WHERE key = ?)",
+                (body, key, key),
+            )
 
         return op
 

@@ -10,16 +10,14 @@ by one. Commits run in a worker thread so the event loop never waits on fsync.
 from __future__ import annotations
 
 import math
-import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
 from anyio.abc import TaskStatus
 
+from ._rows import Op
 from ._store import StateStore
-
-Op = Callable[[sqlite3.Connection], None]
 
 
 class StateWriter:
