@@ -54,10 +54,10 @@ def locate(
         whole = cached_plan(manifest, output_dir=output_dir, overrides=overrides)
         found = _state_dir(whole.manifest_path, whole.facts, output_dir)
         directory = found[0] if found else whole.output_dir
-        extra_takes = extra_takes(directory)
-        if extra_takes:  # takes rolled again: their jobs are the manifest's too
+        rolled = extra_takes(directory)
+        if rolled:  # takes rolled again: their jobs are the manifest's too
             whole = cached_plan(
-                manifest, output_dir=output_dir, overrides=overrides, extra_takes=extra_takes
+                manifest, output_dir=output_dir, overrides=overrides, extra_takes=rolled
             )
     except ManifestError as problem:
         return _from_state(manifest, output_dir, only, exclude, problem)
