@@ -27,6 +27,10 @@ PARENT_PREFIX = "@job:"
 LOCAL_ENDPOINT_PREFIX = "local/"
 
 Kind = Literal["remote", "local"]
+#: The label naming what a job is for beyond a plain render (``look``); shown after the
+#: label's brackets, never as a matrix value.
+ROLE = "role"
+LOOK = "look"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,9 @@ class JobSpec:
     take: int = 1
     #: Estimated seconds of work, for running the longest remaining chain first.
     weight: float = 1.0
+    #: Parents (among ``parents``) whose output a person must approve before this job may
+    #: run (``gate: looks``): it waits, blocked, for their verdict as well as their output.
+    gates: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -74,6 +81,12 @@ class JobSpec:
         if self.take != 1:
             labels.setdefault("take", self.take)
         return job_label(self.endpoint, self.clip, self.prompt, labels)
+
+    @property
+    def role(self) -> str | None:
+        """What the job is for, when it is not a plain render: ``look`` (a look frame)."""
+        role = self.labels.get(ROLE)
+        return role if isinstance(role, str) else None
 
     @property
     def kind(self) -> Kind:
@@ -90,11 +103,22 @@ def job_label(
     endpoint: str, clip: str | None, prompt: str | None, labels: Mapping[str, Any]
 ) -> str:
     """A job's short human name (see ``JobSpec.label``), from what the state keeps too."""
-    label = f"{clip or '-'}/{prompt or '-'}"
-    if labels:
-        label += "[" + ",".join(f"{k}={v}" for k, v in labels.items()) + "]"
-    if endpoint.startswith(LOCAL_ENDPOINT_PREFIX):
+    label = take_group(clip, prompt, labels)
+    role = labels.get(ROLE)
+    if isinstance(role, str):
+        label += f" ({role})"
+    elif endpoint.startswith(LOCAL_ENDPOINT_PREFIX):
         label += f" ({endpoint.removeprefix(LOCAL_ENDPOINT_PREFIX)})"
+    return label
+
+
+def take_group(clip: str | None, prompt: str | None, labels: Mapping[str, Any]) -> str:
+    """What a job's takes share: ``clip/prompt[matrix values]`` (with ``take=N`` among the
+    labels when given, so a label without it names the group, with it one take)."""
+    label = f"{clip or '-'}/{prompt or '-'}"
+    shown = [f"{k}={v}" for k, v in labels.items() if k != ROLE]
+    if shown:
+        label += "[" + ",".join(shown) + "]"
     return label
 
 

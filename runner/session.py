@@ -137,6 +137,8 @@ def run(
     """Run every job of ``plan`` not yet done; resumes where an earlier run stopped.
 
     ``fal`` yields the fal configuration for the run (see :func:`fal_origin`).
+    ``local_steps`` are the steps local jobs run (default: the ones raybatch ships,
+    ``pipeline.STEPS``: cut, frame, stitch).
     ``handle_signals`` installs the Ctrl-C policy (first drains, second leaves requests
     to the next run); only the main thread may. Refusals (a budget below the estimate,
     another run on the directory) come before anything is written or submitted.
@@ -208,7 +210,7 @@ async def _run(
     from .fal import FalClient
     from .net import tls_context
     from .outputs import LocalSink
-    from .pipeline import Scheduler
+    from .pipeline import STEPS, Scheduler
     from .state import open_writer
 
     # One TLS context for every client of the run: each costs a load of the CA bundle.
@@ -230,7 +232,7 @@ async def _run(
                     LocalSink(plan.output_dir, ssl_context=context),
                     options,
                     observer,
-                    local_steps=local_steps,
+                    local_steps=STEPS if local_steps is None else local_steps,
                     ssl_context=context,
                 )
                 if handle_signals:

@@ -7,6 +7,7 @@ import re
 import string
 from collections.abc import Mapping
 from itertools import product
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ..endpoints import (
@@ -21,6 +22,7 @@ from ..media import (
     MediaInfo,
 )
 from ..plan import JobColumns
+from ._long import Cutting, LongClips, segmentable, settings_for
 from ._types import (
     NONE,
     STAND_IN_FILE,
@@ -62,6 +64,8 @@ class Expansion:
         self._outputs: dict[str, JobId] = {}
         self._keys: dict[str, JobId] = {}
         self._prices: dict[tuple[tuple[object, ...], float | None], float | None] = {}
+        self.long = LongClips(self)
+        self._intermediates: dict[str, str] = {}  # claimed path -> the job's key
 
     def run(self, groups: list[Group]) -> JobColumns:
         """Every group's jobs, in order, as columns (problems go to the planner's list).
@@ -83,14 +87,20 @@ class Expansion:
             f for f in (source_field, "prompt" if group.prompts != [None] else None) if f
         )
         seconds = info.duration if info is not None else None
-        combos = [self._combo(group, combo, placed, seconds) for combo in product(*group.matrix)]
+        layers = list(product(*group.matrix))
+        combos = [self._combo(group, combo, placed, seconds) for combo in layers]
+        # Long clips: a combination whose clip is longer than one render is cut.
+        cuttings = [
+            self.long.cutting(group, [*group.layers, *own], combo, info)
+            for own, combo in zip(layers, combos, strict=True)
+        ]
         source_id = source.id if source is not None else None
         for combo in combos:
             jobs.local_files.update(combo.files)
         for prompt in group.prompts:
             text = prompts[prompt] if prompt is not None else None
             prompt_ok = prompt is None or text is None or self._prompt_ok(spec, prompt, text)
-            for combo in combos:
+            for combo, cutting in zip(combos, cuttings, strict=True):
                 index = self.index
                 self.index += 1
                 if combo.base is None or not prompt_ok:
@@ -100,8 +110,14 @@ class Expansion:
                     arguments["prompt"] = text
                 if source_field is not None and source is not None:
                     arguments[source_field] = source.reference
-                key = job_key(spec.id, arguments)
                 job = (index, group.loc, source_id, prompt, combo.labels)
+                if isinstance(cutting, Cutting):
+                    self.long.add(cutting, group, combo, prompt, text or "", 1, job, jobs)
+                    continue
+                cost = combo.cost
+                if cutting is not None:  # one render, of the length that covers the clip
+                    arguments["duration"], cost = cutting.duration, cutting.cost
+                key = job_key(spec.id, arguments)
                 output = self._output(group, combo, key, job)
                 if output is not None:
                     jobs.keys.append(key)
@@ -112,7 +128,7 @@ class Expansion:
                     jobs.clips.append(source_id)
                     jobs.prompts.append(prompt)
                     jobs.labels.append(combo.labels)
-                    jobs.costs.append(combo.cost)
+                    jobs.costs.append(cost)
                     jobs.parents.append(())
                     jobs.takes.append(1)
                     jobs.weights.append(estimated_work(arguments))
@@ -163,7 +179,12 @@ class Expansion:
         if source is None:
             return None
         measured = source.file or source.reference
-        return self.planner.check_media(measured, source.shown, group.spec, source.kind, source.loc)
+        long = None
+        if segmentable(group):  # cut when longer than one render: capped by max_source
+            long = settings_for(self.planner.manifest.segments, source)
+        return self.planner.check_media(
+            measured, source.shown, group.spec, source.kind, source.loc, long=long
+        )
 
     def _validate(
         self,
@@ -258,6 +279,16 @@ class Expansion:
             )
             return None
         return path
+
+    def claim(self, path: str, key: str, owner: JobId) -> str:
+        """An intermediate output's path (a long clip's segment, say), claimed for the
+        job ``key`` that ``owner``'s output needs; another job's path gets the key's first
+        digits added."""
+        first = self._outputs.setdefault(path.casefold(), owner)
+        if first is owner and self._intermediates.setdefault(path.casefold(), key) == key:
+            return path
+        pure = PurePosixPath(path)
+        return self.claim(str(pure.with_name(f"{pure.stem}-{key[:8]}{pure.suffix}")), key, owner)
 
 
 # --------------------------------------------------------------------------- helpers

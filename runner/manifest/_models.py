@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -12,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic.config import JsonDict
@@ -98,6 +100,67 @@ class _Entry(Ruled):
     )
 
 
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+_SPAN_PATTERN = r"^\s*(\d+(\.\d+)?h)?(\d+(\.\d+)?m)?(\d+(\.\d+)?s)?\s*$"
+_SPAN = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def _seconds(value: object) -> object:
+    """``2h``, ``90m``, ``1h30m``, ``45s`` or a plain number of seconds, as seconds."""
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        found = _SPAN.fullmatch(text)
+        if not text or found is None:
+            try:
+                return float(text)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a length such as 2h, 90m or 45s") from None
+        return sum(
+            float(n) * unit for n, unit in zip(found.groups(), _UNITS.values(), strict=True) if n
+        )
+    return value
+
+
+#: A length of time: seconds, or text such as ``2h``, ``90m``, ``1h30m``.
+Span = Annotated[
+    float,
+    BeforeValidator(_seconds),
+    Field(gt=0),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": _SPAN_PATTERN},
+            ]
+        }
+    ),
+]
+
+
+class Segments(_Entry):
+    """How a video-to-video clip longer than one render is cut into renders, kept in one
+    look, and stitched back with its sound (``segments:``, at the top or on a clip)."""
+
+    length: Literal["auto", "5s", "10s"] = "auto"
+    """Render length: auto (the cheapest exact cover by the price table), 5s or 10s; a
+    duration: in the job's input sets it too."""
+    cut: Literal["fixed", "shots"] = "fixed"
+    """fixed: segments one after another; shots: no segment crosses a shot change."""
+    overlap: Annotated[int, Field(ge=0, le=149)] = 0
+    """Frames rendered by both segments at each seam, blended in the stitch."""
+    continuity: Literal["none", "anchor", "chain"] = "anchor"
+    """anchor: every segment starts from a Uni-1 edit of its first frame in the clip's
+    look; chain: each from the previous render's frame; none: independent renders."""
+    audio: Literal["source", "none"] = "source"
+    """source: the stitched file carries the source's sound; none: silent."""
+    max_source: Span = 7200.0
+    """The longest clip accepted (seconds, or 2h, 90m...); default 2h."""
+
+    def over(self, top: Segments) -> Segments:
+        """These settings over ``top``'s: the fields this block sets win."""
+        return top.model_copy(update={name: getattr(self, name) for name in self.model_fields_set})
+
+
 class SourceEntry(_Entry):
     """One ``clips:`` or ``images:`` entry: a local path or glob, or a URL."""
 
@@ -113,6 +176,8 @@ class SourceEntry(_Entry):
     """This entry's endpoint: is one raybatch does not know: send its input unchecked."""
     input: dict[str, Any] = {}
     """Endpoint input for this source's jobs, over defaults:."""
+    segments: Segments | None = None
+    """How this clip is cut into renders when longer than one, over the top segments:."""
 
     @field_validator("url")
     @classmethod
@@ -196,6 +261,9 @@ class Manifest(_Entry):
     """Per-endpoint price rows (USD) replacing the price table's."""
     max_cost: Annotated[float, Field(ge=0)] | None = None
     """Budget cap in USD for the remaining jobs (--max-cost overrides it)."""
+    segments: Segments = Segments()
+    """How video-to-video clips longer than one render are cut, kept in one look and
+    stitched back with their sound."""
 
     def violations(self) -> Iterator[Violation]:
         """An unknown top-level endpoint needs passthrough: true."""

@@ -34,15 +34,34 @@ from ..media import (
     probe_remote,
     reference_problem,
 )
-from ..plan import JobColumns, ManifestFacts, Plan, PlanInputs, glob_files, output_dir_for
+from ..plan import (
+    JobColumns,
+    ManifestFacts,
+    Plan,
+    PlanInputs,
+    SegmentedClip,
+    glob_files,
+    output_dir_for,
+)
 from ._expand import Expansion, input_layer, matrix_layers, safe_id, template_problem, url_id
-from ._models import JobEntry, Manifest, SourceEntry, load
+from ._models import JobEntry, Manifest, Segments, SourceEntry, load
 from ._overrides import manifest_overrides
 from ._problems import Problems
 from ._types import ARTICLE, TEMPLATE_VARIABLES, Group, Layer, Source, Template
 from ._yaml import MAX_JOBS
 
 # --------------------------------------------------------------------------- the plan
+
+
+def _hours(seconds: float) -> str:
+    """``7200`` as ``2h``, ``5430`` as ``1h30m30s``, ``95.5`` as ``95.5 s``."""
+    if seconds < 60:
+        return f"{seconds:g} s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if n]
+    return "".join(parts)
 
 
 def plan(
@@ -90,6 +109,7 @@ def plan(
         columns=jobs,
         inputs=inputs,
         output_dir_given=output_dir is not None,
+        segmented=planner.segmented,
     )
     return whole.selected(only, exclude)
 
@@ -119,6 +139,7 @@ class Planner:
         self.globbed: list[tuple[str, tuple[str, ...]]] = []
         self._media: dict[tuple[Path | str, str, MediaField], MediaInfo | None] = {}
         self._layers: dict[tuple[Loc, str], Layer] = {}
+        self.segmented: list[SegmentedClip] = []
         # What a template may name: a job's own variables and any input field anywhere.
         variables = set(TEMPLATE_VARIABLES).union(manifest.defaults, manifest.matrix)
         for spec in ENDPOINTS.values():
@@ -388,10 +409,21 @@ class Planner:
     # ----------------------------------------------------------------- media
 
     def check_media(
-        self, file: LocalFile | str, shown: str, spec: EndpointSpec, kind: MediaField, loc: Loc
+        self,
+        file: LocalFile | str,
+        shown: str,
+        spec: EndpointSpec,
+        kind: MediaField,
+        loc: Loc,
+        *,
+        long: tuple[Segments, Loc] | None = None,
     ) -> MediaInfo | None:
         """Check a local file (or a remote URL, with probe_remote) against ``spec``'s limits,
-        once per endpoint; its measured facts, when it was measured."""
+        once per endpoint; its measured facts, when it was measured.
+
+        ``long``: the clip is cut into renders when longer than one (its ``segments:``
+        settings and their place), so its length is capped by ``max_source`` instead of
+        the endpoint's longest source, and it must have a length to cut."""
         local = isinstance(file, LocalFile)
         key = (file.path if isinstance(file, LocalFile) else file, spec.id, kind)
         if key in self._media:
@@ -423,12 +455,17 @@ class Planner:
                     f" (accepted: {', '.join(containers.choices)}) {containers.cite}",
                 )
             if info is not None and not info.fits(kind) and (local or info.kind != "unknown"):
+                what = ARTICLE[info.kind]
+                if info.kind == "unknown" and info.has_audio:
+                    what = "sound only, with no video stream"
                 self.problems.add(
-                    loc,
-                    f"{shown} is {ARTICLE[info.kind]}, but {spec.name} needs {ARTICLE[kind]} here",
+                    loc, f"{shown} is {what}, but {spec.name} needs {ARTICLE[kind]} here"
                 )
                 info = None
             measured = kind == "video" and info is not None and info.duration is not None
+            if long is not None and info is not None and kind == "video":
+                self._check_long(info, shown, loc, *long)
+                measured = False  # no render is longer than the endpoint's longest source
             seconds = limit("max_source_seconds") if measured else None
             if info is not None and seconds is not None and (info.duration or 0) > seconds.number:
                 self.problems.add(
@@ -438,6 +475,20 @@ class Planner:
                 )
         self._media[key] = info
         return info
+
+    def _check_long(self, info: MediaInfo, shown: str, loc: Loc, s: Segments, at: Loc) -> None:
+        """A clip to cut must have a length, a rate, and be no longer than ``max_source``."""
+        if not info.duration or info.duration <= 0:
+            self.problems.add(loc, f"{shown}: its video has no length (zero frames or no duration)")
+        elif not info.fps:
+            self.problems.add(loc, f"{shown}: its frame rate cannot be read")
+        elif info.duration > s.max_source:
+            self.problems.add(
+                loc,
+                f"{shown}: {_hours(info.duration)} long, over the longest clip raybatch cuts"
+                f" ({_hours(s.max_source)}, segments.max_source at {format_loc(at)}); raise"
+                " max_source or trim the clip",
+            )
 
     def _measure(
         self, file: LocalFile | str, shown: str, kind: MediaField, loc: Loc
@@ -465,7 +516,9 @@ class Planner:
             )
             self.problems.raise_if_any()
         self._check_shared_keys()
-        jobs = Expansion(self).run(groups)
+        expansion = Expansion(self)
+        jobs = expansion.run(groups)
+        self.segmented = expansion.long.facts()
         self.problems.raise_if_any()
         if not jobs:
             self.problems.add((), "makes no jobs: list clips/images and prompts, or jobs: entries")

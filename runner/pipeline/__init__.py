@@ -8,8 +8,10 @@ from ._local import LocalJob, LocalStep
 from ._options import NullObserver, RunObserver, RunOptions, RunSummary
 from ._policy import TABLE, Action, Limits, Policy, retry_state
 from ._scheduler import Scheduler
+from ._steps import STEPS
 
 __all__ = (
+    "STEPS",
     "TABLE",
     "Action",
     "CancelOutcome",

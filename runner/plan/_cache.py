@@ -21,6 +21,7 @@ of each job, read only when the jobs themselves are.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import marshal
 import os
@@ -34,12 +35,20 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .. import __version__
 from ..job import LocalFile
-from ._plan import JobColumns, ManifestFacts, Plan, PlanInputs, glob_files, output_dir_for
+from ._plan import (
+    JobColumns,
+    ManifestFacts,
+    Plan,
+    PlanInputs,
+    SegmentedClip,
+    glob_files,
+    output_dir_for,
+)
 
 if TYPE_CHECKING:
     from ..endpoints import Overrides
 
-FORMAT = 2
+FORMAT = 3
 #: Entries kept; each is about 150 bytes per job.
 KEEP = 16
 _NOT_PLANNING = frozenset({"emulator", "__pycache__"})
@@ -169,6 +178,7 @@ def _load(
         inputs=PlanInputs(tuple(f[:5] for f in head["inputs"][0]), head["inputs"][1]),
         fingerprint=fingerprint,
         output_dir_given=output_dir is not None,
+        segmented=[SegmentedClip.from_row(row) for row in head["segmented"]],
     )
 
 
@@ -288,6 +298,7 @@ def _store(fingerprint: str, plan: Plan) -> None:
             "prompts": dict(plan.facts.prompts),
         },
         "limits": plan.limits_applied,
+        "segmented": [dataclasses.astuple(clip) for clip in plan.segmented],
         "inputs": (_identities(plan.inputs.files), plan.inputs.globs),
         "made_at": time.time(),
         "keys": columns.keys,

@@ -50,6 +50,41 @@ class PlanInputs:
     globs: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class SegmentedClip:
+    """How one clip's video-to-video jobs are cut into renders and what that costs, as
+    ``plan`` shows it (one per clip and distinct way of cutting it)."""
+
+    clip: str
+    path: str
+    duration: float
+    #: The constant frame rate segments are planned and prepared at.
+    rate: int
+    #: The ``segments:`` settings in force, e.g. ``length auto, cut fixed, ...``.
+    settings: str
+    #: (start, end, seconds rendered) of each render, in source seconds.
+    spans: tuple[tuple[float, float, int], ...]
+    #: Where one segment hands over to the next, in source seconds.
+    seams: tuple[float, ...]
+    #: Why the segments are as they are: merges, pulled-back segments, the cheaper cover.
+    notes: tuple[str, ...]
+    #: Stitched outputs made of these segments (clip × prompt × matrix × take).
+    outputs: int
+    #: Per output: the renders, and the look and start frames (None: unpriced).
+    renders_usd: float | None
+    looks_usd: float | None
+    #: Every job these outputs need, each shared job once (None: some unpriced).
+    usd: float | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> SegmentedClip:
+        """The facts from ``dataclasses.astuple`` of them (a plan cache record)."""
+        values = list(row)
+        values[5] = tuple(tuple(span) for span in values[5])
+        values[6], values[7] = tuple(values[6]), tuple(values[7])
+        return cls(*values)
+
+
 #: The files of a job without any: one shared empty mapping, not one dict per job.
 _NO_FILES: Mapping[str, LocalFile] = {}
 
@@ -219,6 +254,7 @@ class Plan:
         inputs: PlanInputs | None = None,
         fingerprint: str | None = None,
         output_dir_given: bool = False,
+        segmented: Sequence[SegmentedClip] = (),
     ) -> None:
         self.manifest_path = manifest_path
         self.output_dir = output_dir
@@ -230,6 +266,8 @@ class Plan:
         #: Names the manifest's whole plan in the plan cache (None: not remembered, or only
         #: a selection of it): the state file records the last plan added to it by this name.
         self.fingerprint = fingerprint
+        #: How each long clip is cut into renders (``plan`` shows it).
+        self.segmented = tuple(segmented)
         if jobs is not None:
             self.jobs = JobList.of(jobs)
         elif columns is not None:
@@ -263,7 +301,8 @@ class Plan:
         return len(self.jobs)
 
     def selected(self, only: Sequence[str], exclude: Sequence[str]) -> Plan:
-        """This plan with only the jobs ``only``/``exclude`` keep (see ``is_selected``)."""
+        """This plan with only the jobs ``only``/``exclude`` keep (see ``is_selected``),
+        and every job those need (a clip's prepared segments serve all its prompts)."""
         if not only and not exclude:
             return self
         columns = self.columns
@@ -272,15 +311,34 @@ class Plan:
             for i, (clip, prompt) in enumerate(zip(columns.clips, columns.prompts, strict=True))
             if is_selected((clip, prompt), only, exclude)
         ]
+        clips = {columns.clips[i] for i in kept}
         return Plan(
             self.manifest_path,
             self.output_dir,
             self.facts,
             self.limits_applied,
-            columns=columns.take(kept),
+            columns=columns.take(with_ancestors(columns, kept)),
             inputs=self.inputs,
             output_dir_given=self.output_dir_given,
+            segmented=[s for s in self.segmented if s.clip in clips],
         )
+
+
+def with_ancestors(columns: JobColumns, indices: Sequence[int]) -> list[int]:
+    """``indices`` and the indices of every job they take an output from, in plan order: a
+    job left without its parents would wait for ever."""
+    if not any(columns.parents):
+        return list(indices)
+    where = {key: i for i, key in enumerate(columns.keys)}
+    found = set(indices)
+    stack = list(indices)
+    while stack:
+        for parent in columns.parents[stack.pop()]:
+            i = where.get(parent)
+            if i is not None and i not in found:
+                found.add(i)
+                stack.append(i)
+    return sorted(found)
 
 
 def is_selected(names: Sequence[str | None], only: Sequence[str], exclude: Sequence[str]) -> bool:
