@@ -109,6 +109,8 @@ class _Facts:
     cutting: Cutting
     outputs: int = 0
     usd: float | None = 0.0
+    #: For a clip shorter than one render: its one span (start, end, seconds billed).
+    short: tuple[tuple[float, float, int], ...] = ()
 
 
 def settings_for(top: Segments, source: Source) -> tuple[Segments, Loc]:
@@ -192,6 +194,9 @@ class LongClips:
             return None
         if len(plan.segments) == 1:
             only = plan.segments[0]
+            if only.billed_short:
+                duration = str(combo.base.get("duration"))
+                self._short(source, info, plan, duration, price, len(group.prompts))
             if only.billed_short or only.duration == combo.base.get("duration"):
                 return None
             return Single(only.duration, self._render_price(combo.base, only.duration))
@@ -199,6 +204,32 @@ class LongClips:
             return None
         why = self._why(info, settings, length, cuts, price, plan)
         return Cutting(source, info, settings, loc, plan, why)
+
+    def _short(
+        self,
+        source: Source,
+        info: MediaInfo,
+        plan: SegmentPlan,
+        duration: str,
+        price: Any,
+        outputs: int,
+    ) -> None:
+        """Note a clip shorter than fal's shortest render (sent whole, billed as one), for
+        ``outputs`` jobs."""
+        key = (source.id, "short", duration)
+        if key in self._facts:
+            self._facts[key].outputs += outputs
+            return
+        segment = plan.segments[0]
+        seconds = int(duration.removesuffix("s")) if duration[:-1].isdigit() else segment.seconds
+        note = (
+            f"{segment.end_time:.2f} s is shorter than fal's shortest render: sent as it is"
+            f" and billed as {seconds} s"
+        )
+        cutting = Cutting(source, info, Segments(), (), plan, (note,))
+        cost = price(seconds) if price is not None and seconds in (5, 10) else None
+        span = ((0.0, round(segment.end_time, 3), seconds),)
+        self._facts[key] = _Facts(cutting, outputs, cost, short=span)
 
     def _price(self, base: dict[str, Any]) -> Any:
         """The price of one render of ``seconds`` at this input's resolution, or None."""
@@ -268,8 +299,16 @@ class LongClips:
         plan: SegmentPlan,
     ) -> tuple[str, ...]:
         """Why this cover: with ``auto``, what the other render lengths would cost."""
+        found: tuple[str, ...] = ()
+        if settings.cut == "shots":
+            times = ", ".join(f"{cut:.2f}" for cut in cuts)
+            found = (
+                f"shot changes at {times} s: no segment crosses one"
+                if cuts
+                else "no shot change found: cut as fixed",
+            )
         if length != "auto" or plan.cost is None:
-            return ()
+            return found
         others = []
         lengths: tuple[RenderLength, ...] = ("5s", "10s")
         for other in lengths:
@@ -284,6 +323,7 @@ class LongClips:
             others.append(f"{len(alternative.segments)} × {other} ${alternative.cost or 0:.2f}")
         chosen = "+".join(segment.duration for segment in plan.segments)
         return (
+            *found,
             f"length auto: {chosen} for ${plan.cost:.2f} is the cheapest exact cover"
             f" ({'; '.join(others)}; equal costs go to fewer renders)",
         )
@@ -525,9 +565,31 @@ class LongClips:
     def facts(self) -> list[SegmentedClip]:
         """What ``plan`` shows of each long clip, in manifest order."""
         found = []
-        for (clip, settings, spans, renders_usd, looks_usd), facts in self._facts.items():
+        for key, facts in self._facts.items():
             cutting = facts.cutting
             plan = cutting.plan
+            if facts.short:
+                each, shown = facts.usd, cutting.source.shown
+                total = None if each is None else round(each * facts.outputs, 6)
+                duration = round(cutting.info.duration or 0.0, 3)
+                found.append(
+                    SegmentedClip(
+                        clip=cutting.source.id,
+                        path=shown,
+                        duration=duration,
+                        rate=plan.rate,
+                        settings="",
+                        spans=facts.short,
+                        seams=(),
+                        notes=cutting.why,
+                        outputs=facts.outputs,
+                        renders_usd=each,
+                        looks_usd=0.0,
+                        usd=total,
+                    )  # fmt: skip
+                )
+                continue
+            clip, settings, spans, renders_usd, looks_usd = key
             found.append(
                 SegmentedClip(
                     clip,

@@ -32,6 +32,7 @@ from ..endpoints import spec_for
 from ..job import LOCAL_PREFIX, JobSpec, LocalFile, canonical_json, substitute
 from ..plan import Plan
 from ..state import JobRow, Spend, StateStore
+from ._parts import CSS as PARTS_CSS, JS as PARTS_JS, LongClipParts
 from ._summary import human_size
 
 #: Where posters go, relative to the output directory.
@@ -194,6 +195,7 @@ class _Page:
         self.spend = spend
         self.root = plan.output_dir
         self.manifest_dir = plan.manifest_path.parent.absolute()
+        self.parts = LongClipParts(plan.jobs)
         self.sources = self._group(plan.jobs)
         self.posters: dict[str, str] = {}  # sha256 -> poster URL
         self.media_shown = 0
@@ -201,8 +203,11 @@ class _Page:
     def _group(self, jobs: Iterable[JobSpec]) -> list[_Source]:
         groups: dict[tuple[str, str], _Source] = {}
         for spec in jobs:
-            name = _source_field(spec) if spec.clip is not None else None
-            reference = spec.arguments.get(name) if name is not None else None
+            if spec.key in self.parts.inside:
+                continue  # a long clip's part: shown in its stitched output's card
+            reader = self.parts.source(spec) or spec  # a stitch goes with the clip it cut
+            name = _source_field(reader) if spec.clip is not None else None
+            reference = reader.arguments.get(name) if name is not None else None
             if not isinstance(reference, str):
                 group_key = ("", spec.endpoint)
                 if group_key not in groups:
@@ -211,7 +216,7 @@ class _Page:
             else:
                 group_key = (spec.clip or "", reference)
                 if group_key not in groups:
-                    groups[group_key] = self._source(spec, reference)
+                    groups[group_key] = self._source(reader, reference)
             groups[group_key].jobs.append(spec)
         return list(groups.values())
 
@@ -287,12 +292,12 @@ class _Page:
                 # An empty icon: without it the browser asks the server for /favicon.ico.
                 '<link rel="icon" href="data:,">',
                 f"<title>{_e(self.plan.facts.name)} · raybatch review</title>",
-                f"<style>{_CSS}</style></head><body>",
+                f"<style>{_CSS}{PARTS_CSS}</style></head><body>",
                 *head,
                 '<main id="groups">',
                 *body,
                 '</main><p id="empty" hidden>No job matches these filters.</p>',
-                f"<script>{_JS}</script></body></html>\n",
+                f"<script>{_JS}{PARTS_JS}</script></body></html>\n",
             ]
         )
 
@@ -301,6 +306,10 @@ class _Page:
     ) -> list[str]:
         plan = self.plan
         total = len(plan.jobs)
+        cards = total - len(self.parts.inside)
+        for key in self.parts.inside:  # parts have no card, but count in the totals
+            row = self.rows.get(key)
+            states[row.state.value if row is not None else "new"] += 1
         estimate = sum(s.estimated_cost or 0.0 for s in plan.jobs)
         spent = self.spend.usd if self.spend else 0.0
         units = self.spend.billable_units if self.spend else 0.0
@@ -335,7 +344,7 @@ class _Page:
                 ((s, f"{s} ({n})", None) for s, n in ordered),
             ),
             '<label>search <input id="f-text" type="search" placeholder="clip, prompt…"></label>',
-            f'<span class="shown"><b id="shown">{total}</b> of {total} shown</span>',
+            f'<span class="shown"><b id="shown">{cards}</b> of {cards} shown</span>',
             "</form></header>",
         ]
 
@@ -402,6 +411,7 @@ class _Page:
             f' data-status="{_e(state)}" data-search="{_e(search)}">'
         )
         out.append(self._render_result(row, state))
+        out.append(self.parts.panel(spec, self.rows))
         out.append('<div class="meta"><p class="title">')
         out.append(f'<span class="badge s-{_state_class(state)}">{_e(state)}</span> ')
         out.append(f"<b>{_e(prompt)}</b> ")
@@ -409,7 +419,7 @@ class _Page:
         out.append("</p>")
         if text:
             out.append(f'<p class="prompt">{_e(text)}</p>')
-        out.append(_params(spec, _source_field(spec)))
+        out.append(_params(spec, _source_field(spec), self.parts.hidden(spec)))
         out.append(f'<p class="cost">{_cost(spec, row)}</p>')
         if row is not None and state == "done" and row.outputs:
             out.append(_files(row.outputs))
@@ -482,8 +492,9 @@ def _remote(url: str) -> str:
     return f'<a class="file" href="{_e(url)}" rel="noreferrer noopener">{_e(url)}</a>'
 
 
-def _params(spec: JobSpec, source_field: str | None) -> str:
-    """The job's input apart from its prompt and source, local files by name."""
+def _params(spec: JobSpec, source_field: str | None, hidden: frozenset[str] = frozenset()) -> str:
+    """The job's input apart from its prompt, its source and ``hidden`` fields, local
+    files by name."""
     names = {sha: local.path.name for sha, local in spec.files.items()}
 
     def readable(text: str) -> str:
@@ -493,7 +504,7 @@ def _params(spec: JobSpec, source_field: str | None) -> str:
 
     items = []
     for key, value in spec.arguments.items():
-        if key in ("prompt", source_field) or value is False:
+        if key in ("prompt", source_field) or key in hidden or value is False:
             continue  # an option left off says nothing worth the room
         shown = substitute(value, readable)
         text = shown if isinstance(shown, str) else canonical_json(shown)

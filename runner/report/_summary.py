@@ -17,6 +17,7 @@ from typing import Any
 from ..job import job_label
 from ..plan import Plan
 from ..state import JobRow, JobState, StateStore
+from ._segments import format_segments, segments_summary
 
 #: Display order of job states (the stored ones, in the order a job moves through them).
 STATES = tuple(s.value for s in JobState if s.stored)
@@ -138,6 +139,7 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
         "endpoints": {k: _rounded(v) for k, v in per.items()},
         "total": _rounded(totals),
         "limits": [_as_dict(limit) for limit in plan.limits_applied],
+        "segmented": segments_summary(plan.segmented),
         "jobs": jobs,
     }
 
@@ -175,6 +177,7 @@ def format_plan(summary: dict[str, Any]) -> str:
             " not counted; add a `prices:` row, in the manifest or a --prices file, to count"
             " them)"
         )
+    lines += format_segments(summary.get("segmented", []))
     if summary["limits"]:
         lines.append("limits applied:")
         for limit in summary["limits"]:
