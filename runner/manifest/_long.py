@@ -160,7 +160,8 @@ class LongClips:
         settings, loc = settings_for(self.planner.manifest.segments, source)
         asked = next((lay for lay in reversed(layers) if "duration" in lay.values), None)
         length = str(combo.base["duration"]) if asked is not None else settings.length
-        explicit = "length" in settings.model_fields_set
+        # auto gives way to a duration; a length set to 5s or 10s must agree with it.
+        explicit = "length" in settings.model_fields_set and settings.length != "auto"
         if asked is not None and explicit and settings.length != length:
             self.problems.add(
                 (*loc, "length"),
