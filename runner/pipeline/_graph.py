@@ -9,6 +9,7 @@ Local steps and remote requests have a ready queue each, since each has its own 
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -20,7 +21,9 @@ from ..state import JobState
 class Graph:
     """Children, waiting parents and the ready queues of one run's jobs (by plan index)."""
 
-    def __init__(self, jobs: JobList, states: Mapping[str, JobState]) -> None:
+    def __init__(
+        self, jobs: JobList, states: Mapping[str, JobState], *, fifo: bool = False
+    ) -> None:
         columns = jobs.columns
         self.keys: Sequence[str] = columns.keys
         self._index = {key: i for i, key in enumerate(self.keys)}
@@ -35,8 +38,66 @@ class Graph:
                 p = self._index.get(parent)
                 if p is not None:
                     self._children.setdefault(p, []).append(i)
-        self.priority = _chain_lengths(columns.weights, self._children)
+        # FIFO (plan order, for comparison only): every job has the same priority.
+        self.priority = (
+            [0.0] * len(self.keys) if fifo else _chain_lengths(columns.weights, self._children)
+        )
         self._ready: tuple[list[tuple[float, int]], list[tuple[float, int]]] = ([], [])
+
+    @functools.cached_property
+    def chained(self) -> bool:
+        """Whether some remote job waits on another remote job's output (directly or
+        through local steps): a chain, whose links must not queue at fal."""
+        parents = self._parents
+        for i, mine in enumerate(parents):
+            if self._local[i] or not mine:
+                continue
+            stack, seen = list(mine), set(mine)
+            while stack:
+                p = stack.pop()
+                if not self._local[p]:
+                    return True
+                for q in parents[p]:
+                    if q not in seen:
+                        seen.add(q)
+                        stack.append(q)
+        return False
+
+    @functools.cached_property
+    def _parents(self) -> list[list[int]]:
+        """Each job's parents by plan index (parents outside the plan left out)."""
+        found: list[list[int]] = [[] for _ in self.keys]
+        for p, children in self._children.items():
+            for child in children:
+                found[child].append(p)
+        return found
+
+    def heir(self, i: int) -> int | None:
+        """The remote job that continues ``i``'s chain: the most urgent remote job reached
+        from ``i`` through local steps only, which waits for nothing remote but ``i``.
+        None when there is none."""
+        best: int | None = None
+        stack, seen = list(self._children.get(i, ())), set()
+        while stack:
+            child = stack.pop()
+            if child in seen:
+                continue
+            seen.add(child)
+            if self._local[child]:
+                stack.extend(self._children.get(child, ()))
+                continue
+            waiting = self.waiting.get(child, set())
+            others = (self._index.get(key) for key in waiting if key != self.keys[i])
+            if any(j is None or not self._local[j] for j in others):
+                continue  # it waits for another remote job too
+            if best is None or self.priority[child] > self.priority[best]:
+                best = child
+        return best
+
+    def top_priority(self, local: bool) -> float:
+        """The priority of the most urgent queued job of that kind (-inf: none)."""
+        queue = self._ready[local]
+        return -queue[0][0] if queue else float("-inf")
 
     def index(self, key: str) -> int | None:
         """The plan index of ``key``, if it is one of this run's jobs."""

@@ -52,6 +52,9 @@ class RunOptions:
     stream_idle: float = 30.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
+    #: Which ready job goes first: the one with the longest remaining chain, or (for the
+    #: bench's comparison only; no command line option sets it) the first in plan order.
+    ready_order: Literal["critical-path", "fifo"] = "critical-path"
 
     @property
     def slots(self) -> int:
