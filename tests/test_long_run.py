@@ -17,15 +17,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import av
 import pytest
 
 from runner.media import probe
+from runner.state import JobRow, JobState, StateStore
 from tests.conftest import MANIFESTS, Emulator, run_cli
 from tests.media_sources import click_times
 
@@ -58,14 +57,14 @@ def strip_numbers(path: Path) -> list[int]:
         ]
 
 
-def rows(out: Path) -> list[dict[str, Any]]:
-    """Every job of the state file as a dict."""
-    db = sqlite3.connect(f"file:{out / 'state.db'}?mode=ro", uri=True)
-    db.row_factory = sqlite3.Row
+def rows(out: Path) -> list[JobRow]:
+    """Every job of the state file, read as ``status`` reads it."""
+    store = StateStore.open_readonly(out / "state.db")
+    assert store is not None
     try:
-        return [dict(row) for row in db.execute("SELECT * FROM jobs")]
+        return store.rows()
     finally:
-        db.close()
+        store.close()
 
 
 def example(
@@ -125,13 +124,13 @@ def test_the_example_runs_offline_and_again_submits_nothing(tmp_path: Path) -> N
             source = tmp_path / "media" / "long" / f"{clip}.mp4"
             check_stitched(out / clip / f"{prompt}.mp4", source, seams[clip])
     before = rows(out)
-    assert {row["state"] for row in before} == {"done"}
+    assert {row.state for row in before} == {JobState.DONE}
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4") if ".emulator" not in p.parts}
     again = run_cli("run", manifest, "--local", "--output-dir", out, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     after = rows(out)
-    assert [(r["key"], r["attempts"], r["request_id"]) for r in after] == [
-        (r["key"], r["attempts"], r["request_id"]) for r in before
+    assert [(r.key, r.attempts, r.request_id) for r in after] == [
+        (r.key, r.attempts, r.request_id) for r in before
     ]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
@@ -150,7 +149,7 @@ def test_editing_one_prompt_rerenders_only_that_prompts_jobs(
     assert first.returncode == 0, first.stderr
     submitted = len(emulator.stats()["requests"])
     assert submitted == 2 * (1 + 2 + 3)
-    before = {row["key"]: row for row in rows(out)}
+    before = {row.key: row for row in rows(out)}
     manifest.write_text(manifest.read_text().replace("sepia photograph", "warm sepia print"))
     second = run_cli("run", manifest, "--fal-url", emulator.url, "--output-dir", out, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
@@ -158,17 +157,17 @@ def test_editing_one_prompt_rerenders_only_that_prompts_jobs(
     assert sorted(r["endpoint"] for r in requests) == sorted(
         ["luma/agent/uni-1/v1/edit"] * 3 + ["luma/agent/ray/v3.2/video-to-video"] * 3
     )
-    after = {row["key"]: row for row in rows(out)}
+    after = {row.key: row for row in rows(out)}
     new = [row for key, row in after.items() if key not in before]
-    assert sorted(row["endpoint"] for row in new) == sorted(
+    assert sorted(row.endpoint for row in new) == sorted(
         ["luma/agent/uni-1/v1/edit"] * 3 + ["luma/agent/ray/v3.2/video-to-video"] * 3
         + ["local/stitch"]
     )  # fmt: skip
-    assert {row["prompt"] for row in new} == {"p1"}
+    assert {row.prompt for row in new} == {"p1"}
     for key, row in before.items():
-        if row["prompt"] != "p1":  # p0's jobs and the clip's cuts and frames
-            assert after[key]["finished_at"] == row["finished_at"], row["output"]
-            assert after[key]["state"] == "done"
+        if row.prompt != "p1":  # p0's jobs and the clip's cuts and frames
+            assert after[key].finished_at == row.finished_at, row.output
+            assert after[key].state is JobState.DONE
 
 
 @pytest.mark.timeout(300)
@@ -184,15 +183,15 @@ def test_a_failed_segment_blocks_its_stitch_and_retry_redoes_only_it(
     emulator.post("/_emulator/faults", {"spec": f"submit#{remote}=validation"})
     failed = run_cli("run", manifest, "--fal-url", emulator.url, "--output-dir", out, cwd=tmp_path)
     assert failed.returncode == 1, failed.stderr
-    states = {row["key"]: row for row in rows(out)}
-    broken = [row for row in states.values() if row["state"] == "failed"]
-    assert sorted(row["endpoint"] for row in broken) == sorted(
+    states = {row.key: row for row in rows(out)}
+    broken = [row for row in states.values() if row.state is JobState.FAILED]
+    assert sorted(row.endpoint for row in broken) == sorted(
         ["luma/agent/ray/v3.2/video-to-video", "local/stitch"]
     )
-    render = next(row for row in broken if row["endpoint"].endswith("video-to-video"))
-    stitch = next(row for row in broken if row["endpoint"] == "local/stitch")
-    segment = json.loads(render["labels"])["segment"]
-    assert stitch["error"].startswith(f"blocked by harbour/p0[segment={segment}]")
+    render = next(row for row in broken if row.endpoint.endswith("video-to-video"))
+    stitch = next(row for row in broken if row.endpoint == "local/stitch")
+    segment = render.labels["segment"]
+    assert (stitch.error or "").startswith(f"blocked by harbour/p0[segment={segment}]")
     status = run_cli("status", manifest, "--output-dir", out, cwd=tmp_path)
     assert f"blocked by harbour/p0[segment={segment}]" in status.stdout
     assert not (out / "harbour" / "p0.mp4").exists()
@@ -205,9 +204,9 @@ def test_a_failed_segment_blocks_its_stitch_and_retry_redoes_only_it(
     assert retried.returncode == 0, retried.stderr
     again = emulator.stats()["requests"][submitted:]
     assert [r["endpoint"] for r in again] == ["luma/agent/ray/v3.2/video-to-video"]
-    after = {row["key"]: row for row in rows(out)}
-    assert {row["state"] for row in after.values()} == {"done"}
+    after = {row.key: row for row in rows(out)}
+    assert {row.state for row in after.values()} == {JobState.DONE}
     for key, row in states.items():
-        if row["state"] == "done":
-            assert after[key]["finished_at"] == row["finished_at"]
+        if row.state is JobState.DONE:
+            assert after[key].finished_at == row.finished_at
     assert probe(out / "harbour" / "p0.mp4").duration == pytest.approx(27.0, abs=1 / 24)

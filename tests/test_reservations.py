@@ -24,12 +24,6 @@ pytestmark = pytest.mark.anyio
 FRAME = "local/frame"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    """Run on asyncio (what the CLI uses)."""
-    return "asyncio"
-
-
 def _frame(job: LocalJob) -> None:
     """A test step: the parent's file, renamed."""
     job.output.write_bytes(Path(job.arguments["video_url"]).read_bytes())
