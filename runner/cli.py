@@ -11,16 +11,17 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, session
+from ._help import DESCRIPTION, EPILOG, HelpFormatter, parse
 from .errors import ManifestError, RaybatchError
 
 if TYPE_CHECKING:
-    from .pipeline import RunSummary
     from .plan import Plan
     from .report import Progress
     from .state import StateStore
@@ -31,8 +32,12 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors raise instead of printing a traceback-free exit itself."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> Any:
-        raise ManifestError(f"usage: {message} (see raybatch {self.prog.split()[-1]} --help)")
+        raise ManifestError(f"usage: {message} (see {self.prog} --help)")
 
 
 def _selection(p: argparse.ArgumentParser) -> None:
@@ -40,15 +45,25 @@ def _selection(p: argparse.ArgumentParser) -> None:
         "--only",
         action="append",
         default=[],
-        metavar="PATTERN",
-        help="keep jobs whose clip id or prompt name matches (glob; repeatable)",
+        metavar="[FIELD=]GLOB",
+        help="keep these jobs; FIELD is clip, prompt, take or a matrix field, a bare GLOB"
+        " matches clip ids and prompt names; repeatable: OR within a field, AND across fields",
     )
     p.add_argument(
         "--exclude",
         action="append",
         default=[],
-        metavar="PATTERN",
-        help="drop jobs whose clip id or prompt name matches (glob; repeatable)",
+        metavar="[FIELD=]GLOB",
+        help="then drop the jobs these terms describe (read like --only)",
+    )
+
+
+def _skip_bad_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out clips and images that cannot be used (listing each with its reason)"
+        " and go on with the rest, exiting 1; the manifest's on_bad_source: skip says the same",
     )
 
 
@@ -63,7 +78,7 @@ def _prices_option(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
-    parser = _Parser(prog="raybatch", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="raybatch", description=textwrap.fill(DESCRIPTION, 88), epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"raybatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -81,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = manifest_cmd("plan", "validate a manifest and show what would run and what it costs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--probe-remote", action="store_true", help="also check remote media URLs")
+    p.add_argument(
+        "--clips",
+        action="store_true",
+        help="per source: duration, size, rate, rotation, audio, what is rendered and billed,"
+        " and every warning (decodes the end of each clip to find truncated files)",
+    )
+    _skip_bad_option(p)
     _prices_option(p)
 
     p = manifest_cmd("run", "run every job not yet done (resumes where a previous run stopped)")
@@ -104,13 +126,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency",
         type=int,
         metavar="N",
-        help="remote requests running at once (your fal account's limit)",
+        help="remote requests running at once, your fal account's limit (default: the"
+        f" manifest's concurrency:, else {session.DEFAULT_CONCURRENCY})",
     )
     p.add_argument(
         "--max-cost",
         type=float,
         metavar="USD",
         help="refuse to start above this estimate; stop submitting when reached",
+    )
+    p.add_argument(
+        "--confirm-above",
+        type=float,
+        metavar="USD",
+        help="on a terminal, ask before starting jobs estimated above this (default: the"
+        f" manifest's confirm_above:, else {session.CONFIRM_ABOVE:g}); without a max_cost it"
+        " always asks",
+    )
+    p.add_argument(
+        "-y", "--yes", action="store_true", help="start without asking (see --confirm-above)"
     )
     p.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
     p.add_argument(
@@ -166,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long one request to fal may take before it counts as failed (default 30)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="one line per job transition")
+    _skip_bad_option(p)
     _prices_option(p)
 
     p = manifest_cmd("status", "show how far a run got (safe while it runs)")
@@ -203,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The retry library logs each retry; the engine reports what matters itself.
     logging.getLogger("stamina").addHandler(logging.NullHandler())
     try:
-        args = build_parser().parse_args(argv)
+        args = parse(build_parser(), argv)
         return _dispatch(args)
     except RaybatchError as exc:
         print(f"raybatch: {exc}", file=sys.stderr)
@@ -239,6 +274,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         exclude=args.exclude,
         probe_remote=getattr(args, "probe_remote", False),
         overrides=overrides,
+        skip_bad=getattr(args, "skip_bad", False),
     )
     command: Callable[[argparse.Namespace, Plan], int] = {
         "plan": _plan,
@@ -282,7 +318,11 @@ def _show(args: argparse.Namespace, summary: dict[str, Any], text: Callable[...,
 def _plan(args: argparse.Namespace, plan: Plan) -> int:
     from .report import format_plan
 
-    return _show(args, session.plan_summary(plan), format_plan)
+    clips = session.clip_facts(plan) if args.clips else None
+    summary = session.plan_summary(plan, skip_bad=args.skip_bad, clips=clips)
+    _show(args, summary, format_plan)
+    # Something in the manifest will not be rendered: scripts must see it.
+    return EXIT_FAILED if plan.skipped else EXIT_OK
 
 
 def _status(args: argparse.Namespace, plan: Plan) -> int:
@@ -300,8 +340,10 @@ def _report(args: argparse.Namespace, plan: Plan) -> int:
 def _run(args: argparse.Namespace, plan: Plan) -> int:
     from .pipeline import RunOptions
 
+    # 0 is a value (refused by session.run), not a missing one.
+    concurrency = args.concurrency if args.concurrency is not None else plan.facts.concurrency
     options = RunOptions(
-        concurrency=args.concurrency or plan.facts.concurrency or session.DEFAULT_CONCURRENCY,
+        concurrency=concurrency if concurrency is not None else session.DEFAULT_CONCURRENCY,
         max_cost=args.max_cost if args.max_cost is not None else plan.facts.max_cost,
         on_ambiguous=args.on_ambiguous,
         resubmit_expired=args.resubmit_expired,
@@ -319,34 +361,90 @@ def _run(args: argparse.Namespace, plan: Plan) -> int:
         with Progress(the_plan, store, verbose=args.verbose) as shown:
             yield shown
 
-    result = session.run(
-        plan,
-        options,
-        fal=session.fal_origin(
-            local=args.local,
-            fal_url=args.fal_url,
-            backup_url=args.fal_backup_url,
-            state_dir=plan.output_dir / ".emulator",
-        ),
-        retry_failed=args.retry_failed,
-        observe=observe,
-        handle_signals=True,
-        http_timeout=args.http_timeout,
-    )
+    try:
+        result = session.run(
+            plan,
+            options,
+            skip_bad=args.skip_bad,
+            confirm=lambda estimate: _before_start(args, plan, options.max_cost, estimate),
+            fal=session.fal_origin(
+                local=args.local,
+                fal_url=args.fal_url,
+                backup_url=args.fal_backup_url,
+                state_dir=plan.output_dir / ".emulator",
+            ),
+            retry_failed=args.retry_failed,
+            observe=observe,
+            handle_signals=True,
+            http_timeout=args.http_timeout,
+        )
+    except session.Declined:
+        print(
+            "raybatch: not started; nothing was submitted (--yes starts without asking,"
+            " --max-cost caps the spend)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     for warning in result.warnings:
         print(f"raybatch: {warning}", file=sys.stderr)
-    return _exit_code(result.summary)
+    if plan.skipped:
+        print(
+            f"raybatch: {len(plan.skipped)} source(s) were left out (listed above)", file=sys.stderr
+        )
+    return _exit_code(result)
 
 
-def _exit_code(summary: RunSummary) -> int:
-    if summary.fatal is not None:
-        print(f"raybatch: {summary.fatal}", file=sys.stderr)
-        return summary.fatal.exit_code
-    if summary.interrupted:
-        return EXIT_INTERRUPTED
-    if summary.failed or summary.not_started or summary.cancelled:
-        return EXIT_FAILED
-    return EXIT_OK
+def _before_start(
+    args: argparse.Namespace, plan: Plan, max_cost: float | None, estimate: session.Estimate
+) -> bool:
+    """Once nothing refuses the run: the sources left out and the clips' warnings, then
+    whether it may start: on a terminal, the estimate is shown and the user asked when it
+    is above the threshold or no max_cost caps it. Off a terminal it never waits."""
+    for line in _left_out(plan):
+        print(f"raybatch: {line}", file=sys.stderr)
+    for line in _clip_warnings(plan):
+        print(f"raybatch: warning: {line}", file=sys.stderr)
+    if args.yes or args.local:  # the built-in emulator bills nothing
+        return True
+    threshold = args.confirm_above
+    if threshold is None:
+        threshold = plan.facts.confirm_above
+    question = estimate.question(
+        session.CONFIRM_ABOVE if threshold is None else threshold, max_cost
+    )
+    if question is None:
+        return True
+    if not _interactive():
+        print(f"raybatch: {question} (not a terminal: starting without asking)", file=sys.stderr)
+        return True
+    print(f"raybatch: {question}. Start? [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()  # "" at end of input: no
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _interactive() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _clip_warnings(plan: Plan) -> list[str]:
+    from .report import clip_warnings
+
+    return clip_warnings(plan)
+
+
+def _left_out(plan: Plan) -> list[str]:
+    from .report import source_notes
+
+    return source_notes(plan)
+
+
+def _exit_code(result: session.RunResult) -> int:
+    if result.summary.fatal is not None:
+        print(f"raybatch: {result.summary.fatal}", file=sys.stderr)
+    return result.exit_code
 
 
 def _cancel(args: argparse.Namespace, plan: Plan) -> int:

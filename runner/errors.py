@@ -86,6 +86,20 @@ class Problem:
         return " ".join([*filter(None, parts), self.message])
 
 
+#: Problems a ManifestError lists in full; the rest are counted.
+MAX_SHOWN_PROBLEMS = 20
+
+
+def capped(problems: list[Problem], footer: Problem | None = None) -> list[Problem]:
+    """The first :data:`MAX_SHOWN_PROBLEMS` problems, a count of the rest, then ``footer``
+    (what to do about all of them) whatever the count."""
+    if len(problems) > MAX_SHOWN_PROBLEMS:
+        file = problems[0].file
+        rest = len(problems) - MAX_SHOWN_PROBLEMS
+        problems = [*problems[:MAX_SHOWN_PROBLEMS], Problem(file, None, "", f"... and {rest} more")]
+    return problems + ([footer] if footer is not None else [])
+
+
 class ManifestError(RaybatchError):
     """The manifest, a media file it names, or the command line is wrong (exit 2)."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -27,13 +28,14 @@ import anyio.abc
 
 from . import crashpoints
 from .errors import FatalError, ManifestError
-from .plan import Plan, cached_plan, check_default_output_dir, remember
+from .plan import ClipFacts, Plan, cached_plan, check_default_output_dir, remember
 from .state import DirectoryLock, JobState, Spend, StateStore, StateWriter, Transitions
 
 if TYPE_CHECKING:
     from .endpoints import Overrides
     from .fal import FalConfig
     from .pipeline import CancelOutcome, LocalStep, RunObserver, RunOptions, RunSummary
+    from .report import OutputNames
 
 # Each function imports what it uses when it runs: ``status`` on a remembered plan needs
 # neither pydantic, PyAV, httpx nor the emulator, and their imports cost most of a second.
@@ -41,6 +43,9 @@ if TYPE_CHECKING:
 #: Remote requests at once when neither the manifest nor the caller says: a small
 #: account's limit. fal queues what is beyond the real limit, so this only sets the pace.
 DEFAULT_CONCURRENCY = 8
+#: USD above which ``run`` on a terminal asks before starting (manifest ``confirm_above:``,
+#: ``--confirm-above``); without a max_cost it always asks.
+CONFIRM_ABOVE = 20.0
 #: Posters the review page refresh at the end of a run may extract (see report/_review).
 RUN_POSTERS = 200
 #: The key ``--local`` uses when FAL_KEY is unset: the emulator accepts any key.
@@ -55,9 +60,12 @@ def load(
     exclude: Sequence[str] = (),
     probe_remote: bool = False,
     overrides: Overrides | None = None,
+    skip_bad: bool = False,
 ) -> Plan:
     """The manifest's plan (the selection ``only``/``exclude`` applied, ``overrides`` a
-    --prices file's rows); ManifestError names every problem with file, line and field."""
+    --prices file's rows); ManifestError names every problem with file, line and field.
+    Sources that cannot be used are left out and listed in ``Plan.skipped``: ``plan`` and
+    ``run`` refuse them unless ``skip_bad`` (see ``Plan.bad_source_error``)."""
     return cached_plan(
         manifest,
         output_dir=output_dir,
@@ -65,6 +73,7 @@ def load(
         exclude=exclude,
         probe_remote=probe_remote,
         overrides=overrides,
+        skip_bad=skip_bad,
     )
 
 
@@ -79,12 +88,30 @@ def reading(plan: Plan) -> Iterator[StateStore | None]:
             store.close()
 
 
-def plan_summary(plan: Plan) -> dict[str, Any]:
-    """What ``plan`` shows: jobs and cost per endpoint, what is paid, the limits applied."""
-    from .report import plan_summary as summarize
+def plan_summary(
+    plan: Plan, *, skip_bad: bool = False, clips: Sequence[ClipFacts] | None = None
+) -> dict[str, Any]:
+    """What ``plan`` shows: jobs and cost per endpoint, what is paid, the limits applied,
+    the sources left out, and ``clips`` (see :func:`clip_facts`) when given; raises the
+    bad-source error unless ``skip_bad``."""
+    from .report import clips_summary, plan_summary as summarize
 
+    refuse_bad_sources(plan, skip_bad)
+    if clips is not None:
+        with reading(plan) as store:
+            return summarize(plan, store) | {"clips": clips_summary(clips)}
     with reading(plan) as store:
         return summarize(plan, store)
+
+
+def clip_facts(plan: Plan, *, decode: bool = True) -> list[ClipFacts]:
+    """Each source's facts, renders and warnings (``plan --clips``); with ``decode`` the
+    end of each local clip is decoded too, to find truncated files."""
+    if not decode:
+        return list(plan.clips)
+    from .manifest import with_decode_checks
+
+    return with_decode_checks(list(plan.clips), plan.manifest_path.parent)
 
 
 def status(
@@ -102,10 +129,58 @@ def status(
 
 
 def report(plan: Plan) -> Path:
-    """Write the review page; returns its path."""
+    """Write the review page of the whole plan (whatever the selection); returns its path."""
     from .report import write_review_page
 
-    return write_review_page(plan)
+    return write_review_page(plan.whole, target=names(plan).page)
+
+
+def names(plan: Plan) -> OutputNames:
+    """Where the plan's results.jsonl and review page go (per manifest in a shared dir)."""
+    from .report import output_names
+
+    with reading(plan) as store:
+        return output_names(plan, store.manifests() if store is not None else {})
+
+
+def refuse_bad_sources(plan: Plan, skip_bad: bool) -> None:
+    """Raise the ManifestError listing the sources left out, unless they are skipped."""
+    error = plan.bad_source_error(skip_bad)
+    if error is not None:
+        raise error
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a run would submit now: jobs, their estimated USD, and those without a price
+    (counted per endpoint)."""
+
+    jobs: int
+    usd: float
+    unpriced: dict[str, int]
+
+    def question(self, threshold: float, max_cost: float | None) -> str | None:
+        """What to tell before asking whether to start (None: nothing to ask): the jobs
+        and their estimate above ``threshold``, with unpriced jobs, or with no ``max_cost``
+        to cap the spend."""
+        if self.jobs == 0:
+            return None
+        above = self.usd > threshold + 1e-9
+        if not above and max_cost is not None and not self.unpriced:
+            return None
+        unpriced = sum(self.unpriced.values())
+        words = [f"{self.jobs} job(s) to submit, estimated at ${self.usd:.2f}"]
+        if unpriced:
+            words.append(f" + {unpriced} without a price")
+        if above:
+            words.append(f" (above ${threshold:.2f})")
+        if max_cost is None:
+            words.append("; no max_cost caps the spend")
+        return "".join(words)
+
+
+class Declined(Exception):
+    """The caller's ``confirm`` said no: nothing was written or submitted."""
 
 
 @dataclass
@@ -116,6 +191,23 @@ class RunResult:
     spend: Spend
     spend_before: Spend
     warnings: list[str] = field(default_factory=list)
+    #: Sources the plan left out (``--skip-bad``): the run did not render everything.
+    skipped: int = 0
+    #: Where results.jsonl and the review page were written.
+    names: OutputNames | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI's exit code for this outcome: the fatal error's, 130 interrupted, 1 when
+        jobs failed, were cancelled or not started or sources were left out, else 0."""
+        summary = self.summary
+        if summary.fatal is not None:
+            return summary.fatal.exit_code
+        if summary.interrupted:
+            return 130
+        if summary.failed or summary.not_started or summary.cancelled or self.skipped:
+            return 1
+        return 0
 
 
 #: What the CLI gives a run to draw progress: called with the plan and a read-only view
@@ -133,6 +225,9 @@ def run(
     handle_signals: bool = False,
     http_timeout: float = 30.0,
     local_steps: dict[str, LocalStep] | None = None,
+    skip_bad: bool = False,
+    stop: threading.Event | None = None,
+    confirm: Callable[[Estimate], bool] | None = None,
 ) -> RunResult:
     """Run every job of ``plan`` not yet done; resumes where an earlier run stopped.
 
@@ -140,11 +235,15 @@ def run(
     ``local_steps`` are the steps local jobs run (default: the ones raybatch ships,
     ``pipeline.STEPS``: cut, frame, stitch).
     ``handle_signals`` installs the Ctrl-C policy (first drains, second leaves requests
-    to the next run); only the main thread may. Refusals (a budget below the estimate,
-    another run on the directory) come before anything is written or submitted.
+    to the next run); only the main thread may. Setting ``stop`` (from another thread)
+    drains the run as a first Ctrl-C does. Refusals (sources left out without
+    ``skip_bad``, a budget below the estimate, another run on the directory) come before
+    anything is written or submitted; then ``confirm``, given what would be submitted, may
+    say no (``Declined``).
     """
-    from .report import remaining_cost, unpriced_remaining
+    from .report import jobs_to_submit, remaining_cost, unpriced_remaining
 
+    refuse_bad_sources(plan, skip_bad)
     if options.concurrency < 1:
         raise ManifestError("usage: --concurrency must be at least 1")
     output_dir = plan.output_dir
@@ -153,6 +252,7 @@ def run(
     with reading(plan) as existing:
         remaining = remaining_cost(plan, existing, retry_failed=retry_failed)
         unpriced = unpriced_remaining(plan, existing, retry_failed=retry_failed)
+        jobs = jobs_to_submit(plan, existing, retry_failed=retry_failed) if confirm else 0
     if options.max_cost is not None and unpriced:
         from .endpoints import unpriced_refusal
 
@@ -162,6 +262,8 @@ def run(
             f"the remaining jobs are estimated at ${remaining:.2f}, above --max-cost"
             f" ${options.max_cost:.2f}; nothing was submitted (raise the cap or use --only)"
         )
+    if confirm is not None and not confirm(Estimate(jobs, remaining, unpriced)):
+        raise Declined("not started")
     output_dir.mkdir(parents=True, exist_ok=True)
     crashpoints.arm(os.environ.get("RAYBATCH_CRASH_AT"))
     with DirectoryLock(output_dir):
@@ -184,13 +286,15 @@ def run(
                         handle_signals=handle_signals,
                         http_timeout=http_timeout,
                         local_steps=local_steps,
+                        stop=stop,
                     )
                 )
-            _write_results(plan, store, result.summary)
+            named = _write_results(plan, store, result.summary)
         finally:
             reader.close()
             store.close()
-    result.warnings += _refresh_review(plan)
+    result.warnings += _refresh_review(plan, named.page)
+    result.skipped, result.names = len(plan.skipped), named
     return result
 
 
@@ -206,6 +310,7 @@ async def _run(
     handle_signals: bool,
     http_timeout: float,
     local_steps: dict[str, LocalStep] | None,
+    stop: threading.Event | None = None,
 ) -> RunResult:
     from .fal import FalClient
     from .net import tls_context
@@ -219,6 +324,9 @@ async def _run(
     async with open_writer(store) as writer:
         if not store.is_last_plan(plan.identity):
             await writer.apply(Transitions.add_plan(plan.jobs, plan.identity))
+        await writer.apply(
+            Transitions.note_manifest(str(plan.manifest_path.resolve()), plan.facts.name)
+        )
         if retry_failed:
             await _reset_failed(writer, plan)
         # The observer reads the state as it is now, resets included.
@@ -235,10 +343,13 @@ async def _run(
                     local_steps=STEPS if local_steps is None else local_steps,
                     ssl_context=context,
                 )
-                if handle_signals:
+                if handle_signals or stop is not None:
                     async with anyio.create_task_group() as group:
-                        # start(): the handlers are in place before the first submit.
-                        await group.start(_signals, scheduler)
+                        if handle_signals:
+                            # start(): the handlers are in place before the first submit.
+                            await group.start(_signals, scheduler)
+                        if stop is not None:
+                            group.start_soon(_drain_when, stop, scheduler)
                         summary = await scheduler.run()
                         group.cancel_scope.cancel()
                 else:
@@ -266,6 +377,15 @@ async def _reset_failed(writer: StateWriter, plan: Plan) -> None:
     await writer.apply(*(Transitions.reset(key, retry_state(full[key])) for key in full))
 
 
+async def _drain_when(stop: threading.Event, scheduler: Any) -> None:
+    """Drain once ``stop`` is set (by a caller in another thread: the Python API)."""
+    # Polled: waiting on it in a worker thread would leave that thread blocked after a run
+    # that ends without it ever being set.
+    while not stop.is_set():  # noqa: ASYNC110
+        await anyio.sleep(0.2)
+    scheduler.drain()
+
+
 async def _signals(
     scheduler: Any, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
@@ -281,25 +401,30 @@ async def _signals(
                 scheduler.abort()
 
 
-def _write_results(plan: Plan, store: StateStore, summary: RunSummary) -> None:
-    from .report import write_results
+def _write_results(plan: Plan, store: StateStore, summary: RunSummary) -> OutputNames:
+    from .report import adopt_plain_files, output_names, write_results
 
+    manifests = store.manifests()
+    adopt_plain_files(plan.output_dir, manifests)
+    named = output_names(plan, manifests)
     try:
-        write_results(store, plan.output_dir / "results.jsonl", plan.keys)
+        # The whole plan, whatever --only/--exclude ran: a selection never shrinks the file.
+        write_results(store, named.results, plan.whole.keys)
     except FatalError:
         if summary.fatal is None:
             raise
         # The run already stopped on a fatal error (a full disk, most likely): that one is
         # the message and the exit code; this one is a consequence.
+    return named
 
 
-def _refresh_review(plan: Plan) -> list[str]:
+def _refresh_review(plan: Plan, page: Path) -> list[str]:
     from .report import write_review_page
 
     try:
         # Bounded: at the end of a 100k-job run, a poster per new video would take an hour
         # of decoding; ``raybatch report`` makes the rest.
-        write_review_page(plan, posters=RUN_POSTERS)
+        write_review_page(plan.whole, posters=RUN_POSTERS, target=page)
     except Exception as exc:
         return [f"could not refresh the review page: {exc}"]
     return []

@@ -92,7 +92,8 @@ def test_a_clip_that_fits_one_render_is_the_same_one_job_as_before(
     tmp_path: Path, media: Path
 ) -> None:
     """A 3 s clip (shorter than any render) and a 10 s clip with duration: 10s each stay one
-    job whose key is the one raybatch always gave them: existing states keep their jobs."""
+    job whose key is the one raybatch always gave them: existing states keep their jobs;
+    plan warns that fal bills the 3 s clip as 5 s."""
     path = manifest(tmp_path, media, "", clips="[media/short.mp4]", prompts=1)
     result = plan(path)
     assert set(by_endpoint(result)) == {VIDEO_TO_VIDEO}
@@ -106,10 +107,9 @@ def test_a_clip_that_fits_one_render_is_the_same_one_job_as_before(
         "video_url": short.arguments["video_url"],
     }
     assert short.key == job_key(VIDEO_TO_VIDEO, expected)
-    [note] = [s for s in result.segmented if s.clip == "short"]
-    assert note.notes == (
-        "3.00 s is shorter than fal's shortest render: sent as it is and billed as 5 s",
-    )
+    assert result.segmented == ()
+    shown = run_cli("plan", path, "--output-dir", tmp_path / "out", cwd=tmp_path).stdout
+    assert "! short (media/short.mp4): billed up: 3.0 s clip billed as 5s" in shown
     path.write_text(
         path.read_text()
         .replace("media/short.mp4", "media/ten.mp4")

@@ -45,11 +45,14 @@ def write(tmp_path: Path, text: str | bytes, name: str = "m.yaml") -> Path:
 
 
 def problems_of(path: Path, **options: object) -> list[Problem]:
-    """The problems ``plan`` raises for the manifest at ``path``."""
+    """The problems ``plan`` raises for the manifest at ``path``, or the sources it left
+    out that stop ``plan`` and ``run`` by default (their hint dropped)."""
     with pytest.raises(ManifestError) as caught:
-        plan(path, **options)  # type: ignore[arg-type]
+        refusal = plan(path, **options).bad_source_error()  # type: ignore[arg-type]
+        if refusal is not None:
+            raise refusal
     assert all(problem.file == str(path) for problem in caught.value.problems)
-    return caught.value.problems
+    return [p for p in caught.value.problems if "nothing was submitted" not in p.message]
 
 
 # ----------------------------------------------------------------------------- loading
@@ -256,7 +259,8 @@ def test_pass_through_endpoint_jobs(tmp_path: Path) -> None:
 
 
 def test_only_and_exclude_filter_without_changing_jobs(tmp_path: Path) -> None:
-    """Filters keep jobs by clip or prompt pattern; keys and outputs do not move."""
+    """Filters keep jobs by clip or prompt pattern (a clip glob and a prompt glob select
+    their product); keys and outputs do not move."""
     path = write(
         tmp_path,
         """\
@@ -272,7 +276,9 @@ def test_only_and_exclude_filter_without_changing_jobs(tmp_path: Path) -> None:
     assert [str(job.output) for job in only] == ["2-beach-noir.mp4", "3-beach-sepia.mp4"]
     assert all(everything[job.key] == str(job.output) for job in only)
     assert [job.clip for job in plan(path, only=["*"], exclude=["sep*"]).jobs] == ["city", "beach"]
-    assert len(plan(path, only=["noir", "city"]).jobs) == 3
+    assert [(j.clip, j.prompt) for j in plan(path, only=["noir", "city"]).jobs] == [
+        ("city", "noir")
+    ]
 
 
 def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
@@ -476,10 +482,10 @@ ERRORS: list[tuple[str, str | bytes, int | None, str, str]] = [
     ),
     (
         "same-job",
-        HEAD + "  - {id: again, path: media/city.mp4}\n",
+        HEAD + "jobs: [{clip: city, prompt: noir, output: again.mp4}]\n",
         6,
-        "clips[1]",
-        "city × noir and again × noir are the same job",
+        "jobs[0]",
+        "city × noir and jobs[0] (city × noir) are the same job",
     ),
     (
         "duplicate-id",

@@ -251,7 +251,7 @@ def test_remote_probe_is_opt_in_and_checks_kind(http_server: str, tmp_path: Path
     )
     assert len(plan(path).jobs) == 1
     [problem] = _problems(path, probe_remote=True)
-    assert problem.endswith("portrait.png is an image, but video-to-video needs a video here")
+    assert problem.endswith("portrait.png: is an image, but video-to-video needs a video here")
 
 
 def _manifest(
@@ -279,9 +279,16 @@ def _manifest(
 
 
 def _problems(path: Path, *, probe_remote: bool = False) -> list[str]:
+    """What stops ``plan``/``run``: the manifest's problems or the sources left out."""
     with pytest.raises(ManifestError) as caught:
-        plan(path, probe_remote=probe_remote)
-    return [str(problem) for problem in caught.value.problems]
+        refusal = plan(path, probe_remote=probe_remote).bad_source_error()
+        if refusal is not None:
+            raise refusal
+    return [
+        str(problem)
+        for problem in caught.value.problems
+        if "nothing was submitted" not in str(problem)
+    ]
 
 
 def test_a_clip_over_the_length_cap_names_its_length_and_the_cap(tmp_path: Path) -> None:
@@ -325,7 +332,7 @@ def test_image_given_as_a_clip_names_the_measured_kind(tmp_path: Path) -> None:
     path = _manifest(tmp_path, "  - still.mp4\n")
     [problem] = _problems(path)
     assert problem.endswith(
-        "clips[0]: still.mp4 is an image, but video-to-video needs a video here"
+        "clips[0]: still.mp4: is an image, but video-to-video needs a video here"
     )
 
 

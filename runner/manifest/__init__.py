@@ -11,10 +11,12 @@ reported with the manifest's file, line and field path, all at once, in one
 
 from __future__ import annotations
 
+from ..errors import MAX_SHOWN_PROBLEMS
+from ._clips import with_decode_checks
 from ._models import JobEntry, Manifest, SourceEntry, load, manifest_schema
 from ._overrides import PriceFile, load_overrides, manifest_overrides
 from ._planner import plan
-from ._yaml import MAX_JOBS, MAX_SHOWN_PROBLEMS
+from ._yaml import MAX_JOBS
 
 __all__ = (
     "MAX_JOBS",
@@ -28,4 +30,5 @@ __all__ = (
     "manifest_overrides",
     "manifest_schema",
     "plan",
+    "with_decode_checks",
 )

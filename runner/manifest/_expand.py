@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import string
+import unicodedata
 from collections.abc import Mapping
 from itertools import product
 from pathlib import PurePosixPath
@@ -97,10 +98,11 @@ class Expansion:
         source_id = source.id if source is not None else None
         for combo in combos:
             jobs.local_files.update(combo.files)
+        added = [0] * len(combos)
         for prompt in group.prompts:
             text = prompts[prompt] if prompt is not None else None
             prompt_ok = prompt is None or text is None or self._prompt_ok(spec, prompt, text)
-            for combo, cutting in zip(combos, cuttings, strict=True):
+            for number, (combo, cutting) in enumerate(zip(combos, cuttings, strict=True)):
                 index = self.index
                 self.index += 1
                 if combo.base is None or not prompt_ok:
@@ -112,7 +114,8 @@ class Expansion:
                     arguments[source_field] = source.reference
                 job = (index, group.loc, source_id, prompt, combo.labels)
                 if isinstance(cutting, Cutting):
-                    self.long.add(cutting, group, combo, prompt, text or "", 1, job, jobs)
+                    made = self.long.add(cutting, group, combo, prompt, text or "", 1, job, jobs)
+                    added[number] += made
                     continue
                 cost = combo.cost
                 if cutting is not None:  # one render, of the length that covers the clip
@@ -120,6 +123,7 @@ class Expansion:
                 key = job_key(spec.id, arguments)
                 output = self._output(group, combo, key, job)
                 if output is not None:
+                    added[number] += 1
                     jobs.keys.append(key)
                     jobs.endpoints.append(spec.id)
                     jobs.arguments.append(arguments)
@@ -132,6 +136,18 @@ class Expansion:
                     jobs.parents.append(())
                     jobs.takes.append(1)
                     jobs.weights.append(estimated_work(arguments))
+        if source_id is not None:
+            for combo, cutting, count in zip(combos, cuttings, added, strict=True):
+                if not count or combo.base is None:
+                    continue
+                renders, base, cost = self.planner.renders, combo.base, combo.cost
+                if isinstance(cutting, Cutting):
+                    cut = (cutting.description, cutting.sound)
+                    renders.add(source_id, spec, base, combo.input_key, count, cutting.usd, cut)
+                    continue
+                if cutting is not None:
+                    base, cost = {**base, "duration": cutting.duration}, cutting.cost
+                renders.add(source_id, spec, base, combo.input_key, count, cost)
 
     def _price(
         self, input_key: tuple[object, ...], base: dict[str, Any], seconds: float | None
@@ -172,7 +188,7 @@ class Expansion:
             endpoint=group.spec.name,
             ext=group.spec.output_ext(variables),
         )
-        return Combo(base, cost, files, tuple(files), labels, variables)
+        return Combo(base, cost, files, tuple(files), labels, variables, input_key)
 
     def _source_media(self, group: Group) -> MediaInfo | None:
         source = group.source
@@ -233,6 +249,14 @@ class Expansion:
         """The job's output path, or None (and a problem) when it may not be written."""
         template = group.template
         if not template.usable:
+            return None
+        earlier = self._keys.get(key)
+        if earlier is not None and earlier[2] != job[2]:
+            # The same endpoint and input from another source: its file holds the same
+            # bytes. One job (one upload, one render, paid once), flagged in the plan.
+            assert job[2] is not None and earlier[2] is not None
+            same_as, count = self.planner.duplicates.get(job[2], (earlier[2], 0))
+            self.planner.duplicates[job[2]] = (same_as, count + 1)
             return None
         values = Vars(combo.variables)
         values["prompt"] = job[3] or NONE
@@ -313,7 +337,10 @@ def url_id(url: str) -> str:
 
 
 def safe_id(text: str) -> str:
-    return UNSAFE_ID_CHARS.sub("_", text).strip("_") or "file"
+    """The id a file name gives: NFC (macOS spells names decomposed), each run of characters
+    an id cannot hold made one '_', no leading dot (no hidden folder, no '..')."""
+    text = unicodedata.normalize("NFC", text)
+    return UNSAFE_ID_CHARS.sub("_", text).strip("_").lstrip(".").strip("_") or "file"
 
 
 def _describe(job: JobId) -> str:

@@ -90,8 +90,26 @@ class Cutting:
     settings: Segments
     loc: Loc
     plan: SegmentPlan
-    #: Source moments (seconds) of the shot changes, for ``cut: shots``.
+    #: Why it is cut so (shot changes, the cheaper cover), for ``plan``.
     why: tuple[str, ...] = ()
+    #: What one stitched output costs: its renders, look and start frames (None: unpriced).
+    usd: float | None = None
+
+    @property
+    def sound(self) -> bool:
+        """Whether the stitched output carries the source's sound."""
+        return self.settings.audio == "source" and self.info.has_audio
+
+    @property
+    def description(self) -> str:
+        """What is rendered, for ``plan --clips``: ``3 renders (10s+10s+10s), anchor
+        continuity, stitched with its sound``."""
+        lengths = "+".join(segment.duration for segment in self.plan.segments)
+        sound = "with its sound" if self.sound else "silent"
+        return (
+            f"{len(self.plan.segments)} renders ({lengths}), {self.settings.continuity}"
+            f" continuity, stitched {sound}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +127,6 @@ class _Facts:
     cutting: Cutting
     outputs: int = 0
     usd: float | None = 0.0
-    #: For a clip shorter than one render: its one span (start, end, seconds billed).
-    short: tuple[tuple[float, float, int], ...] = ()
 
 
 def settings_for(top: Segments, source: Source) -> tuple[Segments, Loc]:
@@ -195,42 +211,34 @@ class LongClips:
             return None
         if len(plan.segments) == 1:
             only = plan.segments[0]
-            if only.billed_short:
-                duration = str(combo.base.get("duration"))
-                self._short(source, info, plan, duration, price, len(group.prompts))
             if only.billed_short or only.duration == combo.base.get("duration"):
                 return None
             return Single(only.duration, self._render_price(combo.base, only.duration))
         if not self._renders_ok(group, combo, settings, loc):
             return None
         why = self._why(info, settings, length, cuts, price, plan)
-        return Cutting(source, info, settings, loc, plan, why)
+        return Cutting(source, info, settings, loc, plan, why, self._usd(plan, settings))
 
-    def _short(
-        self,
-        source: Source,
-        info: MediaInfo,
-        plan: SegmentPlan,
-        duration: str,
-        price: Any,
-        outputs: int,
-    ) -> None:
-        """Note a clip shorter than fal's shortest render (sent whole, billed as one), for
-        ``outputs`` jobs."""
-        key = (source.id, "short", duration)
-        if key in self._facts:
-            self._facts[key].outputs += outputs
-            return
-        segment = plan.segments[0]
-        seconds = int(duration.removesuffix("s")) if duration[:-1].isdigit() else segment.seconds
-        note = (
-            f"{segment.end_time:.2f} s is shorter than fal's shortest render: sent as it is"
-            f" and billed as {seconds} s"
-        )
-        cutting = Cutting(source, info, Segments(), (), plan, (note,))
-        cost = price(seconds) if price is not None and seconds in (5, 10) else None
-        span = ((0.0, round(segment.end_time, 3), seconds),)
-        self._facts[key] = _Facts(cutting, outputs, cost, short=span)
+    def _usd(self, plan: SegmentPlan, settings: Segments) -> float | None:
+        """What one stitched output costs: renders, and the look and start frames its
+        continuity makes (None when any of them has no price)."""
+        if plan.cost is None:
+            return None
+        if settings.continuity == "none":
+            return round(plan.cost, 6)
+        later = plan.segments[1:]
+        starts = sum(
+            1 for s in later if settings.continuity == "anchor" or s.starts_shot
+        )  # chain starts a segment from its own start frame only at a shot change
+        start = self.prices.estimate(
+            EDIT,
+            {**self._edit_base, "prompt": STAND_IN_PROMPT, "image_url": STAND_IN_FILE,
+             "reference_image_urls": [STAND_IN_FILE]},
+            None,
+        )  # fmt: skip
+        if self._edit_cost is None or (starts and start is None):
+            return None
+        return round(plan.cost + self._edit_cost + starts * (start or 0.0), 6)
 
     def _price(self, base: dict[str, Any]) -> Any:
         """The price of one render of ``seconds`` at this input's resolution, or None."""
@@ -341,14 +349,15 @@ class LongClips:
         take: int,
         job: JobId,
         jobs: JobColumns,
-    ) -> None:
-        """The graph of one long clip × prompt × combination × take, each shared job once."""
+    ) -> bool:
+        """The graph of one long clip × prompt × combination × take, each shared job once;
+        whether it was placed (not refused)."""
         base = combo.base
         source, settings, plan = cutting.source, cutting.settings, cutting.plan
         assert base is not None and source.file is not None
         sha = source.file.sha256
         if prompt is not None and not self._look_prompt_ok(prompt, text):
-            return
+            return False
         graph = _Graph(source.id, prompt, take)
         resolution = str(base.get("resolution", ""))
         folder = f"{PREPARED_DIR}/{source.id}-{sha[:12]}/{resolution or 'source'}"
@@ -405,13 +414,14 @@ class LongClips:
         key = job_key(STITCH, stitch, take)
         output = self.expansion._output(group, combo, key, job)
         if output is None:
-            return
+            return False
         parts = str(PurePosixPath(output).with_suffix("")) + PARTS_SUFFIX
         files = (sha,) if "audio_url" in stitch else ()
         labels = dict(combo.labels)
         graph.job(STITCH, stitch, output, labels, where="final", files=files, take=take)
         graph.owner = job
         self._place(graph, parts, jobs, cutting)
+        return True
 
     def _start(
         self,
@@ -569,27 +579,6 @@ class LongClips:
         for key, facts in self._facts.items():
             cutting = facts.cutting
             plan = cutting.plan
-            if facts.short:
-                each, shown = facts.usd, cutting.source.shown
-                total = None if each is None else round(each * facts.outputs, 6)
-                duration = round(cutting.info.duration or 0.0, 3)
-                found.append(
-                    SegmentedClip(
-                        clip=cutting.source.id,
-                        path=shown,
-                        duration=duration,
-                        rate=plan.rate,
-                        settings="",
-                        spans=facts.short,
-                        seams=(),
-                        notes=cutting.why,
-                        outputs=facts.outputs,
-                        renders_usd=each,
-                        looks_usd=0.0,
-                        usd=total,
-                    )  # fmt: skip
-                )
-                continue
             clip, settings, spans, renders_usd, looks_usd = key
             found.append(
                 SegmentedClip(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,6 +41,8 @@ from ._yaml import read_yaml
 
 
 def _check_name(value: str) -> str:
+    # One spelling per name: ids from file names are NFC too (see ``safe_id``).
+    value = unicodedata.normalize("NFC", value)
     if not NAME.fullmatch(value):
         raise ValueError(f"{value!r} may only contain letters, digits, '.', '_' and '-'")
     return value
@@ -264,6 +267,12 @@ class Manifest(_Entry):
     segments: Segments = Segments()
     """How video-to-video clips longer than one render are cut, kept in one look and
     stitched back with their sound."""
+    confirm_above: Annotated[float, Field(ge=0)] | None = None
+    """On a terminal, run asks before starting jobs estimated above this many USD (default
+    20; --confirm-above overrides it, --yes skips the question)."""
+    on_bad_source: Literal["stop", "skip"] = "stop"
+    """A clip or image that cannot be used (unreadable, not media, too long, an id taken):
+    stop before anything runs (the default), or skip it and render the rest (--skip-bad)."""
 
     def violations(self) -> Iterator[Violation]:
         """An unknown top-level endpoint needs passthrough: true."""

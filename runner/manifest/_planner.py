@@ -4,8 +4,7 @@ and the checks of media against each endpoint's limits."""
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,55 +12,43 @@ from ..endpoints import (
     ENDPOINTS,
     EndpointSpec,
     EndpointTables,
-    Limit,
     Loc,
     MediaField,
     Overrides,
     PriceTable,
     did_you_mean,
-    format_loc,
     spec_for,
 )
+from ..errors import ManifestError, Problem, capped
 from ..job import LocalFile
 from ..media import (
-    MediaError,
     MediaInfo,
-    MediaKind,
-    extension,
     is_remote,
     local_file,
-    probe,
-    probe_remote,
     reference_problem,
 )
 from ..plan import (
+    DuplicateSource,
     JobColumns,
     ManifestFacts,
     Plan,
     PlanInputs,
     SegmentedClip,
-    glob_files,
+    bad_source_hint,
     output_dir_for,
 )
-from ._expand import Expansion, input_layer, matrix_layers, safe_id, template_problem, url_id
-from ._models import JobEntry, Manifest, Segments, SourceEntry, load
+from ._checks import MediaChecks
+from ._clips import Renders
+from ._expand import Expansion, input_layer, matrix_layers, template_problem
+from ._long import segmentable, settings_for
+from ._models import JobEntry, Manifest, Segments, load
 from ._overrides import manifest_overrides
 from ._problems import Problems
+from ._sources import SourceList
 from ._types import ARTICLE, TEMPLATE_VARIABLES, Group, Layer, Source, Template
 from ._yaml import MAX_JOBS
 
 # --------------------------------------------------------------------------- the plan
-
-
-def _hours(seconds: float) -> str:
-    """``7200`` as ``2h``, ``5430`` as ``1h30m30s``, ``95.5`` as ``95.5 s``."""
-    if seconds < 60:
-        return f"{seconds:g} s"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if n]
-    return "".join(parts)
 
 
 def plan(
@@ -73,14 +60,19 @@ def plan(
     exclude: Sequence[str] = (),
     probe_remote: bool = False,
     overrides: Overrides | None = None,
+    skip_bad: bool = False,
 ) -> Plan:
     """Expand the manifest at ``path`` into jobs; raises ``ManifestError`` with every problem.
+
+    Sources that cannot be used are left out and listed in ``Plan.skipped``; whether they
+    stop a command is its own decision (``Plan.bad_source_error``). ``skip_bad`` only says
+    whether a ManifestError raised for other problems lists them too.
 
     ``overrides`` are a ``--prices`` file's rows; they win over the manifest's own
     ``prices:``/``limits:`` (see ``endpoints.EndpointTables``).
 
     ``only``/``exclude`` are fnmatch patterns matched against each job's clip/image id and
-    prompt name (see ``plans.is_selected``). ``probe_media`` reads local media headers
+    prompt name (see ``plan._select``). ``probe_media`` reads local media headers
     (durations, kinds); ``probe_remote`` also asks each http(s) source for its type and size
     (the only time planning touches the network). ``plan_cache.cached_plan`` is the same
     with the expansion remembered.
@@ -91,16 +83,20 @@ def plan(
     planner = Planner(
         manifest, path, lines, probe_media=probe_media, probe_remote=probe_remote, tables=tables
     )
-    jobs = planner.expand()
+    jobs = planner.expand(skip_bad=skip_bad or manifest.on_bad_source == "skip")
     facts = ManifestFacts(
         manifest.name,
         manifest.output_dir,
         manifest.concurrency,
         manifest.max_cost,
         manifest.prompts,
+        manifest.on_bad_source,
+        manifest.confirm_above,
     )
     limits = [dataclasses.asdict(limit) for limit in planner.applied.values()]
-    inputs = PlanInputs(tuple(planner.local_inputs()), tuple(planner.globbed))
+    inputs = PlanInputs(
+        tuple(planner.local_inputs()), tuple(planner.globbed), volatile=planner.volatile
+    )
     whole = Plan(
         path,
         output_dir_for(path, facts, output_dir),
@@ -110,6 +106,9 @@ def plan(
         inputs=inputs,
         output_dir_given=output_dir is not None,
         segmented=planner.segmented,
+        skipped=planner.source_list.skipped,
+        duplicates=planner.duplicate_sources(),
+        clips=planner.renders.facts(planner.sources, planner.source_media, planner.prices),
     )
     return whole.selected(only, exclude)
 
@@ -130,14 +129,25 @@ class Planner:
         self.manifest = manifest
         self.base_dir = path.parent
         self.problems = Problems(str(path), lines)
-        self.probe_media = probe_media
-        self.probe_remote = probe_remote
-        self.applied: dict[tuple[str, str], Limit] = {}
+        self.checks = MediaChecks(tables, probe_media=probe_media, probe_remote=probe_remote)
+        self.applied = self.checks.applied
         self.tables = tables
         self.prices: PriceTable = self.tables.prices
         self._files: dict[str, LocalFile | None] = {}
+        #: Why each local file that could not be hashed could not be.
+        self.file_errors: dict[str, str] = {}
         self.globbed: list[tuple[str, tuple[str, ...]]] = []
-        self._media: dict[tuple[Path | str, str, MediaField], MediaInfo | None] = {}
+        #: A file read failed in a way its identity does not show (permissions): such a
+        #: plan is not remembered.
+        self.volatile = False
+        self.source_list = SourceList(self)
+        #: What each usable source measured, per endpoint id (None: not measured).
+        self.source_media: dict[str, dict[str, MediaInfo | None]] = {}
+        #: Source id -> (the earlier source holding the same bytes, jobs that are its).
+        self.duplicates: dict[str, tuple[str, int]] = {}
+        self.shown: dict[str, str] = {}  # source id -> its path or URL as the manifest has it
+        self.sources: dict[str, Source] = {}
+        self.renders = Renders()
         self._layers: dict[tuple[Loc, str], Layer] = {}
         self.segmented: list[SegmentedClip] = []
         # What a template may name: a job's own variables and any input field anywhere.
@@ -152,57 +162,9 @@ class Planner:
 
     # ----------------------------------------------------------------- sources
 
-    def sources(self) -> dict[str, Source]:
-        """Every clip and image by id, globs expanded, local files hashed."""
-        found: dict[str, Source] = {}
-        lists: tuple[tuple[str, MediaKind, list[SourceEntry]], ...] = (
-            ("clips", "video", self.manifest.clips),
-            ("images", "image", self.manifest.images),
-        )
-        for list_name, kind, entries in lists:
-            for index, entry in enumerate(entries):
-                for source in self._entry_sources(entry, kind, (list_name, index)):
-                    first = found.get(source.id)
-                    if first is not None:
-                        self.problems.add(
-                            source.loc,
-                            f"id {source.id!r} ({source.shown}) is already used by"
-                            f" {format_loc(first.loc)} ({first.shown})",
-                        )
-                    else:
-                        found[source.id] = source
-        return found
-
-    def _entry_sources(self, entry: SourceEntry, kind: MediaKind, loc: Loc) -> list[Source]:
-        if entry.url is not None:
-            return [Source(entry.id or url_id(entry.url), kind, loc, entry, entry.url, entry.url)]
-        assert entry.path is not None
-        if not any(char in entry.path for char in "*?["):
-            file = self._local(entry.path, (*loc, "path"))
-            stem = safe_id(Path(entry.path).stem)
-            if file is None:
-                return []
-            return [Source(entry.id or stem, kind, loc, entry, file.placeholder, entry.path, file)]
-        if entry.id is not None:
-            self.problems.add((*loc, "id"), "a glob's ids come from its file names; remove id:")
-        # os.path.join lets an absolute pattern stand; Path.glob refuses those.
-        pattern = os.path.join(self.base_dir, entry.path)
-        matches = glob_files(pattern)
-        self.globbed.append((pattern, tuple(matches)))
-        if not matches:
-            self.problems.add((*loc, "path"), f"{entry.path} matches no file")
-        sources = []
-        for match in matches:
-            absolute = os.path.isabs(entry.path)
-            shown = match if absolute else Path(os.path.relpath(match, self.base_dir)).as_posix()
-            file = self._local(shown, (*loc, "path"))
-            if file is not None:
-                sid = safe_id(Path(match).stem)
-                sources.append(Source(sid, kind, loc, entry, file.placeholder, shown, file))
-        return sources
-
-    def _local(self, reference: str, loc: Loc) -> LocalFile | None:
-        """The hashed local file ``reference`` names (relative to the manifest), or None."""
+    def local(self, reference: str) -> LocalFile | None:
+        """The hashed local file ``reference`` names (relative to the manifest), or None
+        with the reason in ``file_errors``."""
         if reference not in self._files:
             path = self.base_dir / reference
             try:
@@ -213,9 +175,24 @@ class Planner:
                     reason = "no such file"
                 elif isinstance(exc, IsADirectoryError):
                     reason = "is a directory, not a file"
-                self.problems.add(loc, f"{reference}: {reason}", alike=(reference, reason))
+                self.file_errors[reference] = reason
                 self._files[reference] = None
         return self._files[reference]
+
+    def _local(self, reference: str, loc: Loc) -> LocalFile | None:
+        """``local``, a file that cannot be read being a problem at ``loc``."""
+        file = self.local(reference)
+        if file is None:
+            reason = self.file_errors[reference]
+            self.problems.add(loc, f"{reference}: {reason}", alike=(reference, reason))
+        return file
+
+    def duplicate_sources(self) -> list[DuplicateSource]:
+        """Sources whose jobs are an earlier source's (the same bytes), with both paths."""
+        return [
+            DuplicateSource(source_id, self.shown[source_id], same_as, self.shown[same_as], jobs)
+            for source_id, (same_as, jobs) in self.duplicates.items()
+        ]
 
     def local_inputs(self) -> Iterator[tuple[str, str, int, int, str]]:
         """(path as named, real path, size, mtime, sha256) of each local file the manifest
@@ -289,6 +266,8 @@ class Planner:
         reference = entry.clip or entry.image
         if reference is not None:
             source = sources.get(reference)
+            if source is None and reference in self.source_list.skipped_ids:
+                return None  # left out with its source, which the plan lists with the reason
             if source is None:
                 key = "clip" if entry.clip is not None else "image"
                 hint = did_you_mean(reference, sources)
@@ -416,99 +395,34 @@ class Planner:
         kind: MediaField,
         loc: Loc,
         *,
+        sink: Callable[[str], None] | None = None,
         long: tuple[Segments, Loc] | None = None,
     ) -> MediaInfo | None:
         """Check a local file (or a remote URL, with probe_remote) against ``spec``'s limits,
-        once per endpoint; its measured facts, when it was measured.
+        once per endpoint; its measured facts, when it was measured. Each thing wrong goes
+        to ``sink`` (a reason), or else is a problem at ``loc``.
 
         ``long``: the clip is cut into renders when longer than one (its ``segments:``
         settings and their place), so its length is capped by ``max_source`` instead of
-        the endpoint's longest source, and it must have a length to cut."""
-        local = isinstance(file, LocalFile)
-        key = (file.path if isinstance(file, LocalFile) else file, spec.id, kind)
-        if key in self._media:
-            return self._media[key]
-        limits = self.tables.limits_for(spec.id)
-
-        def limit(name: str) -> Limit | None:
-            found = limits.get(name)
-            if found is not None:
-                self.applied.setdefault((spec.id, name), found)
-            return found
-
-        info = self._measure(file, shown, kind, loc)
-        size = file.size if isinstance(file, LocalFile) else info.size if info else None
-        size_limit = limit("max_file_bytes") if size is not None else None
-        if size_limit is not None and size is not None and size > size_limit.number:
-            self.problems.add(
-                loc,
-                f"{shown}: {size / 1e6:.1f} MB; {spec.name} accepts at most"
-                f" {size_limit.number / 1e6:g} MB {size_limit.cite}",
-            )
-        if kind != "any":
-            ext = extension(file.path.name) if isinstance(file, LocalFile) else None
-            containers = limit(f"{kind}_containers") if ext is not None else None
-            if containers is not None and ext is not None and ext not in containers.choices:
-                self.problems.add(
-                    loc,
-                    f"{shown}: .{ext} files are not accepted by {spec.name}"
-                    f" (accepted: {', '.join(containers.choices)}) {containers.cite}",
-                )
-            if info is not None and not info.fits(kind) and (local or info.kind != "unknown"):
-                what = ARTICLE[info.kind]
-                if info.kind == "unknown" and info.has_audio:
-                    what = "sound only, with no video stream"
-                self.problems.add(
-                    loc, f"{shown} is {what}, but {spec.name} needs {ARTICLE[kind]} here"
-                )
-                info = None
-            measured = kind == "video" and info is not None and info.duration is not None
-            if long is not None and info is not None and kind == "video":
-                self._check_long(info, shown, loc, *long)
-                measured = False  # no render is longer than the endpoint's longest source
-            seconds = limit("max_source_seconds") if measured else None
-            if info is not None and seconds is not None and (info.duration or 0) > seconds.number:
-                self.problems.add(
-                    loc,
-                    f"{shown}: {info.duration or 0:.1f} s long; {spec.name} accepts at most"
-                    f" {seconds.number:g} s {seconds.cite}",
-                )
-        self._media[key] = info
+        the endpoint's longest source."""
+        info, reasons = self.checks.check(file, spec, kind, long=long)
+        for reason in reasons:
+            if sink is not None:
+                sink(reason)
+            else:
+                self.problems.add(loc, f"{shown}: {reason}")
         return info
-
-    def _check_long(self, info: MediaInfo, shown: str, loc: Loc, s: Segments, at: Loc) -> None:
-        """A clip to cut must have a length, a rate, and be no longer than ``max_source``."""
-        if not info.duration or info.duration <= 0:
-            self.problems.add(loc, f"{shown}: its video has no length (zero frames or no duration)")
-        elif not info.fps:
-            self.problems.add(loc, f"{shown}: its frame rate cannot be read")
-        elif info.duration > s.max_source:
-            self.problems.add(
-                loc,
-                f"{shown}: {_hours(info.duration)} long, over the longest clip raybatch cuts"
-                f" ({_hours(s.max_source)}, segments.max_source at {format_loc(at)}); raise"
-                " max_source or trim the clip",
-            )
-
-    def _measure(
-        self, file: LocalFile | str, shown: str, kind: MediaField, loc: Loc
-    ) -> MediaInfo | None:
-        try:
-            if isinstance(file, LocalFile):
-                return probe(file.path) if self.probe_media and kind != "any" else None
-            remote = self.probe_remote and not file.startswith("data:")
-            return probe_remote(file) if remote else None
-        except MediaError as exc:
-            what = f"could not be read as {kind}" if isinstance(file, LocalFile) else "unusable"
-            self.problems.add(loc, f"{shown}: {what}: {exc.reason}")
-            return None
 
     # ----------------------------------------------------------------- expansion
 
-    def expand(self) -> JobColumns:
-        """All the manifest's jobs in manifest order; raises ``ManifestError``."""
-        sources = self.sources()
-        groups = self.groups(sources)
+    def expand(self, *, skip_bad: bool = False) -> JobColumns:
+        """All the manifest's jobs in manifest order; raises ``ManifestError`` (listing the
+        sources left out too, unless ``skip_bad``)."""
+        if not skip_bad:
+            self.problems.before_raising(self._bad_source_problems)
+        sources = self.sources = self.source_list.collect()
+        self.shown = {source_id: source.shown for source_id, source in sources.items()}
+        groups = self._usable(self.groups(sources))
         total = sum(group.size for group in groups)
         if total > MAX_JOBS:
             self.problems.add(
@@ -520,10 +434,47 @@ class Planner:
         jobs = expansion.run(groups)
         self.segmented = expansion.long.facts()
         self.problems.raise_if_any()
+        if not jobs and self.source_list.skipped:
+            skipped = self.source_list.skipped
+            hint = Problem(
+                self.problems.file,
+                None,
+                "",
+                "nothing was submitted: every clip and image the manifest names was left out",
+            )
+            raise ManifestError(capped([s.problem for s in skipped], hint))
         if not jobs:
             self.problems.add((), "makes no jobs: list clips/images and prompts, or jobs: entries")
             self.problems.raise_if_any()
         return jobs
+
+    def _bad_source_problems(self) -> tuple[list[Problem], Problem | None]:
+        skipped = self.source_list.skipped
+        hint = bad_source_hint(self.problems.file) if skipped else None
+        return [s.problem for s in skipped], hint
+
+    def _usable(self, groups: list[Group]) -> list[Group]:
+        """The groups whose source passes its endpoint's media checks; the others' sources
+        are left out with every reason, and so are all their groups."""
+        reasons: dict[str, list[str]] = {}
+        for group in groups:
+            source = group.source
+            if source is None:
+                continue
+            found = reasons.setdefault(source.id, [])
+            measured = source.file or source.reference
+            long = settings_for(self.manifest.segments, source) if segmentable(group) else None
+            info = self.check_media(
+                measured, source.shown, group.spec, source.kind, source.loc, sink=found.append,
+                long=long,
+            )  # fmt: skip
+            self.source_media.setdefault(source.id, {})[group.spec.id] = info
+        for source_id, found in reasons.items():
+            if found:
+                source = next(g.source for g in groups if g.source and g.source.id == source_id)
+                unique = list(dict.fromkeys(found))
+                self.source_list.skip(source_id, source.shown, source.loc, "; ".join(unique))
+        return [g for g in groups if g.source is None or not reasons[g.source.id]]
 
     def _check_shared_keys(self) -> None:
         """A defaults: or matrix: key must fit some endpoint the manifest names."""

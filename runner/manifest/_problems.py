@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..endpoints import (
     Loc,
     format_loc,
 )
-from ..errors import ManifestError, Problem
-from ._yaml import MAX_SHOWN_PROBLEMS
+from ..errors import ManifestError, Problem, capped
 
 # --------------------------------------------------------------------------- problems
 
@@ -22,6 +21,12 @@ class Problems:
         self.file = file
         self.lines = lines
         self._found: dict[object, list[Any]] = {}  # key -> [Problem, count of more alike]
+        self._more: Callable[[], tuple[list[Problem], Problem | None]] | None = None
+
+    def before_raising(self, more: Callable[[], tuple[list[Problem], Problem | None]]) -> None:
+        """When raising, also list the problems ``more`` returns then (after the sorted
+        ones), and its footer last."""
+        self._more = more
 
     def line(self, loc: Loc) -> int | None:
         """The line of ``loc`` or of its nearest ancestor that the file spells out."""
@@ -51,10 +56,5 @@ class Problems:
             for p, more in self._found.values()
         ]
         found.sort(key=lambda p: p.line or 0)
-        if len(found) > MAX_SHOWN_PROBLEMS:
-            rest = len(found) - MAX_SHOWN_PROBLEMS
-            found = [
-                *found[:MAX_SHOWN_PROBLEMS],
-                Problem(self.file, None, "", f"... and {rest} more"),
-            ]
-        raise ManifestError(found)
+        more, footer = self._more() if self._more is not None else ([], None)
+        raise ManifestError(capped(found + more, footer))

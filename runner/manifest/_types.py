@@ -37,8 +37,10 @@ class Layer:
 
 NONE = "none"  # what {clip} and {prompt} render as for a job without one
 TEMPLATE_VARIABLES = ("clip", "image", "prompt", "endpoint", "key", "index", "ext")
-NAME = re.compile(r"[A-Za-z0-9._-]+")
-UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+#: Names and ids: letters and digits of any script, '.', '_' and '-' (no separator, no
+#: space: an id is a path part of outputs, {clip}/...).
+NAME = re.compile(r"[\w.-]+")
+UNSAFE_ID_CHARS = re.compile(r"[^\w.-]+")
 # Stand-ins for the fields placed per job (the prompt, the clip or image), so that one
 # validation serves every prompt and source of a combination; no rule reads those fields.
 STAND_IN_PROMPT = "x"
@@ -102,6 +104,7 @@ class Combo(NamedTuple):
     shas: tuple[str, ...]  # of ``files``: what a job's column holds
     labels: dict[str, Any]  # shared by the combination's jobs: never modified
     variables: dict[str, Any]
+    input_key: tuple[object, ...]  # names the distinct validated input (see _input_key)
 
 
 # A job while it is being planned: (index, its group's place in the manifest, clip/image id,

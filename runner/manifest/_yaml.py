@@ -29,7 +29,6 @@ MAX_MANIFEST_BYTES = 64 * 2**20
 MAX_DEPTH = 64
 MAX_VALUES = 5_000_000  # YAML aliases can nest a billion values into a few lines
 MAX_JOBS = 250_000  # 2.5x the 100k design point; a planned job holds about 1 KB
-MAX_SHOWN_PROBLEMS = 20
 MAX_DIGITS = 100  # an integer longer than this is a mistake (and int() balks at 4300)
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"

@@ -9,31 +9,39 @@ from __future__ import annotations
 from ._cache import cache_dir, cached_plan
 from ._plan import (
     DEFAULT_OUTPUT_ROOT,
+    ClipFacts,
+    ClipRender,
+    DuplicateSource,
     JobColumns,
     JobList,
     ManifestFacts,
     Plan,
     PlanInputs,
     SegmentedClip,
+    SkippedSource,
+    bad_source_hint,
     glob_files,
-    is_selected,
     output_dir_for,
 )
 from ._registry import check_default_output_dir, remember
 
 __all__ = (
     "DEFAULT_OUTPUT_ROOT",
+    "ClipFacts",
+    "ClipRender",
+    "DuplicateSource",
     "JobColumns",
     "JobList",
     "ManifestFacts",
     "Plan",
     "PlanInputs",
     "SegmentedClip",
+    "SkippedSource",
+    "bad_source_hint",
     "cache_dir",
     "cached_plan",
     "check_default_output_dir",
     "glob_files",
-    "is_selected",
     "output_dir_for",
     "remember",
 )

@@ -36,11 +36,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from .. import __version__
 from ..job import LocalFile
 from ._plan import (
+    ClipFacts,
+    DuplicateSource,
     JobColumns,
     ManifestFacts,
     Plan,
     PlanInputs,
     SegmentedClip,
+    SkippedSource,
     glob_files,
     output_dir_for,
 )
@@ -75,6 +78,7 @@ def cached_plan(
     exclude: Sequence[str] = (),
     probe_remote: bool = False,
     overrides: Overrides | None = None,
+    skip_bad: bool = False,
 ) -> Plan:
     """``manifest.plan`` with the expansion remembered (see the module docstring).
 
@@ -87,8 +91,14 @@ def cached_plan(
     if whole is None:
         from ..manifest import plan
 
-        whole = plan(path, output_dir=output_dir, probe_remote=probe_remote, overrides=overrides)
-        if fingerprint is not None:
+        whole = plan(
+            path,
+            output_dir=output_dir,
+            probe_remote=probe_remote,
+            overrides=overrides,
+            skip_bad=skip_bad,
+        )
+        if fingerprint is not None and not whole.inputs.volatile:
             _store(fingerprint, whole)
             whole.fingerprint = fingerprint
     return whole.selected(only, exclude)
@@ -179,6 +189,9 @@ def _load(
         fingerprint=fingerprint,
         output_dir_given=output_dir is not None,
         segmented=[SegmentedClip.from_row(row) for row in head["segmented"]],
+        skipped=[SkippedSource(*row) for row in head["skipped"]],
+        duplicates=[DuplicateSource(*row) for row in head["duplicates"]],
+        clips=lambda: [ClipFacts.from_row(row) for row in columns.clip_rows()],
     )
 
 
@@ -276,14 +289,21 @@ class _LazyColumns(JobColumns):
 
     def __getattr__(self, name: str) -> Any:
         # Only called for attributes not set yet: the second record's columns.
-        if name not in _REST_COLUMNS and name != "local_files":
+        if name not in _REST_COLUMNS and name not in ("local_files", "_clip_rows"):
             raise AttributeError(name)
         rest = self.__dict__["_rest"].read()
         local = {sha: LocalFile(Path(p), sha, *more) for sha, (p, *more) in rest["local"].items()}
         for column in _REST_COLUMNS:
             object.__setattr__(self, column, rest[column])
         object.__setattr__(self, "local_files", local)
+        # A record planned afresh (the entry was damaged since) has no clip facts: none shown.
+        object.__setattr__(self, "_clip_rows", rest.get("clip_facts", []))
         return getattr(self, name)
+
+    def clip_rows(self) -> list[Any]:
+        """The plan's clip facts as stored (``ClipFacts`` tuples), from the second record."""
+        rows: list[Any] = self._clip_rows
+        return rows
 
 
 def _store(fingerprint: str, plan: Plan) -> None:
@@ -296,7 +316,11 @@ def _store(fingerprint: str, plan: Plan) -> None:
             "concurrency": plan.facts.concurrency,
             "max_cost": plan.facts.max_cost,
             "prompts": dict(plan.facts.prompts),
+            "on_bad_source": plan.facts.on_bad_source,
+            "confirm_above": plan.facts.confirm_above,
         },
+        "skipped": [dataclasses.astuple(s) for s in plan.skipped],
+        "duplicates": [dataclasses.astuple(d) for d in plan.duplicates],
         "limits": plan.limits_applied,
         "segmented": [dataclasses.astuple(clip) for clip in plan.segmented],
         "inputs": (_identities(plan.inputs.files), plan.inputs.globs),
@@ -307,7 +331,7 @@ def _store(fingerprint: str, plan: Plan) -> None:
         "clips": columns.clips,
         "prompts": columns.prompts,
     }
-    rest = _rest_record(columns)
+    rest = _rest_record(columns) | {"clip_facts": [dataclasses.astuple(c) for c in plan.clips]}
     folder = cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)

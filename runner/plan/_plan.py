@@ -11,17 +11,18 @@ Nothing here imports pydantic, PyAV or httpx: ``status`` on a cached plan stays 
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import glob
 import hashlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
+from ..errors import ManifestError, Problem, capped
 from ..job import JobSpec, LocalFile
+from ._select import CLIP, PROMPT, TAKE, Decider, Known, Selection, shown_value, unknown_values
 
 #: Where outputs go when neither the manifest nor --output-dir says: outputs/<name>,
 #: relative to the directory raybatch runs in.
@@ -37,6 +38,8 @@ class ManifestFacts:
     concurrency: int | None
     max_cost: float | None
     prompts: Mapping[str, str]
+    on_bad_source: str = "stop"  # or "skip"
+    confirm_above: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +49,90 @@ class PlanInputs:
     #: (path as the manifest names it, its real path, size, mtime in ns, sha256) per local
     #: file, as hashed.
     files: tuple[tuple[str, str, int, int, str], ...] = ()
-    #: (absolute glob pattern, the sorted files it matched) per glob in the manifest.
+    #: (absolute glob pattern, the sorted files it matched) per glob in the manifest, and
+    #: (path, ()) per file named that did not exist.
     globs: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: A read failed in a way no identity shows (permissions): the plan is not remembered.
+    volatile: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedSource:
+    """A clip or image left out of the plan (``on_bad_source: skip``), and why."""
+
+    id: str
+    path: str  # as the manifest names it, or the file a glob matched
+    reason: str
+    file: str  # the manifest
+    line: int | None  # of the entry that names it
+    field: str  # that entry's place: "clips[2]", "clips[2].path"
+    suggested_id: str | None = None  # when its id is another source's
+
+    @property
+    def problem(self) -> Problem:
+        """The reason as a manifest problem: ``FILE:LINE: FIELD: PATH: reason``."""
+        return Problem(self.file, self.line, self.field, f"{self.path}: {self.reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClipRender:
+    """What one source's jobs on one endpoint and length render and cost."""
+
+    endpoint: str
+    jobs: int
+    rendered: str  # "5.0 s of 7.0 s", "all 2.0 s", "a 5s clip from the still"
+    billed: str  # "as 5s", "3 started seconds", "per job"
+    usd: float | None  # all these jobs together (None: unpriced)
+
+
+@dataclass(frozen=True, slots=True)
+class ClipFacts:
+    """A source as ``plan --clips`` shows it: what it is, what is rendered and billed of
+    it, and what the user must know before paying. A fact the media reader does not give
+    is None (not measured), never a guess."""
+
+    id: str
+    path: str
+    kind: str  # "video" or "image"
+    duration: float | None
+    width: int | None  # as a player shows it (after any rotation)
+    height: int | None
+    fps: float | None
+    rotation: int | None  # degrees a player turns the stored picture
+    audio: bool | None
+    renders: tuple[ClipRender, ...]
+    warnings: tuple[str, ...]
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> ClipFacts:
+        """The facts from ``dataclasses.astuple`` of them (a plan cache record)."""
+        values = list(row)
+        values[-2] = tuple(ClipRender(*r) for r in values[-2])
+        values[-1] = tuple(values[-1])
+        return cls(*values)
+
+
+def bad_source_hint(file: str) -> Problem:
+    """What to do about sources that stop a plan, said after the list of them."""
+    return Problem(
+        file,
+        None,
+        "",
+        "nothing was submitted: --skip-bad (or on_bad_source: skip in the manifest) plans"
+        " and runs the rest, listing these",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateSource:
+    """A source holding the same bytes as an earlier one: its jobs are the earlier one's
+    (one upload, one render, paid once), so it has no jobs of its own."""
+
+    id: str
+    path: str
+    same_as: str  # the earlier source's id
+    same_as_path: str
+    jobs: int  # how many of its jobs are the earlier source's
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +340,10 @@ class Plan:
         fingerprint: str | None = None,
         output_dir_given: bool = False,
         segmented: Sequence[SegmentedClip] = (),
+        skipped: Sequence[SkippedSource] = (),
+        duplicates: Sequence[DuplicateSource] = (),
+        clips: Sequence[ClipFacts] | Callable[[], Sequence[ClipFacts]] = (),
+        whole: Plan | None = None,
     ) -> None:
         self.manifest_path = manifest_path
         self.output_dir = output_dir
@@ -268,12 +357,35 @@ class Plan:
         self.fingerprint = fingerprint
         #: How each long clip is cut into renders (``plan`` shows it).
         self.segmented = tuple(segmented)
+        #: Sources left out (bad files under ``on_bad_source: skip``), with their reasons.
+        self.skipped = tuple(skipped)
+        #: Sources whose bytes an earlier source holds: their jobs are that source's.
+        self.duplicates = tuple(duplicates)
+        self._clips = clips
+        #: The manifest's whole plan when this is a selection of it (--only/--exclude):
+        #: results.jsonl and the review page always describe the whole.
+        self.whole: Plan = whole or self
         if jobs is not None:
             self.jobs = JobList.of(jobs)
         elif columns is not None:
             self.jobs = JobList(columns)
         else:
             raise ValueError("a plan needs its jobs or their columns")
+
+    @functools.cached_property
+    def clips(self) -> tuple[ClipFacts, ...]:
+        """Each source with jobs, as ``plan --clips`` shows it (its warnings too); read on
+        first use (a remembered plan keeps them beside the jobs, which ``status`` skips)."""
+        found = self._clips() if callable(self._clips) else self._clips
+        return tuple(found)
+
+    def bad_source_error(self, skip_bad: bool = False) -> ManifestError | None:
+        """The error that stops a spending command when sources were left out, unless the
+        command (``skip_bad``) or the manifest (``on_bad_source: skip``) skips them."""
+        if not self.skipped or skip_bad or self.facts.on_bad_source == "skip":
+            return None
+        problems = sorted((s.problem for s in self.skipped), key=lambda p: p.line or 0)
+        return ManifestError(capped(problems, bad_source_hint(str(self.manifest_path))))
 
     @functools.cached_property
     def identity(self) -> str | None:
@@ -301,16 +413,34 @@ class Plan:
         return len(self.jobs)
 
     def selected(self, only: Sequence[str], exclude: Sequence[str]) -> Plan:
-        """This plan with only the jobs ``only``/``exclude`` keep (see ``is_selected``),
-        and every job those need (a clip's prepared segments serve all its prompts)."""
-        if not only and not exclude:
+        """This plan with only the jobs ``only``/``exclude`` keep (see ``_select``), and
+        every job those need (a clip's prepared segments serve all its prompts); raises
+        ManifestError when a term matches nothing or no job is kept. Selecting never
+        changes a job's key or output."""
+        selection = Selection(only, exclude)
+        if not selection:
             return self
         columns = self.columns
-        kept = [
-            i
-            for i, (clip, prompt) in enumerate(zip(columns.clips, columns.prompts, strict=True))
-            if is_selected((clip, prompt), only, exclude)
+        fields = selection.fields
+        labelled = bool(fields - {CLIP, PROMPT, TAKE})
+        decider = Decider(*selection.groups(self._known(fields)))
+        kept = []
+        for i, (clip, prompt) in enumerate(zip(columns.clips, columns.prompts, strict=True)):
+            job: dict[str, object] = {CLIP: clip, PROMPT: prompt}
+            if TAKE in fields:
+                job[TAKE] = str(columns.takes[i])
+            if labelled:
+                job.update((k, shown_value(v)) for k, v in columns.labels[i].items())
+            if decider.keeps(job):
+                kept.append(i)
+        skipped = [s for s in self.skipped if decider.keeps(unknown_values(s.id)) is not False]
+        duplicates = [
+            d for d in self.duplicates if decider.keeps(unknown_values(d.id)) is not False
         ]
+        if not kept:
+            why = "".join(f"\n  it selects {s.path}, left out: {s.reason}" for s in skipped)
+            words = " ".join(f"{t.option} {t.text}" for t in (*selection.only, *selection.exclude))
+            raise ManifestError(f"usage: {words} selects no job of {len(self)}{why}")
         clips = {columns.clips[i] for i in kept}
         return Plan(
             self.manifest_path,
@@ -321,6 +451,29 @@ class Plan:
             inputs=self.inputs,
             output_dir_given=self.output_dir_given,
             segmented=[s for s in self.segmented if s.clip in clips],
+            skipped=skipped,
+            duplicates=duplicates,
+            clips=lambda: [
+                c for c in self.clips if decider.keeps(unknown_values(c.id)) is not False
+            ],
+            whole=self.whole,
+        )
+
+    def _known(self, fields: set[str]) -> Known:
+        """The values the plan's jobs (and skipped sources) have in each field."""
+        columns = self.columns
+        clips = {c for c in columns.clips if c is not None}
+        clips.update(s.id for s in self.skipped)
+        matrix: dict[str, set[str]] = {}
+        if fields - {CLIP, PROMPT, TAKE}:
+            for labels in columns.labels:
+                for name, value in labels.items():
+                    matrix.setdefault(name, set()).add(shown_value(value))
+        return Known(
+            frozenset(clips),
+            frozenset(p for p in columns.prompts if p is not None),
+            frozenset(map(str, columns.takes)) if TAKE in fields else frozenset(),
+            {name: frozenset(values) for name, values in matrix.items()},
         )
 
 
@@ -339,20 +492,6 @@ def with_ancestors(columns: JobColumns, indices: Sequence[int]) -> list[int]:
                 found.add(i)
                 stack.append(i)
     return sorted(found)
-
-
-def is_selected(names: Sequence[str | None], only: Sequence[str], exclude: Sequence[str]) -> bool:
-    """Whether a job with these clip/prompt names passes ``--only``/``--exclude``.
-
-    Kept if some ``only`` pattern (fnmatch) matches one of the names, or ``only`` is empty,
-    and no ``exclude`` pattern does. Selecting never changes a job's key or output.
-    """
-    present = [name for name in names if name is not None]
-
-    def hit(patterns: Sequence[str]) -> bool:
-        return any(fnmatch.fnmatchcase(name, p) for p in patterns for name in present)
-
-    return (not only or hit(only)) and not hit(exclude)
 
 
 def output_dir_for(manifest_path: Path, facts: ManifestFacts, given: Path | None) -> Path:

@@ -346,10 +346,17 @@ class Progress:
 
 
 def _isatty(stream: IO[str]) -> bool:
+    """A terminal bars can be drawn on: one that reports no columns (a bare pty, some CI
+    consoles) would get bars of no width, so it gets plain lines."""
     try:
-        return stream.isatty()
+        if not stream.isatty():
+            return False
     except (AttributeError, ValueError):
         return False
+    try:
+        return os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, ValueError, OSError):
+        return True  # a terminal that cannot be measured: bars, as tqdm would size them
 
 
 def _duration(seconds: float) -> str:

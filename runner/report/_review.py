@@ -61,8 +61,10 @@ KNOWN_STATES = frozenset(_WAITING)
 NO_PROMPT = "(none)"
 
 
-def write_review_page(plan: Plan, *, posters: int | None = None) -> Path:
-    """Write ``<output_dir>/index.html`` for ``plan`` and return its path.
+def write_review_page(
+    plan: Plan, *, posters: int | None = None, target: Path | None = None
+) -> Path:
+    """Write ``<output_dir>/index.html`` (or ``target``) for ``plan`` and return its path.
 
     Reads the state file read-only (safe while a run goes on); jobs it does not know yet
     are shown as ``new``. Posters missing for a video are extracted first, at most
@@ -83,7 +85,7 @@ def write_review_page(plan: Plan, *, posters: int | None = None) -> Path:
     page = _Page(plan, rows, spend)
     page.make_posters(posters)
     text = page.render()
-    target = output_dir / "index.html"
+    target = target or output_dir / "index.html"
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, target)

@@ -1,5 +1,5 @@
-"""What ``plan`` says of long clips: how each is cut into renders, what that costs and why,
-and which short clips fal bills as a whole render."""
+"""What ``plan`` says of long clips: how each is cut into renders, what that costs and why
+(a clip shorter than one render is warned of with the clips' other warnings: billed up)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ def segments_summary(clips: Sequence[SegmentedClip]) -> list[dict[str, Any]]:
 
 
 def format_segments(clips: Sequence[dict[str, Any]]) -> list[str]:
-    """``plan``'s lines about long clips (cut into renders) and short ones (billed up)."""
+    """``plan``'s lines about long clips, cut into renders."""
     long = [clip for clip in clips if len(clip["spans"]) > 1]
-    short = [clip for clip in clips if len(clip["spans"]) == 1]
     lines = ["long clips, cut into renders and stitched back:"] if long else []
     for clip in long:
         spans = clip["spans"]
@@ -33,10 +32,6 @@ def format_segments(clips: Sequence[dict[str, Any]]) -> list[str]:
         lines.append(f"      renders of the source {shown} s")
         lines.append(f"      {_costs(clip)}")
         lines += [f"      · {note}" for note in clip["notes"]]
-    if short:
-        lines.append("short clips:")
-        for clip in short:
-            lines += [f"  ! {clip['clip']} ({clip['path']}): {note}" for note in clip["notes"]]
     return lines
 
 

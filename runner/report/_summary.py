@@ -6,6 +6,7 @@ going: SQLite's WAL gives this reader a consistent snapshot beside the single wr
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..job import job_label
-from ..plan import Plan
+from ..plan import ClipFacts, Plan
 from ..state import JobRow, JobState, StateStore
 from ._segments import format_segments, segments_summary
 
@@ -54,6 +55,14 @@ def remaining_cost(plan: Plan, store: StateStore | None, *, retry_failed: bool =
     return sum(cost or 0.0 for _, cost in _would_submit(plan, store, retry_failed))
 
 
+def jobs_to_submit(plan: Plan, store: StateStore | None, *, retry_failed: bool = False) -> int:
+    """How many jobs a run would submit (those ``remaining_cost`` prices)."""
+    if store is not None and store.holds_exactly(plan.identity, len(plan)):
+        skipped = _skipped(retry_failed)  # the table is this plan: SQLite counts it
+        return sum(tally[2] for tally in store.endpoint_tallies() if tally[1] not in skipped)
+    return sum(1 for _ in _would_submit(plan, store, retry_failed))
+
+
 def unpriced_remaining(
     plan: Plan, store: StateStore | None, *, retry_failed: bool = False
 ) -> dict[str, int]:
@@ -73,8 +82,8 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
     per: dict[str, dict[str, Any]] = {}
     jobs = []
     c = plan.columns
-    for key, endpoint, cost, clip, prompt, output in zip(
-        c.keys, c.endpoints, c.costs, c.clips, c.prompts, c.outputs, strict=True
+    for key, endpoint, cost, clip, prompt, output, labels in zip(
+        c.keys, c.endpoints, c.costs, c.clips, c.prompts, c.outputs, c.labels, strict=True
     ):
         state = states.get(key, "new")
         entry = per.setdefault(
@@ -110,6 +119,7 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
                 "endpoint": endpoint,
                 "clip": clip,
                 "prompt": prompt,
+                "labels": labels,
                 "output": output,
                 "state": state,
                 "estimated_cost": cost,
@@ -140,8 +150,74 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
         "total": _rounded(totals),
         "limits": [_as_dict(limit) for limit in plan.limits_applied],
         "segmented": segments_summary(plan.segmented),
+        "warnings": clip_warnings(plan),
+        **sources_summary(plan),
         "jobs": jobs,
     }
+
+
+def sources_summary(plan: Plan) -> dict[str, Any]:
+    """The sources left out (with why) and those whose jobs are another's (same bytes)."""
+    return {
+        "skipped": [dataclasses.asdict(s) for s in plan.skipped],
+        "duplicates": [dataclasses.asdict(d) for d in plan.duplicates],
+    }
+
+
+def clips_summary(clips: Sequence[ClipFacts]) -> list[dict[str, Any]]:
+    """Each source as ``plan --clips --json`` shows it."""
+    return [dataclasses.asdict(c) for c in clips]
+
+
+def format_clips(clips: Sequence[dict[str, Any]]) -> list[str]:
+    """``plan --clips`` as text: per source its facts, renders and warnings."""
+    lines = [f"clips ({len(clips)}):"] if clips else []
+    for clip in clips:
+        facts = [clip["kind"]]
+        if clip["duration"] is not None:
+            facts.append(f"{clip['duration']:.1f} s")
+        if clip["width"] and clip["height"]:
+            facts.append(f"{clip['width']}×{clip['height']}")
+        if clip["kind"] == "video":
+            fps, rotation, audio = clip["fps"], clip["rotation"], clip["audio"]
+            facts.append("fps not measured" if fps is None else f"{fps:g} fps")
+            facts.append("rotation not measured" if rotation is None else f"rotation {rotation}°")
+            facts.append(
+                "audio not measured" if audio is None else "audio" if audio else "no audio"
+            )
+        lines.append(f"  {clip['id']}  {clip['path']}  " + ", ".join(facts))
+        for render in clip["renders"]:
+            usd = "unpriced" if render["usd"] is None else f"${render['usd']:.2f}"
+            name = render["endpoint"].rsplit("/", 1)[-1]
+            lines.append(
+                f"      {name}: {render['jobs']} job(s), renders {render['rendered']},"
+                f" billed {render['billed']}, {usd}"
+            )
+        lines += [f"      ! {warning}" for warning in clip["warnings"]]
+    return lines
+
+
+def clip_warnings(plan: Plan, limit: int = 10) -> list[str]:
+    """The warnings of the plan's sources, one line each, at most ``limit`` lines (then how
+    many more and where to see them): what ``run`` says before it starts."""
+    lines = [f"{c.id} ({c.path}): {w}" for c in plan.clips for w in c.warnings]
+    if len(lines) > limit:
+        more = len(lines) - limit
+        lines = [*lines[:limit], f"... and {more} more (raybatch plan --clips lists them)"]
+    return lines
+
+
+def source_notes(plan: Plan | dict[str, Any]) -> list[str]:
+    """One line per source left out and per duplicate source (``plan``, ``run``,
+    ``status``), from a plan or from its summary."""
+    summary = sources_summary(plan) if isinstance(plan, Plan) else plan
+    lines = [f"left out {s['path']} ({s['field']}): {s['reason']}" for s in summary["skipped"]]
+    lines += [
+        f"{d['path']} holds the same bytes as {d['same_as_path']}: its {d['jobs']} job(s) are"
+        f" {d['same_as']}'s (uploaded, rendered and paid once)"
+        for d in summary["duplicates"]
+    ]
+    return lines
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -178,6 +254,14 @@ def format_plan(summary: dict[str, Any]) -> str:
             " them)"
         )
     lines += format_segments(summary.get("segmented", []))
+    notes = source_notes(summary)
+    if notes:
+        lines.append("sources:")
+        lines += [f"  {note}" for note in notes]
+    lines += format_clips(summary.get("clips", []))
+    if summary.get("warnings") and not summary.get("clips"):
+        lines.append("warnings (plan --clips shows every clip's facts):")
+        lines += [f"  ! {warning}" for warning in summary["warnings"]]
     if summary["limits"]:
         lines.append("limits applied:")
         for limit in summary["limits"]:
@@ -265,6 +349,7 @@ def status_summary(
         "last_update": last_update,
         "retry_command": retry,
         "state_file": str(Path(plan.output_dir) / "state.db") if store is not None else None,
+        **sources_summary(plan),
     }
 
 
@@ -363,4 +448,8 @@ def format_status(summary: dict[str, Any]) -> str:
             lines.append(f"      → {group['advice']}")
     if summary["retry_command"]:
         lines.append(f"retry the failed jobs: {summary['retry_command']}")
+    notes = source_notes(summary)
+    if notes:
+        lines.append("sources:")
+        lines += [f"  {note}" for note in notes]
     return "\n".join(lines)

@@ -22,6 +22,9 @@ from collections.abc import Callable
 SCHEMA_VERSION = 2
 #: meta key: identity (manifest, code and every job key) of the plan ``add_plan`` last wrote.
 LAST_PLAN = "last_plan"
+#: meta key: the manifests run into this directory, {resolved path: name}, in first-run
+#: order (results.jsonl and the review page are per manifest once there are two).
+MANIFESTS = "manifests"
 
 _JOBS = """
 CREATE TABLE IF NOT EXISTS jobs (

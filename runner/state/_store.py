@@ -17,7 +17,7 @@ from ..errors import DiskError, IllegalTransition, StateError, StateLocked
 from ._jobstate import JobState
 from ._lock import DirectoryLock
 from ._rows import BLOCKED_ROW, PENDING_ROW, JobRow, JobTally, Spend, Unfinished
-from ._schema import LAST_PLAN, MIGRATIONS, SCHEMA, SCHEMA_VERSION, run_script
+from ._schema import LAST_PLAN, MANIFESTS, MIGRATIONS, SCHEMA, SCHEMA_VERSION, run_script
 
 Op = Callable[[sqlite3.Connection], None]
 
@@ -331,6 +331,12 @@ class StateStore:
         with translate_errors():
             row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()
         return None if row is None else str(row[0])
+
+    def manifests(self) -> dict[str, str]:
+        """The manifests run into this directory: resolved path -> name, first run first."""
+        value = self.meta(MANIFESTS)
+        found: dict[str, str] = json.loads(value) if value else {}
+        return found
 
     def is_last_plan(self, identity: str | None) -> bool:
         """Whether ``identity`` names the plan last added to this file (then adding it

@@ -24,7 +24,7 @@ from ..errors import IllegalTransition
 from ..job import JobSpec, canonical_json
 from ._jobstate import JobState
 from ._rows import ErrorInfo, OutputFile
-from ._schema import LAST_PLAN
+from ._schema import LAST_PLAN, MANIFESTS
 
 Op = Callable[[sqlite3.Connection], None]
 
@@ -132,6 +132,21 @@ class Transitions:
             )
             conn.executemany("INSERT OR IGNORE INTO edges (child, parent) VALUES (?, ?)", edges)
             conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (LAST_PLAN, identity or ""))
+
+        return op
+
+    @staticmethod
+    def note_manifest(path: str, name: str) -> Op:
+        """Record that the manifest at ``path`` (resolved), named ``name``, runs here."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (MANIFESTS,)).fetchone()
+            known: dict[str, str] = json.loads(row[0]) if row else {}
+            if known.get(path) != name:
+                known[path] = name
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", (MANIFESTS, json.dumps(known))
+                )
 
         return op
 
