@@ -23,7 +23,8 @@ from ..media import (
     MediaInfo,
 )
 from ..plan import JobColumns
-from ._long import Cutting, LongClips, segmentable, settings_for
+from ._cutting import Cutting, segmentable, settings_for
+from ._long import LongClips
 from ._types import (
     NONE,
     STAND_IN_FILE,

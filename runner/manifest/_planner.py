@@ -39,8 +39,8 @@ from ..plan import (
 )
 from ._checks import MediaChecks
 from ._clips import Renders
+from ._cutting import segmentable, settings_for
 from ._expand import Expansion, input_layer, matrix_layers, template_problem
-from ._long import segmentable, settings_for
 from ._models import JobEntry, Manifest, Segments, load
 from ._overrides import manifest_overrides
 from ._problems import Problems
