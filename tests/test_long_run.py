@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -25,7 +26,7 @@ import pytest
 
 from runner.media import probe
 from runner.state import JobRow, JobState, StateStore
-from tests.conftest import MANIFESTS, Emulator, run_cli
+from tests.conftest import MANIFESTS, Emulator, run_cli, start_emulator, stop_emulator
 from tests.media_sources import click_times
 
 #: Frames over which the emulator dissolves a render's start image into the edit.
@@ -135,13 +136,28 @@ def test_the_example_runs_offline_and_again_submits_nothing(tmp_path: Path) -> N
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
+@pytest.fixture
+def strict() -> Iterator[Emulator]:
+    """An emulator that refuses a video-to-video source of any other length than the
+    duration asked for (what fal does then is not documented: raybatch never relies on it)."""
+    emu = start_emulator(
+        "--job-seconds", "0.3:0.8", "--seed", "1", "--v2v-long", "reject", "--v2v-short", "reject"
+    )  # fmt: skip
+    try:
+        yield emu
+    finally:
+        stop_emulator(emu)
+
+
 @pytest.mark.timeout(300)
 def test_editing_one_prompt_rerenders_only_that_prompts_jobs(
-    tmp_path: Path, emulator: Emulator
+    tmp_path: Path, strict: Emulator
 ) -> None:
     """harbour × 2 prompts, then p1's text edited: exactly p1's look, two start frames and
     three renders are submitted again and its stitch redone; the cuts and frames, and
-    every job of p0, stay as they were."""
+    every job of p0, stay as they were. Every segment is sent exactly as long as it asks
+    to be rendered (the emulator refuses any other)."""
+    emulator = strict
     prompts = {"p0": "film noir", "p1": "sepia photograph"}
     manifest = example(tmp_path, clips="[media/long/harbour.mp4]", prompts=prompts)
     out = tmp_path / "out"
