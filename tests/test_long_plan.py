@@ -29,14 +29,15 @@ from tests.media_sources import Clip, make_clip
 CUT, FRAME, STITCH = "local/cut", "local/frame", "local/stitch"
 
 
-def two_shots(path: Path, seconds: int, cut: int, rate: int = 24) -> Path:
-    """A clip of two shots, cut at second ``cut``: a warm gradient, then a cold one."""
+def shots(path: Path, seconds: int, cuts: list[int], rate: int = 24) -> Path:
+    """A clip whose shots change at each of ``cuts`` (seconds): warm and cold gradients in
+    turn."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
         ramp = np.linspace(0, 255, 160, dtype=np.float32)[None, :, None]
         for index in range(seconds * rate):
-            warm = index < cut * rate
+            warm = sum(index >= cut * rate for cut in cuts) % 2 == 0
             base = np.array((230, 120, 40) if warm else (30, 90, 220), np.float32)
             moving = (ramp + index) % 256 * 0.3
             image = np.broadcast_to(base * 0.7 + moving, (96, 160, 3)).astype(np.uint8)
@@ -49,10 +50,12 @@ def two_shots(path: Path, seconds: int, cut: int, rate: int = 24) -> Path:
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Generated clips: 27 s with sound, 27 s with a shot change at 12 s, 3 s, 10 s."""
+    """Generated clips: 27 s with sound, 27 s with a shot change at 12 s, 27 s with a 2 s
+    shot at 12 s, 3 s, 10 s."""
     folder = tmp_path_factory.mktemp("long-media")
     make_clip(folder / "talk.mp4", Clip(frames=648, clicks=[1.0, 13.0], audio_codec="aac"))
-    two_shots(folder / "shots.mp4", 27, 12)
+    shots(folder / "shots.mp4", 27, [12])
+    shots(folder / "brief.mp4", 27, [12, 14])
     make_clip(folder / "short.mp4", Clip(frames=72))
     make_clip(folder / "ten.mp4", Clip(frames=240))
     return folder
@@ -199,6 +202,17 @@ def test_none_renders_independently_and_shots_put_seams_on_cuts(
         assert not start < 12.0 < end
     assert 12.0 in clip.seams
     assert any(note.startswith("shot changes at 12.00 s") for note in clip.notes)
+
+
+def test_a_shot_shorter_than_a_render_joins_its_neighbour(tmp_path: Path, media: Path) -> None:
+    """A 2 s shot between cuts at 12 s and 14 s is merged into a neighbour, not refused:
+    plan says so, and no seam falls inside the merged span."""
+    body = "segments: {cut: shots}\n"
+    result = plan(manifest(tmp_path, media, body, clips="[media/brief.mp4]", prompts=1))
+    [clip] = result.segmented
+    merged = [note for note in clip.notes if "is shorter than 5 s: joined with" in note]
+    assert merged and "12.00 s–14.00 s" in merged[0], clip.notes
+    assert not any(12.0 < seam < 14.0 for seam in clip.seams)
 
 
 def test_plan_prices_every_job_from_the_price_table(tmp_path: Path, media: Path) -> None:
