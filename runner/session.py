@@ -282,6 +282,8 @@ def run(
     """Run every job of ``plan`` not yet done; resumes where an earlier run stopped.
 
     ``fal`` yields the fal configuration for the run (see :func:`fal_origin`).
+    ``local_steps`` are the steps local jobs run (default: the ones raybatch ships,
+    ``pipeline.STEPS``: cut, frame, stitch).
     ``handle_signals`` installs the Ctrl-C policy (first drains, second leaves requests
     to the next run); only the main thread may. Setting ``stop`` (from another thread)
     drains the run as a first Ctrl-C does. Refusals (sources left out without
@@ -368,7 +370,7 @@ async def _run(
     from .fal import FalClient
     from .net import tls_context
     from .outputs import LocalSink
-    from .pipeline import Scheduler, keep_superseded, serve_requests
+    from .pipeline import STEPS, Scheduler, keep_superseded, serve_requests
     from .state import Mailbox, open_writer
 
     # One TLS context for every client of the run: each costs a load of the CA bundle.
@@ -399,7 +401,7 @@ async def _run(
                     sink,
                     options,
                     observer,
-                    local_steps=local_steps,
+                    local_steps=STEPS if local_steps is None else local_steps,
                     ssl_context=context,
                     extend=functools.partial(rerolled_jobs, plan, writer),
                 )

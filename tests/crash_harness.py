@@ -9,7 +9,11 @@ The fast variant runs in the test suite (``tests/test_crash.py``); the long swee
 
     python -m tests.crash_harness --kills 300 --seed 1
 
-and prints one JSON line of figures (kills, duplicates, lost or corrupt files).
+and prints one JSON line of figures (kills, duplicates, lost or corrupt files). With
+``--long`` every batch is long clips instead (a 22 s clip with sound under anchor
+continuity and a 16 s one under chain, × 2 prompts: prepared cuts, frames, look frames,
+start frames, renders and stitches, 33 jobs), so kills also land in local steps
+(``after_step``), and a stitched file is checked to be whole wherever one exists.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from runner.crashpoints import POINTS
-from runner.job import LOCAL_PREFIX, canonical_json, substitute
+from runner.job import LOCAL_PREFIX, canonical_json, split_parent_ref, substitute
+from runner.media import MediaError, decode_problem, probe
 
 from .conftest import MANIFESTS, Emulator, spawn_cli, start_emulator, stop_emulator
+from .media_sources import Clip, make_clip
 
 PROMPTS = 6  # × 3 demo clips = 18 jobs
 
@@ -51,23 +57,39 @@ class SweepReport:
     lost_outputs: int = 0
     corrupt_outputs: int = 0
     leftover_parts: int = 0
+    #: Stitched outputs found incomplete under their final name (must stay 0).
+    half_written: int = 0
     integrity: str = ""
     violations: list[str] = field(default_factory=list)
     per_batch: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     points_not_reached: list[str] = field(default_factory=list)
 
 
-def write_manifest(workdir: Path, batch: int, prompts: int = PROMPTS) -> Path:
-    """A manifest of the three demo clips × ``prompts`` prompts (unique to ``batch``)."""
+#: Jobs in a long-clip batch: per clip its cuts and frames, per clip × prompt the rest.
+LONG_JOBS = (3 + 3 + 2 * (1 + 2 + 3 + 1)) + (2 + 1 + 2 * (1 + 2 + 1 + 1))
+
+
+def write_manifest(
+    workdir: Path, batch: int, prompts: int = PROMPTS, *, long: bool = False
+) -> Path:
+    """A manifest of the three demo clips × ``prompts`` prompts (unique to ``batch``); with
+    ``long``, of two generated long clips × 2 prompts (see the module docstring)."""
     media = workdir / "media"
     if not media.exists():
         shutil.copytree(MANIFESTS / "media", media, ignore=shutil.ignore_patterns("*.py"))
+        make_clip(media / "talk.mp4", Clip(frames=22 * 24, clicks=[1.0, 12.5], audio_codec="aac"))
+        # Another colour: two clips showing the same pictures would make identical inputs.
+        make_clip(media / "walk.mp4", Clip(frames=16 * 24, colour=lambda _: (20, 120, 220)))
+    clips = "[media/city.mp4, media/beach.mp4, media/forest.mp4]"
+    if long:
+        clips = "[media/talk.mp4, {path: media/walk.mp4, segments: {continuity: chain}}]"
+        prompts = 2
     lines = [
         f"name: crash{batch}",
         "endpoint: luma/agent/ray/v3.2/video-to-video",
         'output: "{clip}/{prompt}.mp4"',
         "concurrency: 4",
-        "clips: [media/city.mp4, media/beach.mp4, media/forest.mp4]",
+        f"clips: {clips}",
         "prompts:",
         *(f'  p{i}: "batch {batch} look {i}, warm sunset colours"' for i in range(prompts)),
     ]
@@ -76,12 +98,16 @@ def write_manifest(workdir: Path, batch: int, prompts: int = PROMPTS) -> Path:
     return path
 
 
-def emulator_input_hash(arguments: dict[str, Any]) -> str:
-    """The emulator's ``input_sha256`` of a job (uploaded files count by their bytes)."""
+def emulator_input_hash(arguments: dict[str, Any], outputs: dict[str, str] | None = None) -> str:
+    """The emulator's ``input_sha256`` of a job (uploaded files count by their bytes, and
+    so does a parent's output: ``outputs`` maps a done job's key to its file's sha256)."""
 
     def replace(text: str) -> str:
         if text.startswith(LOCAL_PREFIX):
             return "sha256:" + text.removeprefix(LOCAL_PREFIX)
+        parent = split_parent_ref(text)
+        if parent is not None and outputs is not None and parent[0] in outputs:
+            return "sha256:" + outputs[parent[0]]
         return text
 
     return hashlib.sha256(canonical_json(substitute(arguments, replace)).encode()).hexdigest()
@@ -118,8 +144,17 @@ def check(out: Path, emulator: Emulator, report: SweepReport, *, final: bool) ->
         for output in request["outputs"]:
             served[output["url"]] = output
     ambiguous = duplicates = unexplained = 0
+    produced = {
+        row["key"]: json.loads(row["outputs"])[0]["sha256"]
+        for row in rows
+        if row["state"] == "done" and json.loads(row["outputs"] or "[]")
+    }
     for row in rows:
-        n = submits.get(emulator_input_hash(json.loads(row["arguments"])), 0)
+        check_stitch(out, row, report)
+        if row["kind"] == "local":
+            n = 0  # a local step: nothing goes to fal
+        else:
+            n = submits.get(emulator_input_hash(json.loads(row["arguments"]), produced), 0)
         ambiguous += row["ambiguous"]
         duplicates += max(0, n - 1)
         if n > 1 + row["ambiguous"]:
@@ -155,6 +190,30 @@ def check(out: Path, emulator: Emulator, report: SweepReport, *, final: bool) ->
         report.leftover_parts += parts
         if parts:
             report.violations.append(f"{parts} .part file(s) left in {out.name}")
+
+
+def check_stitch(out: Path, row: sqlite3.Row, report: SweepReport) -> None:
+    """A stitched output, wherever it exists (done or not), is a whole file: it decodes to
+    its end and lasts as long as its segments keep (a kill after its rename but before
+    ``done`` leaves a whole file, which the next run writes again)."""
+    if row["endpoint"] != "local/stitch":
+        return
+    path = out / row["output"]
+    if not path.exists():
+        return
+    segments = json.loads(row["arguments"])["segments"]
+    first, last = segments[0], segments[-1]
+    expected = last[6] / last[1] - first[5] / first[1]
+    try:
+        problem = decode_problem(path)
+        duration = probe(path).duration or 0.0
+    except MediaError as exc:
+        problem, duration = exc.reason, 0.0
+    if problem is None and abs(duration - expected) > 1 / 24:
+        problem = f"lasts {duration:.3f} s, not {expected:.3f} s"
+    if problem is not None:
+        report.half_written += 1
+        report.violations.append(f"half-written stitch {row['output']}: {problem}")
 
 
 def _run_once(
@@ -193,9 +252,12 @@ def _run_once(
     return runner.returncode, stderr
 
 
-def sweep(workdir: Path, *, kills: int, seed: int, timeout: float = 120) -> SweepReport:
+def sweep(
+    workdir: Path, *, kills: int, seed: int, timeout: float = 120, long: bool = False
+) -> SweepReport:
     """Kill runners ``kills`` times (every named point first, then at random moments),
-    batch after batch; each batch is then finished and checked.
+    batch after batch; each batch is then finished and checked. ``long``: batches of long
+    clips (see the module docstring).
     """
     rng = random.Random(seed)
     report = SweepReport()
@@ -206,9 +268,9 @@ def sweep(workdir: Path, *, kills: int, seed: int, timeout: float = 120) -> Swee
     try:
         while targets:
             batch += 1
-            manifest = write_manifest(workdir, batch)
+            manifest = write_manifest(workdir, batch, long=long)
             out = workdir / f"out{batch}"
-            report.jobs += 3 * PROMPTS
+            report.jobs += LONG_JOBS if long else 3 * PROMPTS
             while targets:
                 target = targets[0]
                 report.rounds += 1
@@ -245,13 +307,14 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=300)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--long", action="store_true", help="batches of long clips")
     args = parser.parse_args()
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
         started = time.monotonic()
-        report = sweep(workdir, kills=args.kills, seed=args.seed)
+        report = sweep(workdir, kills=args.kills, seed=args.seed, long=args.long)
         figures = asdict(report) | {"seconds": round(time.monotonic() - started, 1)}
         print(json.dumps(figures))
         sys.exit(1 if report.violations else 0)

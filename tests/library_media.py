@@ -68,7 +68,7 @@ def make_library(root: Path, *, on_bad_source: str | None = None) -> Library:
     (lib / "notes.mp4").write_text("shot list: 001 002 003\n")  # a .txt renamed .mp4
     whole = write_clip(lib / "cut.mp4", 2, (90, 90, 90)).read_bytes()
     (lib / "cut.mp4").write_bytes(whole[:600])  # a truncated mp4: cut inside its index
-    shutil.copy(DATA / "long_clip.mp4", lib / "long.mp4")  # 12 s: over fal's 10 s
+    shutil.copy(DATA / "long_clip.mp4", lib / "long.mp4")  # 12 s: over the 10 s cap below
     manifest = root / "library.yaml"
     lines = [
         "name: library",
@@ -79,6 +79,7 @@ def make_library(root: Path, *, on_bad_source: str | None = None) -> Library:
         "prompts:",
         '  noir: "film noir"',
         '  sepia: "faded sepia"',
+        "segments: {max_source: 10s}",
     ]
     if on_bad_source is not None:
         lines.append(f"on_bad_source: {on_bad_source}")
@@ -89,7 +90,7 @@ def make_library(root: Path, *, on_bad_source: str | None = None) -> Library:
         bad={
             "notes.mp4": "could not be read as video",
             "cut.mp4": "could not be read as video",
-            "long.mp4": "12.0 s long; video-to-video accepts at most 10 s",
+            "long.mp4": "12 s long, over the longest clip raybatch cuts (10 s",
             "A001.mp4": "its id 'A001' is already lib/A001.mov's",
         },
         good={

@@ -84,7 +84,7 @@ def test_skip_bad_plans_and_renders_the_good_ones(library: Library, emulator: Em
     assert status.returncode == 0, status.stderr
     assert {s["path"] for s in _json(status)["skipped"]} == {f"lib/{n}" for n in library.bad}
     shown = run_cli("status", library.manifest, "--output-dir", out, cwd=library.root).stdout
-    assert "left out lib/long.mp4 (clips[0]): 12.0 s long" in shown
+    assert "left out lib/long.mp4 (clips[0]): 12 s long" in shown
 
 
 def test_on_bad_source_skip_in_the_manifest(tmp_path: Path) -> None:
@@ -108,7 +108,7 @@ def test_a_selection_that_leaves_bad_files_out_plans_strictly(library: Library) 
     assert {j["clip"] for j in _json(exclude)["jobs"]} == {"東京", "大阪", "Café_Night"}
     partly = run_cli("plan", library.manifest, "--only", "clip=long", "--only", "prompt=noir")
     assert partly.returncode == 2
-    assert "selects lib/long.mp4, left out: 12.0 s long" in partly.stderr
+    assert "selects lib/long.mp4, left out: 12 s long" in partly.stderr
     assert "lib/notes.mp4" not in partly.stderr
 
 

@@ -112,3 +112,21 @@ def test_quick_bench_covers_curve_scale_transfer_and_targets(
     ):
         assert word in names
     assert all(t["met"] is not None for t in figures["targets"])
+
+
+def test_long_bench_runs_both_feeders_over_one_plan(tmp_path: Path) -> None:
+    """``python -m bench.long --quick``: both feeders finish the same chained plan and the
+    figures (makespan, lower bound and its parts, ratio) are reported; no timing asserted."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.long", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    figures = json.loads((tmp_path / "quick" / "long.json").read_text())
+    runs = {run["order"]: run for run in figures["runs"]}
+    assert set(runs) == {"critical-path", "fifo"}
+    for run in runs.values():
+        assert run["done"] == run["jobs"] > 0
+        assert run["bound"] == max(run["remote_seconds"] / figures["slots"], run["longest_chain"])
+        assert run["ratio"] == pytest.approx(run["makespan"] / run["bound"], abs=0.01)
+    assert "| critical-path |" in done.stdout and "| fifo |" in done.stdout

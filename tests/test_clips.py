@@ -48,17 +48,18 @@ def _clips(manifest: Path) -> dict[str, dict[str, Any]]:
 
 
 def test_plan_clips_shows_facts_renders_and_warnings(footage: Path) -> None:
-    """Trimmed, billed up and aspect changed, each with its numbers, in --json and in text."""
+    """Cut into renders (no longer trimmed), billed up and aspect changed, each with its
+    numbers, in --json and in text."""
     clips = _clips(footage)
     seven, blink, still = clips["seven"], clips["blink"], clips["still"]
     assert (seven["kind"], seven["width"], seven["height"]) == ("video", 64, 36)
     assert seven["duration"] == pytest.approx(7.0, abs=0.05)
-    assert seven["warnings"] == [
-        "trimmed: 7.0 s clip with duration 5s: fal renders 5 s and the last 2.0 s are lost"
-    ]
+    assert seven["warnings"] == []  # longer than duration 5s: cut in two and stitched back
     [render] = seven["renders"]
-    assert (render["jobs"], render["rendered"], render["billed"]) == (1, "5.0 s of 7.0 s", "as 5s")
-    assert render["usd"] == pytest.approx(0.72)
+    assert (render["jobs"], render["rendered"]) == (
+        1, "all 7.0 s as 2 renders (5s+5s), anchor continuity, stitched silent"
+    )  # fmt: skip
+    assert render["usd"] == pytest.approx(2 * 0.72 + 0.045 + 0.048)  # renders, look, start
     assert blink["warnings"] == [
         "billed up: 0.5 s clip billed as 5s (fal sells 5 s and 10 s renders)"
     ]
@@ -69,7 +70,7 @@ def test_plan_clips_shows_facts_renders_and_warnings(footage: Path) -> None:
     assert still["renders"][0]["rendered"] == "a 5s clip from the still"
     text = run_cli("plan", footage, "--clips").stdout
     assert "  seven  clips/seven.mp4  video, 7.0 s, 64×36" in text
-    assert "      video-to-video: 1 job(s), renders 5.0 s of 7.0 s, billed as 5s, $0.72" in text
+    assert "      video-to-video: 1 job(s), renders all 7.0 s as 2 renders (5s+5s)" in text
     assert "      ! billed up: 0.5 s clip billed as 5s" in text
 
 
@@ -134,12 +135,10 @@ def test_run_prints_the_warnings_before_it_starts(footage: Path, emulator: Emula
     """`run` says each warning before submitting, and still runs."""
     done = run_cli("run", footage, "--fal-url", emulator.url, "--output-dir", footage.parent / "o")
     assert done.returncode == 0, done.stderr
-    assert (
-        "raybatch: warning: seven (clips/seven.mp4): trimmed: 7.0 s clip with duration 5s"
-        in done.stderr
-    )
+    assert "raybatch: warning: blink (clips/blink.mp4): billed up: 0.5 s clip" in done.stderr
     assert "raybatch: warning: still (still.png): aspect changed:" in done.stderr
-    assert emulator.stats()["submits"] == 5
+    # seven (7 s, duration 5s) is cut in two: its look, a start frame and two renders.
+    assert emulator.stats()["submits"] == 4 + 4
 
 
 def test_the_facts_are_remembered_with_the_plan(
@@ -151,7 +150,7 @@ def test_the_facts_are_remembered_with_the_plan(
     monkeypatch.setattr(runner.manifest, "plan", _refuse)
     again = cached_plan(footage)
     assert again.clips == first.clips and len(again.clips) == 5
-    assert any(w.startswith("trimmed: ") for c in again.clips for w in c.warnings)
+    assert any(w.startswith("billed up: ") for c in again.clips for w in c.warnings)
 
 
 def _refuse(*args: object, **kwargs: object) -> None:

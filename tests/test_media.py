@@ -291,27 +291,32 @@ def _problems(path: Path, *, probe_remote: bool = False) -> list[str]:
     ]
 
 
-def test_too_long_clip_names_measured_value_and_limit(tmp_path: Path) -> None:
-    """A 12 s clip for video-to-video is refused with its length, the limit and its source."""
+def test_a_clip_over_the_length_cap_names_its_length_and_the_cap(tmp_path: Path) -> None:
+    """A 12 s clip over ``segments.max_source`` (10 s here) is refused with both lengths."""
     path = _manifest(tmp_path, "  - media/city.mp4\n  - media/long_clip.mp4\n")
+    path.write_text(path.read_text() + "segments: {max_source: 10s}\n")
     assert _problems(path) == [
-        f"{path}:7: clips[1]: media/long_clip.mp4: 12.0 s long; video-to-video accepts"
-        " at most 10 s (fal.ai/models/luma/agent/ray/v3.2/video-to-video/llms.txt, 2026-12-04)"
+        f"{path}:7: clips[1]: media/long_clip.mp4: 12 s long, over the longest clip"
+        " raybatch cuts (10 s, segments.max_source at segments); raise max_source or trim"
+        " the clip"
     ]
 
 
-def test_too_long_clip_passes_when_the_manifest_raises_the_limit(tmp_path: Path) -> None:
-    """limits: can raise a limit; the plan then lists the manifest as the limit's source."""
+def test_a_clip_longer_than_a_render_is_cut_whatever_the_source_limit(tmp_path: Path) -> None:
+    """A 12 s clip is cut into renders of at most 10 s and stitched back, with or without a
+    raised longest-source limit: no render is sent a source longer than it renders."""
     path = _manifest(tmp_path, "  - media/long_clip.mp4\n")
     path.write_text(
         path.read_text()
         + "limits:\n  luma/agent/ray/v3.2/video-to-video: {max_source_seconds: 18}\n"
     )
     result = plan(path)
-    assert len(result.jobs) == 1
+    endpoints = [job.endpoint for job in result.jobs]
+    assert endpoints.count("local/stitch") == 1
+    renders = [job for job in result.jobs if job.endpoint.endswith("video-to-video")]
+    assert [job.arguments["duration"] for job in renders] == ["10s", "5s"]
     applied = {limit["name"]: limit for limit in result.limits_applied}
-    assert applied["max_source_seconds"]["source"] == f"manifest {path}"
-    assert applied["max_source_seconds"]["user"] is True
+    assert "max_source_seconds" not in applied
     assert applied["max_file_bytes"]["user"] is False
 
 

@@ -215,6 +215,18 @@ def test_a_stitch_from_a_later_segment_takes_the_sound_from_there(
     assert info.audio == ("copied" if name == "src30.mp4" else "aac")
 
 
+def test_the_first_moments_of_copied_sound_are_kept(media: Path, tmp_path: Path) -> None:
+    """A click in the first moments of AAC sound is heard in the stitch at its time: the
+    packet before the span (the encoder's priming packet) is copied with it, as the
+    decoder needs it to decode the span's first frame."""
+    clicks = [0.0, 4.0]
+    source = make_clip(media / "src-head.mp4", Clip(frames=240, clicks=clicks, audio_codec="aac"))
+    plan = plan_segments(10.0, 24, length="10s")
+    info = stitch(renders(media, "head", plan, Fraction(24)), tmp_path / "o.mp4", audio_from=source)
+    assert info.audio == "copied"
+    assert click_times(info.path) == pytest.approx(clicks, abs=1 / RENDER_FPS)
+
+
 def test_a_short_render_is_refused_naming_it(media: Path, tmp_path: Path) -> None:
     """A render with 4 s where 10 s were asked for stops the stitch with its name."""
     plan = plan_segments(20.0, 24, length="10s")

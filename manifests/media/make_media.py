@@ -1,10 +1,17 @@
-"""Generate the demo manifests' source media: three short clips and two stills.
+"""Generate the example manifests' source media: short clips, stills and two long clips.
 
 Run ``python manifests/media/make_media.py`` from anywhere; it rewrites ``city.mp4``,
-``beach.mp4``, ``forest.mp4``, ``portrait.png`` and ``skyline.jpg`` beside this file. The
-output is deterministic (no randomness, single-threaded x264), so re-running it leaves git
-clean. Each clip is 320x180, 24 fps, 2 s of H.264 with strongly coloured, moving shapes, so
-that a restyle or a reframe by the emulator is obvious at a glance.
+``beach.mp4``, ``forest.mp4``, ``portrait.png`` and ``skyline.jpg`` beside this file, and
+``long/harbour.mp4`` and ``long/valley.mp4``. The output is deterministic (no randomness,
+single-threaded encoders), so re-running it leaves git clean. Each short clip is 320x180,
+24 fps, 2 s of H.264 with strongly coloured, moving shapes, so that a restyle or a reframe
+by the emulator is obvious at a glance.
+
+The long clips (``manifests/long.yaml``) are small and low resolution on purpose:
+``harbour`` is 27 s at 24 fps with sound (a soft tone with a tick at every whole second),
+``valley`` 95 s at 25 fps, silent. Along their bottom edge a strip of twelve blocks shows
+the frame's number (Gray-coded, one block changes per frame; :func:`read_strip` reads it
+back), so that a test can tell which source moment any frame of a render or a stitch shows.
 """
 
 from __future__ import annotations
@@ -159,6 +166,119 @@ def skyline(width: int = 512, height: int = 288) -> Image:
     return img.astype(np.uint8)
 
 
+#: Blocks in a long clip's frame-number strip, and the strip's share of the picture height.
+STRIP_BITS, STRIP_SHARE = 12, 1 / 6
+LONG_SIZE = (160, 90)
+SAMPLE_RATE = 22_050
+
+
+def strip(image: Image, index: int) -> Image:
+    """``image`` with frame number ``index`` as a strip of light and dark blocks at the bottom."""
+    height, width = image.shape[:2]
+    top = height - round(height * STRIP_SHARE)
+    code = index ^ (index >> 1)
+    for bit in range(STRIP_BITS):
+        left, right = bit * width // STRIP_BITS, (bit + 1) * width // STRIP_BITS
+        image[top:, left:right] = 230 if code >> bit & 1 else 25
+    return image
+
+
+def read_strip(image: Image) -> int:
+    """The frame number an upright RGB picture (any size) shows in its strip."""
+    height, width = image.shape[:2]
+    y = height - round(height * STRIP_SHARE) // 2 - 1
+    luma = image.mean(axis=2)
+    code = 0
+    for bit in range(STRIP_BITS):
+        if luma[y, (2 * bit + 1) * width // (2 * STRIP_BITS)] > 128:
+            code |= 1 << bit
+    index = 0
+    while code:
+        index ^= code
+        code >>= 1
+    return index
+
+
+def metronome(seconds: float, rate: int = SAMPLE_RATE) -> NDArray[np.float32]:
+    """A soft 220 Hz tone with a 20 ms full-scale tick at every whole second."""
+    count = round(seconds * rate)
+    signal = 0.08 * np.sin(2 * np.pi * 220 * np.arange(count) / rate)
+    for second in range(int(seconds) + 1):
+        start = second * rate
+        signal[start : start + rate // 50] = 0.9 * np.sign(
+            np.sin(2 * np.pi * 1000 * np.arange(len(signal[start : start + rate // 50])) / rate)
+        )
+    return signal.astype(np.float32)
+
+
+def harbour(t: float, width: int, height: int) -> Image:
+    """Dusk over a harbour: the sky darkens, a boat crosses, the water shimmers slowly."""
+    x, y = grid(width, height)
+    dusk = min(1.0, t / 27)
+    img = vertical_gradient(
+        (int(90 - 60 * dusk), int(150 - 90 * dusk), int(220 - 80 * dusk)),
+        (int(250 - 60 * dusk), int(190 - 80 * dusk), int(120 - 40 * dusk)),
+        y / 0.6,
+    )
+    water = y >= 0.6
+    img[water] = vertical_gradient((30, 70, 120), (10, 30, 60), (y - 0.6) / 0.4)[water]
+    band = water & (np.abs(np.sin(x * 9 + y * 30 + t * 0.8)) > 0.96)
+    paint(img, band, (200, 210, 230))
+    boat_x = 0.1 + 0.8 * (t / 27)
+    paint(img, (np.abs(x - boat_x) < 0.06) & (np.abs(y - 0.6) < 0.03), (120, 40, 30))
+    paint(img, (np.abs(x - boat_x) < 0.005) & (y > 0.42) & (y < 0.6), (60, 40, 30))
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def valley(t: float, width: int, height: int) -> Image:
+    """A long pan over green hills under a passing sun; a shot change every 20 s."""
+    x, y = grid(width, height)
+    shot = int(t // 20)
+    palettes = [((120, 180, 240), (40, 120, 50)), ((250, 120, 60), (110, 40, 90))]
+    sky, land = palettes[shot % 2]
+    img = vertical_gradient(sky, (235, 235, 220), y / 0.55)
+    pan = t * 0.02
+    for depth in range(2):
+        ridge = 0.55 + 0.08 * depth + 0.06 * np.sin((x + pan * (depth + 1)) * (5 + 3 * depth))
+        shade = tuple(int(c * (0.8 - 0.25 * depth)) for c in land)
+        paint(img, y > ridge, shade)  # type: ignore[arg-type]
+    sun_x = (0.1 + (t % 20) / 25) % 1.0
+    paint(img, (x - sun_x) ** 2 + ((y - 0.2) * height / width) ** 2 < 0.002, (255, 240, 170))
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def write_long_clip(
+    path: Path, painter: Painter, seconds: int, fps: int, *, sound: bool
+) -> None:
+    """A long, small clip: ``painter``'s scene with the frame-number strip, and optionally
+    the metronome as AAC (mono)."""
+    width, height = LONG_SIZE
+    options = {"crf": "32", "preset": "slow", "threads": "1", "g": str(fps * 5)}
+    with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+        video = out.add_stream("libx264", rate=fps, options=options)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        audio = None
+        if sound:
+            audio = out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+            audio.bit_rate = 24_000
+        for index in range(seconds * fps):
+            rgb = strip(painter(index / fps, width, height), index)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = index
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+        if audio is not None:
+            signal = metronome(seconds)
+            chunk = 1024
+            for start in range(0, len(signal), chunk):
+                samples = signal[None, start : start + chunk]
+                sound_frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+                sound_frame.sample_rate = SAMPLE_RATE
+                sound_frame.pts = start
+                out.mux(audio.encode(sound_frame))
+            out.mux(audio.encode())
+
+
 def clip_frames(painter: Painter, width: int = WIDTH, height: int = HEIGHT) -> Iterable[Image]:
     """The frames of a 2 s clip drawn by ``painter`` at 24 fps."""
     return (painter(i / FPS, width, height) for i in range(FPS * SECONDS))
@@ -170,9 +290,12 @@ def main() -> None:
         write_clip(HERE / f"{name}.mp4", clip_frames(painter))
     write_still(HERE / "portrait.png", portrait())
     write_still(HERE / "skyline.jpg", skyline())
-    for path in sorted(HERE.glob("*.*")):
+    (HERE / "long").mkdir(exist_ok=True)
+    write_long_clip(HERE / "long" / "harbour.mp4", harbour, 27, 24, sound=True)
+    write_long_clip(HERE / "long" / "valley.mp4", valley, 95, 25, sound=False)
+    for path in sorted([*HERE.glob("*.*"), *HERE.glob("long/*.*")]):
         if path.suffix != ".py":
-            print(f"{path.name:14} {path.stat().st_size:>8,} bytes")
+            print(f"{path.relative_to(HERE)!s:18} {path.stat().st_size:>8,} bytes")
 
 
 if __name__ == "__main__":

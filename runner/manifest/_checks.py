@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..endpoints import EndpointSpec, EndpointTables, Limit, MediaField
+from ..endpoints import EndpointSpec, EndpointTables, Limit, Loc, MediaField, format_loc
 from ..job import LocalFile
 from ..media import MediaError, MediaInfo, extension, probe, probe_remote
+from ._models import Segments
 from ._types import ARTICLE
 
 #: What a check found: the measured facts (None: not measured) and every reason it fails.
@@ -27,15 +28,27 @@ class MediaChecks:
         self.probe_remote = probe_remote
         #: Every limit consulted, by (endpoint, name).
         self.applied: dict[tuple[str, str], Limit] = {}
-        self._checked: dict[tuple[Path | str, str, MediaField], Checked] = {}
+        self._checked: dict[tuple[Path | str, str, MediaField, object], Checked] = {}
 
-    def check(self, file: LocalFile | str, spec: EndpointSpec, kind: MediaField) -> Checked:
+    def check(
+        self,
+        file: LocalFile | str,
+        spec: EndpointSpec,
+        kind: MediaField,
+        *,
+        long: tuple[Segments, Loc] | None = None,
+    ) -> Checked:
         """A local file (or a remote URL, measured only with probe_remote) checked against
-        ``spec``'s limits: its facts and the reasons it cannot be used there."""
-        key = (file.path if isinstance(file, LocalFile) else file, spec.id, kind)
+        ``spec``'s limits: its facts and the reasons it cannot be used there.
+
+        ``long``: the clip is cut into renders when longer than one (its ``segments:``
+        settings and their place), so its length is capped by ``max_source`` instead of
+        the endpoint's longest source, and it must have a length to cut."""
+        cap = None if long is None else (long[0].max_source, format_loc(long[1]))
+        key = (file.path if isinstance(file, LocalFile) else file, spec.id, kind, cap)
         checked = self._checked.get(key)
         if checked is None:
-            checked = self._checked[key] = self._check(file, spec, kind)
+            checked = self._checked[key] = self._check(file, spec, kind, cap)
         return checked
 
     def _limit(self, spec: EndpointSpec, name: str) -> Limit | None:
@@ -44,7 +57,13 @@ class MediaChecks:
             self.applied.setdefault((spec.id, name), found)
         return found
 
-    def _check(self, file: LocalFile | str, spec: EndpointSpec, kind: MediaField) -> Checked:
+    def _check(
+        self,
+        file: LocalFile | str,
+        spec: EndpointSpec,
+        kind: MediaField,
+        cap: tuple[float, str] | None,
+    ) -> Checked:
         local = isinstance(file, LocalFile)
         reasons: list[str] = []
         info, unreadable = self._measure(file, kind)
@@ -67,9 +86,15 @@ class MediaChecks:
                 f" (accepted: {', '.join(containers.choices)}) {containers.cite}"
             )
         if info is not None and not info.fits(kind) and (local or info.kind != "unknown"):
-            reasons.append(f"is {ARTICLE[info.kind]}, but {spec.name} needs {ARTICLE[kind]} here")
+            what = ARTICLE[info.kind]
+            if info.kind == "unknown" and info.has_audio:
+                what = "sound only, with no video stream"
+            reasons.append(f"is {what}, but {spec.name} needs {ARTICLE[kind]} here")
             info = None
         measured = kind == "video" and info is not None and info.duration is not None
+        if cap is not None and info is not None and kind == "video":
+            reasons.extend(_long_problems(info, *cap))
+            measured = False  # no render is longer than the endpoint's longest source
         seconds = self._limit(spec, "max_source_seconds") if measured else None
         if info is not None and seconds is not None and (info.duration or 0) > seconds.number:
             reasons.append(
@@ -90,3 +115,29 @@ class MediaChecks:
         except MediaError as exc:
             what = f"could not be read as {kind}" if isinstance(file, LocalFile) else "unusable"
             return None, f"{what}: {exc.reason}"
+
+
+def _long_problems(info: MediaInfo, max_source: float, where: str) -> list[str]:
+    """A clip to cut must have a length, a rate, and be no longer than ``max_source``."""
+    if not info.duration or info.duration <= 0:
+        return ["its video has no length (zero frames or no duration)"]
+    if not info.fps:
+        return ["its frame rate cannot be read"]
+    if info.duration > max_source:
+        return [
+            f"{_hours(info.duration)} long, over the longest clip raybatch cuts"
+            f" ({_hours(max_source)}, segments.max_source at {where}); raise max_source or"
+            " trim the clip"
+        ]
+    return []
+
+
+def _hours(seconds: float) -> str:
+    """``7200`` as ``2h``, ``5430`` as ``1h30m30s``, ``95.5`` as ``95.5 s``."""
+    if seconds < 60:
+        return f"{seconds:g} s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if n]
+    return "".join(parts)

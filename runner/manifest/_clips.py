@@ -53,6 +53,8 @@ class _Group:
     input_key: tuple[object, ...]  # names the distinct input (its manifest places)
     jobs: int = 0
     usd: float | None = 0.0
+    #: A long clip cut into renders: what is rendered, and whether its sound is kept.
+    cut: tuple[str, bool] | None = None
 
 
 class Renders:
@@ -70,14 +72,17 @@ class Renders:
         input_key: tuple[object, ...],
         jobs: int,
         usd: float | None,
+        cut: tuple[str, bool] | None = None,
     ) -> None:
         """Count ``jobs`` more of the source's jobs of one validated input (``arguments``,
-        named by ``input_key``), each of ``usd`` (None: unpriced)."""
-        key = (spec.id, arguments.get("duration"), arguments.get("aspect_ratio"))
+        named by ``input_key``), each of ``usd`` (None: unpriced); ``cut``: they are a long
+        clip cut into renders (what is rendered, whether the sound is kept)."""
+        length = cut[0] if cut is not None else arguments.get("duration")
+        key = (spec.id, length, arguments.get("aspect_ratio"))
         found = self._by_source.setdefault(source_id, {})
         group = found.get(key)
         if group is None:
-            group = found[key] = _Group(spec, arguments, input_key)
+            group = found[key] = _Group(spec, arguments, input_key, cut=cut)
         group.jobs += jobs
         group.usd = None if usd is None or group.usd is None else group.usd + usd * jobs
 
@@ -104,7 +109,8 @@ class Renders:
                     billed[key] = _billed_per(prices, group.spec.id, group.arguments)
                 per = billed[key]
                 renders.append(_render(group, info, per))
-                for warning in source_warnings(info, source.kind, group.spec, group.arguments):
+                warned = source_warnings(info, source.kind, group.spec, group.arguments, group.cut)
+                for warning in warned:
                     if warning not in warnings:
                         warnings.append(warning)
             facts.append(_facts(source, info, renders, warnings))
@@ -150,6 +156,12 @@ def _render(group: _Group, info: MediaInfo | None, per: str | None) -> ClipRende
     requested = group.arguments.get("duration")
     slot = _seconds(requested)
     length = info.duration if info is not None else None
+    if group.cut is not None:
+        shown = f"all {length:.1f} s as " if length is not None else ""
+        return ClipRender(
+            group.spec.id, group.jobs, shown + group.cut[0], "per render, look and start frame",
+            group.usd if group.usd is None else round(group.usd, 6),
+        )  # fmt: skip
     if info is None or info.kind == "image":
         rendered = f"a {requested} clip from the still" if slot else "one output"
     elif length is None:
@@ -174,11 +186,21 @@ def _billed_per(prices: PriceTable, endpoint: str, arguments: Mapping[str, Any])
 
 
 def source_warnings(
-    info: MediaInfo | None, kind: str, spec: EndpointSpec, arguments: Mapping[str, Any]
+    info: MediaInfo | None,
+    kind: str,
+    spec: EndpointSpec,
+    arguments: Mapping[str, Any],
+    cut: tuple[str, bool] | None = None,
 ) -> list[str]:
     """What a user must know before paying for ``spec`` jobs of this source (see the
-    module docstring for each warning and its source)."""
+    module docstring for each warning and its source). A long clip ``cut`` into renders
+    is rendered whole, upright (each segment is prepared upright), and its stitch carries
+    the sound unless ``cut`` says it does not."""
     if info is None:
+        return []
+    if cut is not None:
+        if kind == "video" and info.has_audio and not cut[1]:
+            return ["sound dropped: segments.audio is none; the stitched file is silent"]
         return []
     found = []
     slot = _seconds(arguments.get("duration"))

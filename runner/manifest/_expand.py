@@ -18,12 +18,14 @@ from ..endpoints import (
     did_you_mean,
     format_loc,
 )
-from ..job import LocalFile, estimated_work, job_key, parent_ref, take_group
+from ..job import LocalFile, job_key, parent_ref, take_group
 from ..media import (
     MediaInfo,
 )
 from ..plan import JobColumns
-from ._looks import FRAME_ENDPOINT, LOOK_ENDPOINT, START_IMAGE, Looks, look_labels, look_path
+from ._cutting import START_IMAGE, Cutting, segmentable, settings_for
+from ._long import LongClips
+from ._looks import FRAME_ENDPOINT, LOOK_ENDPOINT, Looks, look_labels, look_path
 from ._types import (
     NONE,
     STAND_IN_FILE,
@@ -34,9 +36,11 @@ from ._types import (
     Group,
     JobId,
     Layer,
+    PlacedRow,
     Source,
     Template,
     Vars,
+    append_job,
 )
 
 if TYPE_CHECKING:
@@ -67,6 +71,8 @@ class Expansion:
         self._keys: dict[str, JobId] = {}
         self._prices: dict[tuple[tuple[object, ...], float | None], float | None] = {}
         self.looks = Looks(planner)
+        self.long = LongClips(self)  # after looks: a long clip's look is a gate's look too
+        self._intermediates: dict[str, str] = {}  # claimed path -> the job's key
 
     def run(self, groups: list[Group]) -> JobColumns:
         """Every group's jobs, in order, as columns (problems go to the planner's list).
@@ -95,7 +101,13 @@ class Expansion:
             if f
         )
         seconds = info.duration if info is not None else None
-        combos = [self._combo(group, combo, placed, seconds) for combo in product(*group.matrix)]
+        layers = list(product(*group.matrix))
+        combos = [self._combo(group, combo, placed, seconds) for combo in layers]
+        # Long clips: a combination whose clip is longer than one render is cut.
+        cuttings = [
+            self.long.cutting(group, [*group.layers, *own], combo, info)
+            for own, combo in zip(layers, combos, strict=True)
+        ]
         source_id = source.id if source is not None else None
         for combo in combos:
             jobs.local_files.update(combo.files)
@@ -106,7 +118,7 @@ class Expansion:
             prompt_ok = prompt is None or text is None or self._prompt_ok(spec, prompt, text)
             if gated and prompt is not None and text is not None:
                 prompt_ok = self.looks.prompt_ok(prompt, text) and prompt_ok
-            for number, combo in enumerate(combos):
+            for number, (combo, cutting) in enumerate(zip(combos, cuttings, strict=True)):
                 takes = group.takes
                 if extra:  # rerolls asked for more takes of this group (or of its look)
                     named = [take_group(source_id, prompt, combo.labels)]
@@ -124,29 +136,47 @@ class Expansion:
                         arguments["prompt"] = text
                     if source_field is not None and source is not None:
                         arguments[source_field] = source.reference
+                    if isinstance(cutting, Cutting):
+                        made = self.long.add(
+                            cutting, group, combo, prompt, text or "", take, job, jobs, gated=gated
+                        )
+                        added[number] += made
+                        continue
+                    cost = combo.cost
+                    if cutting is not None:  # one render, of the length that covers the clip
+                        arguments["duration"], cost = cutting.duration, cutting.cost
                     if gated:
                         assert source is not None
-                        made = self._gated(group, combo, arguments, take, job, source, text, jobs)
+                        made = self._gated(
+                            group, combo, arguments, cost, take, job, source, text, jobs
+                        )
                         added[number] += made
                         continue
                     key = job_key(spec.id, arguments, take)
                     output = self._output(group, combo, key, job)
                     if output is not None:
                         added[number] += 1
-                        row = (source_id, prompt, combo.labels, combo.cost, take)
-                        _append(jobs, key, spec.id, arguments, output, combo.shas, *row)
+                        row = (source_id, prompt, combo.labels, cost, take)
+                        append_job(jobs, key, spec.id, arguments, output, combo.shas, *row)
         if source_id is not None:
-            for combo, count in zip(combos, added, strict=True):
-                if count and combo.base is not None:
-                    self.planner.renders.add(
-                        source_id, spec, combo.base, combo.input_key, count, combo.cost
-                    )
+            for combo, cutting, count in zip(combos, cuttings, added, strict=True):
+                if not count or combo.base is None:
+                    continue
+                renders, base, cost = self.planner.renders, combo.base, combo.cost
+                if isinstance(cutting, Cutting):
+                    cut = (cutting.description, cutting.sound)
+                    renders.add(source_id, spec, base, combo.input_key, count, cutting.usd, cut)
+                    continue
+                if cutting is not None:
+                    base, cost = {**base, "duration": cutting.duration}, cutting.cost
+                renders.add(source_id, spec, base, combo.input_key, count, cost)
 
     def _gated(
         self,
         group: Group,
         combo: Combo,
         arguments: dict[str, Any],
+        cost: float | None,
         take: int,
         job: JobId,
         source: Source,
@@ -172,14 +202,16 @@ class Expansion:
                 self.looks.added.add(frame.key)
                 assert source.file is not None
                 jobs.local_files[source.file.sha256] = source.file
-                row: _Row = (source.id, None, {}, 0.0, 1)
+                row: PlacedRow = (source.id, None, {}, 0.0, 1)
                 shas = (source.file.sha256,)
-                _append(jobs, frame.key, FRAME_ENDPOINT, frame.arguments, frame.output, shas, *row)
+                append_job(
+                    jobs, frame.key, FRAME_ENDPOINT, frame.arguments, frame.output, shas, *row
+                )
             row = (source.id, job[3], look_labels(), look.cost, take)
-            _append(jobs, look.key, LOOK_ENDPOINT, look.arguments, path, (), *row, (frame.key,))
+            append_job(jobs, look.key, LOOK_ENDPOINT, look.arguments, path, (), *row, (frame.key,))
         prompt = job[3]
-        row = (source.id, prompt, combo.labels, combo.cost, take)
-        _append(
+        row = (source.id, prompt, combo.labels, cost, take)
+        append_job(
             jobs, key, group.spec.id, arguments, output, combo.shas, *row, (look.key,), (look.key,)
         )
         return True
@@ -230,7 +262,12 @@ class Expansion:
         if source is None:
             return None
         measured = source.file or source.reference
-        return self.planner.check_media(measured, source.shown, group.spec, source.kind, source.loc)
+        long = None
+        if segmentable(group):  # cut when longer than one render: capped by max_source
+            long = settings_for(self.planner.manifest.segments, source)
+        return self.planner.check_media(
+            measured, source.shown, group.spec, source.kind, source.loc, long=long
+        )
 
     def _validate(
         self,
@@ -346,42 +383,20 @@ class Expansion:
             return None
         return path
 
+    def claim(self, path: str, key: str, owner: JobId) -> str:
+        """An intermediate output's path (a long clip's segment, say), claimed for the
+        job ``key`` that ``owner``'s output needs; another job's path gets the key's first
+        digits added."""
+        first = self._outputs.setdefault(path.casefold(), owner)
+        if first is owner and self._intermediates.setdefault(path.casefold(), key) == key:
+            return path
+        pure = PurePosixPath(path)
+        return self.claim(str(pure.with_name(f"{pure.stem}-{key[:8]}{pure.suffix}")), key, owner)
+
 
 # --------------------------------------------------------------------------- helpers
 
 #: What ``_append`` takes after a job's files: clip, prompt, labels, cost, take.
-_Row = tuple[str | None, str | None, dict[str, Any], float | None, int]
-
-
-def _append(
-    jobs: JobColumns,
-    key: str,
-    endpoint: str,
-    arguments: dict[str, Any],
-    output: str,
-    shas: tuple[str, ...],
-    clip: str | None,
-    prompt: str | None,
-    labels: dict[str, Any],
-    cost: float | None,
-    take: int,
-    parents: tuple[str, ...] = (),
-    gates: tuple[str, ...] = (),
-) -> None:
-    """One job at the end of the columns."""
-    jobs.keys.append(key)
-    jobs.endpoints.append(endpoint)
-    jobs.arguments.append(arguments)
-    jobs.outputs.append(output)
-    jobs.files.append(shas)
-    jobs.clips.append(clip)
-    jobs.prompts.append(prompt)
-    jobs.labels.append(labels)
-    jobs.costs.append(cost)
-    jobs.parents.append(parents)
-    jobs.takes.append(take)
-    jobs.weights.append(estimated_work(arguments))
-    jobs.gates.append(gates)
 
 
 def take_path(path: str, take: int) -> str:

@@ -12,13 +12,13 @@ frame's key, its prompt and its take, the render's from the look's key.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..endpoints import spec_for
+from ..endpoints import EDIT_IMAGE, spec_for
 from ..job import LOCAL_PREFIX, LOOK, ROLE, job_key, parent_ref
-from ._types import STAND_IN_FILE, STAND_IN_PROMPT, Group, Source
+from ._cutting import START_IMAGE, edit_base
+from ._types import Group, Source
 
 if TYPE_CHECKING:
     from ..endpoints import Loc
@@ -28,9 +28,7 @@ if TYPE_CHECKING:
 #: The local step that writes a clip's first frame as a PNG.
 FRAME_ENDPOINT = "local/frame"
 #: The endpoint that turns the first frame into the look (fal's Uni-1 image edit).
-LOOK_ENDPOINT = "luma/agent/uni-1/v1/edit"
-#: Where a gated render takes its look.
-START_IMAGE = "start_image_url"
+LOOK_ENDPOINT = EDIT_IMAGE
 #: Where first frames go, inside the output directory.
 FRAME_DIR = ".looks"
 #: Where looks go, inside the output directory.
@@ -66,13 +64,6 @@ class Looks:
         self.added: set[str] = set()
         #: Whether a gated group was refused with a problem of its own.
         self.refused = False
-
-    @functools.cached_property
-    def _base(self) -> dict[str, Any]:
-        """The look's input apart from its prompt and frame: the endpoint's defaults."""
-        base, issues = self.spec.validate({"prompt": STAND_IN_PROMPT, "image_url": STAND_IN_FILE})
-        assert base is not None and not issues, issues  # the look's own input is fixed
-        return {k: v for k, v in base.items() if k not in ("prompt", "image_url")}
 
     def applies(self, group: Group) -> bool:
         """Whether ``group`` is gated (its problems, if gated wrongly, go to the planner)."""
@@ -139,7 +130,7 @@ class Looks:
 
     def look(self, frame: Frame, text: str, take: int) -> Look:
         """The look of one clip × prompt × take: a Uni-1 edit of the frame."""
-        arguments = {**self._base, "prompt": text, "image_url": parent_ref(frame.key)}
+        arguments = {**edit_base(), "prompt": text, "image_url": parent_ref(frame.key)}
         cost = self.planner.prices.estimate(LOOK_ENDPOINT, arguments, None)
         return Look(job_key(LOOK_ENDPOINT, arguments, take), arguments, cost)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic.config import JsonDict
@@ -106,6 +108,67 @@ class _Entry(Ruled):
     )
 
 
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+_SPAN_PATTERN = r"^\s*(\d+(\.\d+)?h)?(\d+(\.\d+)?m)?(\d+(\.\d+)?s)?\s*$"
+_SPAN = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def _seconds(value: object) -> object:
+    """``2h``, ``90m``, ``1h30m``, ``45s`` or a plain number of seconds, as seconds."""
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        found = _SPAN.fullmatch(text)
+        if not text or found is None:
+            try:
+                return float(text)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a length such as 2h, 90m or 45s") from None
+        return sum(
+            float(n) * unit for n, unit in zip(found.groups(), _UNITS.values(), strict=True) if n
+        )
+    return value
+
+
+#: A length of time: seconds, or text such as ``2h``, ``90m``, ``1h30m``.
+Span = Annotated[
+    float,
+    BeforeValidator(_seconds),
+    Field(gt=0),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": _SPAN_PATTERN},
+            ]
+        }
+    ),
+]
+
+
+class Segments(_Entry):
+    """How a video-to-video clip longer than one render is cut into renders, kept in one
+    look, and stitched back with its sound (``segments:``, at the top or on a clip)."""
+
+    length: Literal["auto", "5s", "10s"] = "auto"
+    """Render length: auto (the cheapest exact cover by the price table), 5s or 10s; a
+    duration: in the job's input sets it too."""
+    cut: Literal["fixed", "shots"] = "fixed"
+    """fixed: segments one after another; shots: no segment crosses a shot change."""
+    overlap: Annotated[int, Field(ge=0, le=149)] = 0
+    """Frames rendered by both segments at each seam, blended in the stitch."""
+    continuity: Literal["none", "anchor", "chain"] = "anchor"
+    """anchor: every segment starts from a Uni-1 edit of its first frame in the clip's
+    look; chain: each from the previous render's frame; none: independent renders."""
+    audio: Literal["source", "none"] = "source"
+    """source: the stitched file carries the source's sound; none: silent."""
+    max_source: Span = 7200.0
+    """The longest clip accepted (seconds, or 2h, 90m...); default 2h."""
+
+    def over(self, top: Segments) -> Segments:
+        """These settings over ``top``'s: the fields this block sets win."""
+        return top.model_copy(update={name: getattr(self, name) for name in self.model_fields_set})
+
+
 class SourceEntry(_Entry):
     """One ``clips:`` or ``images:`` entry: a local path or glob, or a URL."""
 
@@ -125,6 +188,8 @@ class SourceEntry(_Entry):
     """Takes of each of this source's jobs, instead of the manifest's takes:."""
     gate: Gate | None = None
     """This source's renders wait for an approved look (looks) or not (none)."""
+    segments: Segments | None = None
+    """How this clip is cut into renders when longer than one, over the top segments:."""
 
     @field_validator("url")
     @classmethod
@@ -217,6 +282,9 @@ class Manifest(_Entry):
     gate: Gate = "none"
     """looks: each video render first makes a look frame (a Uni-1 edit of the clip's first
     frame with the prompt) and waits until you approve it (raybatch review)."""
+    segments: Segments = Segments()
+    """How video-to-video clips longer than one render are cut, kept in one look and
+    stitched back with their sound."""
     confirm_above: Annotated[float, Field(ge=0)] | None = None
     """On a terminal, run asks before starting jobs estimated above this many USD (default
     20; --confirm-above overrides it, --yes skips the question)."""

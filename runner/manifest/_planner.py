@@ -33,14 +33,16 @@ from ..plan import (
     ManifestFacts,
     Plan,
     PlanInputs,
+    SegmentedClip,
     bad_source_hint,
     output_dir_for,
 )
 from ._checks import MediaChecks
 from ._clips import Renders
+from ._cutting import segmentable, settings_for
 from ._expand import Expansion, input_layer, matrix_layers, template_problem
 from ._looks import takes_and_gate
-from ._models import JobEntry, Manifest, load
+from ._models import JobEntry, Manifest, Segments, load
 from ._overrides import manifest_overrides
 from ._problems import Problems
 from ._sources import SourceList
@@ -114,6 +116,7 @@ def plan(
         columns=jobs,
         inputs=inputs,
         output_dir_given=output_dir is not None,
+        segmented=planner.segmented,
         skipped=planner.source_list.skipped,
         duplicates=planner.duplicate_sources(),
         clips=planner.renders.facts(planner.sources, planner.source_media, planner.prices),
@@ -159,6 +162,7 @@ class Planner:
         self.sources: dict[str, Source] = {}
         self.renders = Renders()
         self._layers: dict[tuple[Loc, str], Layer] = {}
+        self.segmented: list[SegmentedClip] = []
         # What a template may name: a job's own variables and any input field anywhere.
         variables = set(TEMPLATE_VARIABLES).union(manifest.defaults, manifest.matrix)
         for spec in ENDPOINTS.values():
@@ -412,11 +416,16 @@ class Planner:
         loc: Loc,
         *,
         sink: Callable[[str], None] | None = None,
+        long: tuple[Segments, Loc] | None = None,
     ) -> MediaInfo | None:
         """Check a local file (or a remote URL, with probe_remote) against ``spec``'s limits,
         once per endpoint; its measured facts, when it was measured. Each thing wrong goes
-        to ``sink`` (a reason), or else is a problem at ``loc``."""
-        info, reasons = self.checks.check(file, spec, kind)
+        to ``sink`` (a reason), or else is a problem at ``loc``.
+
+        ``long``: the clip is cut into renders when longer than one (its ``segments:``
+        settings and their place), so its length is capped by ``max_source`` instead of
+        the endpoint's longest source."""
+        info, reasons = self.checks.check(file, spec, kind, long=long)
         for reason in reasons:
             if sink is not None:
                 sink(reason)
@@ -444,6 +453,7 @@ class Planner:
         expansion = Expansion(self)
         jobs = expansion.run(groups)
         expansion.looks.check_used(self.manifest.gate, bool(jobs))
+        self.segmented = expansion.long.facts()
         self.problems.raise_if_any()
         if not jobs and self.source_list.skipped:
             skipped = self.source_list.skipped
@@ -474,9 +484,11 @@ class Planner:
                 continue
             found = reasons.setdefault(source.id, [])
             measured = source.file or source.reference
+            long = settings_for(self.manifest.segments, source) if segmentable(group) else None
             info = self.check_media(
-                measured, source.shown, group.spec, source.kind, source.loc, sink=found.append
-            )
+                measured, source.shown, group.spec, source.kind, source.loc, sink=found.append,
+                long=long,
+            )  # fmt: skip
             self.source_media.setdefault(source.id, {})[group.spec.id] = info
         for source_id, found in reasons.items():
             if found:

@@ -12,12 +12,13 @@ from ..endpoints import (
     EndpointSpec,
     Loc,
 )
-from ..job import LocalFile
+from ..job import LocalFile, estimated_work
 from ..media import (
     MediaKind,
 )
 
 if TYPE_CHECKING:
+    from ..plan import JobColumns
     from ._models import SourceEntry
 
 
@@ -129,3 +130,39 @@ class Vars(dict[str, Any]):
 
     def __missing__(self, key: str) -> str:
         return NONE
+
+
+#: A job's clip, prompt, labels, cost and take (``append_job``'s positional tail): the
+#: columns from its key, endpoint, input, output and files.
+PlacedRow = tuple[str | None, str | None, dict[str, Any], float | None, int]
+
+
+def append_job(
+    jobs: JobColumns,
+    key: str,
+    endpoint: str,
+    arguments: dict[str, Any],
+    output: str,
+    shas: tuple[str, ...],
+    clip: str | None,
+    prompt: str | None,
+    labels: dict[str, Any],
+    cost: float | None,
+    take: int,
+    parents: tuple[str, ...] = (),
+    gates: tuple[str, ...] = (),
+) -> None:
+    """One job at the end of the columns (its weight estimated from its input)."""
+    jobs.keys.append(key)
+    jobs.endpoints.append(endpoint)
+    jobs.arguments.append(arguments)
+    jobs.outputs.append(output)
+    jobs.files.append(shas)
+    jobs.clips.append(clip)
+    jobs.prompts.append(prompt)
+    jobs.labels.append(labels)
+    jobs.costs.append(cost)
+    jobs.parents.append(parents)
+    jobs.takes.append(take)
+    jobs.weights.append(estimated_work(arguments))
+    jobs.gates.append(gates)

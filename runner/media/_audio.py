@@ -92,21 +92,31 @@ class AudioFeed:
         base = source.time_base or Fraction(1, source.sample_rate or 48_000)
         shift = round((self._start + origin) / base)
         assert self.stream is not None
-        self.container.seek(max(0, shift - round(1 / base)), stream=source)
+        # Not clamped at zero: an encoder's priming packet has a negative time.
+        self.container.seek(shift - round(1 / base), stream=source)
+        # The packet just before the span goes too: a transform codec (AAC, MP3, Opus)
+        # decodes each frame overlapped with the one before (the encoder's priming packet
+        # at the start of a file is such a one), so without it the first moments of the
+        # span would decode wrong or silent. Its time is negative, as is a first packet's
+        # that starts before ``start``: the MP4 muxer writes an edit list that starts
+        # playback at zero, sample-exact.
+        preroll: tuple[Fraction, AudioPacket] | None = None
         for packet in self.container.demux(source):
             if packet.pts is None or packet.size == 0:
                 continue
             begins = packet.pts * base - origin
-            if begins + (packet.duration or 0) * base <= self._start:
-                continue
             if begins >= self._end:
                 return
-            # A first packet starting before ``start`` gets a negative time: the MP4 muxer
-            # writes an edit list that starts playback at zero, sample-exact.
             packet.pts -= shift
             if packet.dts is not None:
                 packet.dts -= shift
             packet.stream = self.stream
+            if begins + (packet.duration or 0) * base <= self._start:
+                preroll = (begins - self._start, packet)
+                continue
+            if preroll is not None:
+                yield preroll
+                preroll = None
             yield begins - self._start, packet
 
     def _encode(

@@ -64,6 +64,8 @@ class Segment:
     blend_frames: int = 0
     #: The whole source is shorter than the shortest render: sent as it is, billed as 5 s.
     billed_short: bool = False
+    #: The segment opens a shot (``cuts``): nothing before it is the same picture.
+    starts_shot: bool = False
 
     def at(self, frame: int) -> Fraction:
         """The exact moment of source frame ``frame`` (counted at this segment's rate)."""
@@ -255,6 +257,7 @@ def _cover(
             first,
             keep_end,
             overlap if position else 0,
+            starts_shot=span.after_cut and not position,
         )
         for position, (first, seconds, keep_end) in enumerate(zip(firsts, order, ends, strict=True))
     ]

@@ -8,11 +8,13 @@ from ._local import LocalJob, LocalStep
 from ._options import NullObserver, RunObserver, RunOptions, RunSummary
 from ._policy import TABLE, Action, Limits, Policy, retry_state
 from ._scheduler import Scheduler
+from ._steps import STEPS
 from ._superseded import aside_path, keep_superseded
 from ._verify import NEEDS_FETCH, damaged_outputs, mark_damaged, to_rerender
 
 __all__ = (
     "NEEDS_FETCH",
+    "STEPS",
     "TABLE",
     "Action",
     "CancelOutcome",

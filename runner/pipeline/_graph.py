@@ -14,6 +14,7 @@ started puts it back to wait.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
@@ -30,11 +31,14 @@ class Graph:
         jobs: JobList,
         states: Mapping[str, JobState],
         approved: Collection[str] = frozenset(),
+        *,
+        fifo: bool = False,
     ) -> None:
         self._columns = jobs.columns
         self.keys: Sequence[str] = self._columns.keys
         self._index: dict[str, int] = {}
         self._local: list[bool] = []
+        self._fifo = fifo
         self._children: dict[int, list[int]] = {}
         #: index → parents (keys) not yet done, for every job that waits.
         self.waiting: dict[int, set[str]] = {}
@@ -43,7 +47,7 @@ class Graph:
         #: gating parent key → the jobs it gates.
         self._gated: dict[str, list[int]] = {}
         self._add(range(len(self.keys)), states, approved)
-        self.priority = _chain_lengths(self._columns.weights, self._children)
+        self.priority = self._priorities()
         self._ready: tuple[list[tuple[float, int]], list[tuple[float, int]]] = ([], [])
         #: Jobs in a ready queue (one taken back for a verdict stays in the heap, skipped).
         self._queued: set[int] = set()
@@ -76,15 +80,81 @@ class Graph:
         the graph; returns those that may start now."""
         new = range(start, len(self.keys))
         self._add(new, states, approved)
-        self.priority = _chain_lengths(self._columns.weights, self._children)
+        self.priority = self._priorities()
+        for name in ("chained", "_parents"):  # computed for the graph before it grew
+            self.__dict__.pop(name, None)
         self.todo.update(new)
         return [i for i in new if i not in self.waiting and i not in self.awaiting]
+
+    def _priorities(self) -> list[float]:
+        """Each job's priority: its remaining chain, or (FIFO, for comparison only) none."""
+        if self._fifo:
+            return [0.0] * len(self.keys)
+        return _chain_lengths(self._columns.weights, self._children)
 
     def track(self, todo: Iterable[int]) -> None:
         """Only jobs ``todo`` are this run's to start: the others (finished, or already at
         fal) wait for nothing."""
         self.todo = set(todo)
         self.awaiting = {i: gates for i, gates in self.awaiting.items() if i in self.todo}
+
+    @functools.cached_property
+    def chained(self) -> bool:
+        """Whether some remote job waits on another remote job's output (directly or
+        through local steps): a chain, whose links must not queue at fal."""
+        parents = self._parents
+        for i, mine in enumerate(parents):
+            if self._local[i] or not mine:
+                continue
+            stack, seen = list(mine), set(mine)
+            while stack:
+                p = stack.pop()
+                if not self._local[p]:
+                    return True
+                for q in parents[p]:
+                    if q not in seen:
+                        seen.add(q)
+                        stack.append(q)
+        return False
+
+    @functools.cached_property
+    def _parents(self) -> list[list[int]]:
+        """Each job's parents by plan index (parents outside the plan left out)."""
+        found: list[list[int]] = [[] for _ in self.keys]
+        for p, children in self._children.items():
+            for child in children:
+                found[child].append(p)
+        return found
+
+    def heir(self, i: int) -> int | None:
+        """The remote job that continues ``i``'s chain: the most urgent remote job reached
+        from ``i`` through local steps only, which waits for nothing remote but ``i``.
+        None when there is none."""
+        best: int | None = None
+        stack, seen = list(self._children.get(i, ())), set()
+        while stack:
+            child = stack.pop()
+            if child in seen:
+                continue
+            seen.add(child)
+            if self._local[child]:
+                stack.extend(self._children.get(child, ()))
+                continue
+            if child in self.awaiting:
+                continue  # it waits for a person: a place kept for it could wait for hours
+            waiting = self.waiting.get(child, set())
+            others = (self._index.get(key) for key in waiting if key != self.keys[i])
+            if any(j is None or not self._local[j] for j in others):
+                continue  # it waits for another remote job too
+            if best is None or self.priority[child] > self.priority[best]:
+                best = child
+        return best
+
+    def top_priority(self, local: bool) -> float:
+        """The priority of the most urgent queued job of that kind (-inf: none)."""
+        if not self.has_ready(local):
+            return float("-inf")
+        return -self._ready[local][0][0]
 
     def index(self, key: str) -> int | None:
         """The plan index of ``key``, if it is one of this run's jobs."""

@@ -56,6 +56,9 @@ class RunOptions:
     verdict_poll: float = 2.0
     #: With nothing else to do, wait for verdicts instead of ending (``--wait-for-verdicts``).
     wait_for_verdicts: bool = False
+    #: Which ready job goes first: the one with the longest remaining chain, or (for the
+    #: bench's comparison only; no command line option sets it) the first in plan order.
+    ready_order: Literal["critical-path", "fifo"] = "critical-path"
 
     @property
     def slots(self) -> int:

@@ -87,18 +87,18 @@ class Hold:
 
     def __init__(self, semaphore: anyio.Semaphore, held: bool) -> None:
         self._semaphore = semaphore
-        self._held = held
+        self.held = held
 
     async def ensure(self) -> None:
         """Hold a place (waiting for one if needed)."""
-        if not self._held:
+        if not self.held:
             await self._semaphore.acquire()
-            self._held = True
+            self.held = True
 
     def release(self) -> None:
         """Give the place back, if held."""
-        if self._held:
-            self._held = False
+        if self.held:
+            self.held = False
             self._semaphore.release()
 
 

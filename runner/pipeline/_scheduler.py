@@ -51,6 +51,7 @@ from ._local import LocalJob, LocalStep, run_step
 from ._options import Controls, NullObserver, RunObserver, RunOptions, RunSummary, Stopped
 from ._policy import Policy
 from ._remote import Hold, Progress, Remote
+from ._reserve import Relay, Reservations
 from ._steps import STEPS
 from ._verdicts import VerdictWatch, held_cost
 
@@ -116,6 +117,8 @@ class Scheduler(FollowsVerdicts):
         self._fed = 0  # feeders that returned
         self._judged_at: float | None = None  # when nothing was left to judge
         self._feeding_done = anyio.Event()
+        self._reservations = Reservations(Graph(JobList.of([]), {}), self._slots)
+        self._group: anyio.abc.TaskGroup | None = None
 
     # -- control ---------------------------------------------------------------------------
 
@@ -204,7 +207,10 @@ class Scheduler(FollowsVerdicts):
         if any(self.jobs.columns.gates):
             self._verdicts = VerdictWatch(store.path)
         approved = self._verdicts.approved() if self._verdicts else set()
-        self.graph = Graph(self.jobs, states, approved)
+        self.graph = Graph(self.jobs, states, approved, fifo=self.options.ready_order == "fifo")
+        if self.graph.chained:  # no queue at fal: a chain's next link must not wait in it
+            self._slots = anyio.Semaphore(self.options.concurrency)
+        self._reservations = Reservations(self.graph, self._slots)
         if has_parents:
             self._load_parent_outputs(rows, states)
         own_client = self._downloader is None
@@ -287,6 +293,7 @@ class Scheduler(FollowsVerdicts):
         for i, parent in orphaned:
             await self._fail_below(parent, graph.failed(parent) or [i])
         self._progress = progress
+        self._group, self._remote = group, remote
         group.start_soon(self._feed, group, remote, False)
         group.start_soon(self._feed, group, remote, True)
         if self._verdicts is not None:
@@ -361,7 +368,13 @@ class Scheduler(FollowsVerdicts):
     async def _remote_task(self, remote: Remote, i: int, job: Progress, holds_slot: bool) -> None:
         """One remote job to its end; it starts holding a slot, or else a download place."""
         spec = self.jobs[i]
-        slot = Hold(self._slots, holds_slot)
+
+        def hand_over() -> bool:
+            # Only a job whose result is in, in a run still starting work, passes it on.
+            done = job.result is not None and self.controls.stop_reason is None
+            return done and self._reservations.keep_for_heir(i)
+
+        slot = Relay(self._slots, holds_slot, hand_over)
         place = Hold(self._download_queue, not holds_slot)
         try:
             final = await remote.run(spec, job, slot, place)
@@ -427,6 +440,15 @@ class Scheduler(FollowsVerdicts):
             if keys:
                 await self.writer.apply(*(Transitions.unblock(key) for key in keys))
                 self._blocked.difference_update(keys)
+            for i in [i for i in ready if self._reservations.take(i)]:
+                ready.remove(i)  # its place at fal was kept for it: it starts now
+                if self.controls.stop_reason is None and self._group is not None:
+                    job = self._progress[self.jobs.keys[i]]
+                    assert self._remote is not None
+                    self._spawn(self._group, self._remote, i, job, True)
+                else:
+                    self._slots.release()
+                    graph.add_ready([i])
             graph.add_ready(ready)
         else:
             await self._fail_below(spec.key, graph.failed(spec.key))
@@ -438,6 +460,7 @@ class Scheduler(FollowsVerdicts):
         i = self.graph.index(parent) if self.graph is not None else None
         label = self.jobs[i].label if i is not None else parent[:12]
         keys = [self.jobs.keys[j] for j in below]
+        self._reservations.give_back(below)
         await self.writer.apply(*(Transitions.blocked_by(key, label) for key in keys))
         self._blocked.difference_update(keys)
         for j in below:

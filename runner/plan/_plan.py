@@ -135,6 +135,41 @@ class DuplicateSource:
     jobs: int  # how many of its jobs are the earlier source's
 
 
+@dataclass(frozen=True, slots=True)
+class SegmentedClip:
+    """How one clip's video-to-video jobs are cut into renders and what that costs, as
+    ``plan`` shows it (one per clip and distinct way of cutting it)."""
+
+    clip: str
+    path: str
+    duration: float
+    #: The constant frame rate segments are planned and prepared at.
+    rate: int
+    #: The ``segments:`` settings in force, e.g. ``length auto, cut fixed, ...``.
+    settings: str
+    #: (start, end, seconds rendered) of each render, in source seconds.
+    spans: tuple[tuple[float, float, int], ...]
+    #: Where one segment hands over to the next, in source seconds.
+    seams: tuple[float, ...]
+    #: Why the segments are as they are: merges, pulled-back segments, the cheaper cover.
+    notes: tuple[str, ...]
+    #: Stitched outputs made of these segments (clip × prompt × matrix × take).
+    outputs: int
+    #: Per output: the renders, and the look and start frames (None: unpriced).
+    renders_usd: float | None
+    looks_usd: float | None
+    #: Every job these outputs need, each shared job once (None: some unpriced).
+    usd: float | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> SegmentedClip:
+        """The facts from ``dataclasses.astuple`` of them (a plan cache record)."""
+        values = list(row)
+        values[5] = tuple(tuple(span) for span in values[5])
+        values[6], values[7] = tuple(values[6]), tuple(values[7])
+        return cls(*values)
+
+
 #: The files of a job without any: one shared empty mapping, not one dict per job.
 _NO_FILES: Mapping[str, LocalFile] = {}
 
@@ -315,6 +350,7 @@ class Plan:
         inputs: PlanInputs | None = None,
         fingerprint: str | None = None,
         output_dir_given: bool = False,
+        segmented: Sequence[SegmentedClip] = (),
         skipped: Sequence[SkippedSource] = (),
         duplicates: Sequence[DuplicateSource] = (),
         clips: Sequence[ClipFacts] | Callable[[], Sequence[ClipFacts]] = (),
@@ -330,6 +366,8 @@ class Plan:
         #: Names the manifest's whole plan in the plan cache (None: not remembered, or only
         #: a selection of it): the state file records the last plan added to it by this name.
         self.fingerprint = fingerprint
+        #: How each long clip is cut into renders (``plan`` shows it).
+        self.segmented = tuple(segmented)
         #: Sources left out (bad files under ``on_bad_source: skip``), with their reasons.
         self.skipped = tuple(skipped)
         #: Sources whose bytes an earlier source holds: their jobs are that source's.
@@ -386,8 +424,9 @@ class Plan:
         return len(self.jobs)
 
     def selected(self, only: Sequence[str], exclude: Sequence[str]) -> Plan:
-        """This plan with only the jobs ``only``/``exclude`` keep (see ``_select``);
-        raises ManifestError when a term matches nothing or no job is kept. Selecting never
+        """This plan with only the jobs ``only``/``exclude`` keep (see ``_select``), and
+        every job those need (a clip's prepared segments serve all its prompts); raises
+        ManifestError when a term matches nothing or no job is kept. Selecting never
         changes a job's key or output."""
         selection = Selection(only, exclude)
         if not selection:
@@ -413,14 +452,16 @@ class Plan:
             why = "".join(f"\n  it selects {s.path}, left out: {s.reason}" for s in skipped)
             words = " ".join(f"{t.option} {t.text}" for t in (*selection.only, *selection.exclude))
             raise ManifestError(f"usage: {words} selects no job of {len(self)}{why}")
+        clips = {columns.clips[i] for i in kept}
         return Plan(
             self.manifest_path,
             self.output_dir,
             self.facts,
             self.limits_applied,
-            columns=columns.take(kept),
+            columns=columns.take(with_ancestors(columns, kept)),
             inputs=self.inputs,
             output_dir_given=self.output_dir_given,
+            segmented=[s for s in self.segmented if s.clip in clips],
             skipped=skipped,
             duplicates=duplicates,
             clips=lambda: [
@@ -445,6 +486,23 @@ class Plan:
             frozenset(map(str, columns.takes)) if TAKE in fields else frozenset(),
             {name: frozenset(values) for name, values in matrix.items()},
         )
+
+
+def with_ancestors(columns: JobColumns, indices: Sequence[int]) -> list[int]:
+    """``indices`` and the indices of every job they take an output from, in plan order: a
+    job left without its parents would wait for ever."""
+    if not any(columns.parents):
+        return list(indices)
+    where = {key: i for i, key in enumerate(columns.keys)}
+    found = set(indices)
+    stack = list(indices)
+    while stack:
+        for parent in columns.parents[stack.pop()]:
+            i = where.get(parent)
+            if i is not None and i not in found:
+                found.add(i)
+                stack.append(i)
+    return sorted(found)
 
 
 def output_dir_for(manifest_path: Path, facts: ManifestFacts, given: Path | None) -> Path:

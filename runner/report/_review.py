@@ -28,6 +28,7 @@ from ..job import LOCAL_PREFIX, PARENT_PREFIX, JobSpec, LocalFile
 from ..plan import Plan
 from ..state import JobRow, JobState, Judgement, Spend, StateStore
 from ._judging import Judgeable, rerollable, verdict_counts
+from ._parts import CSS as PARTS_CSS, JS as PARTS_JS, LongClipParts
 from ._previews import make_posters, source_proxies
 from ._review_assets import CSS, JS
 from ._review_cards import (
@@ -169,6 +170,7 @@ class _Page:
         self.manifest_dir = plan.manifest_path.parent.absolute()
         self.judgeable = Judgeable.of(plan)
         self.gated = {gate for gates in plan.columns.gates for gate in gates}
+        self.parts = LongClipParts(plan.jobs)
         self.sources = self._group(plan.jobs)
         self.posters: dict[str, str] = {}  # sha256 -> poster URL
         self.proxies: dict[str, str | None] = {}  # sha256 -> proxy URL (None: not made yet)
@@ -178,8 +180,11 @@ class _Page:
         groups: dict[tuple[str, str], _Source] = {}
         by_clip: dict[str, tuple[str, str]] = {}
         for spec in jobs:
-            name = _source_field(spec) if spec.clip is not None else None
-            reference = spec.arguments.get(name) if name is not None else None
+            if spec.key in self.parts.inside:
+                continue  # a long clip's part: shown in its stitched output's card
+            reader = self.parts.source(spec) or spec  # a stitch goes with the clip it cut
+            name = _source_field(reader) if spec.clip is not None else None
+            reference = reader.arguments.get(name) if name is not None else None
             if isinstance(reference, str) and reference.startswith(PARENT_PREFIX):
                 # Made from another job's output (a look from a frame): beside its clip.
                 group_key = by_clip.get(spec.clip or "", ("", spec.endpoint))
@@ -189,7 +194,7 @@ class _Page:
                 group_key = (spec.clip or "", reference)
             if group_key not in groups:
                 if isinstance(reference, str) and group_key[1] == reference:
-                    groups[group_key] = self._source(spec, reference)
+                    groups[group_key] = self._source(reader, reference)
                 else:
                     title = f"from text: {spec_for(spec.endpoint).name}"
                     groups[group_key] = _Source(f"text:{spec.endpoint}", title, None)
@@ -254,12 +259,12 @@ class _Page:
                 # An empty icon: without it the browser asks the server for /favicon.ico.
                 '<link rel="icon" href="data:,">',
                 f"<title>{e(self.plan.facts.name)} · raybatch review</title>",
-                f"<style{nonce}>{CSS}</style></head><body>",
+                f"<style{nonce}>{CSS}{PARTS_CSS}</style></head><body>",
                 *head,
                 '<main id="groups">',
                 *body,
                 '</main><p id="empty" hidden>No job matches these filters.</p>',
-                f"<script{nonce}>{JS}</script></body></html>\n",
+                f"<script{nonce}>{JS}{PARTS_JS}</script></body></html>\n",
             ]
         )
 
@@ -268,6 +273,10 @@ class _Page:
     ) -> list[str]:
         plan = self.plan
         total = len(plan.jobs)
+        cards = total - len(self.parts.inside)
+        for key in self.parts.inside:  # parts have no card, but count in the totals
+            row = self.rows.get(key)
+            states[row.state.value if row is not None else "new"] += 1
         estimate = sum(s.estimated_cost or 0.0 for s in plan.jobs)
         spent = self.spend.usd if self.spend else 0.0
         units = self.spend.billable_units if self.spend else 0.0
@@ -320,7 +329,7 @@ class _Page:
                 ),
             ),
             '<label>search <input id="f-text" type="search" placeholder="clip, prompt…"></label>',
-            f'<span class="shown"><b id="shown">{total}</b> of {total} shown</span>',
+            f'<span class="shown"><b id="shown">{cards}</b> of {cards} shown</span>',
             f'<span class="keys">{keys}</span>',
             '</form><p id="message" role="status" hidden></p></header>',
         ]
@@ -408,6 +417,7 @@ class _Page:
                 attrs.append('data-reroll="1"')
         out.append(f"<article {' '.join(attrs)}>")
         out.append(self._render_result(spec, row, state))
+        out.append(self.parts.panel(spec, self.rows, self.links))
         out.append('<div class="meta"><p class="title">')
         out.append(f'<span class="badge s-{state_class(state)}">{e(state)}</span> ')
         out.append(f"<b>{e(prompt)}</b> ")
@@ -417,7 +427,7 @@ class _Page:
         out.append("</p>")
         if text:
             out.append(f'<p class="prompt">{e(text)}</p>')
-        out.append(params(spec, _source_field(spec)))
+        out.append(params(spec, _source_field(spec), self.parts.hidden(spec)))
         out.append(f'<p class="cost">{cost(spec, row)}</p>')
         if row is not None and state == "done" and row.outputs:
             out.append(files(row.outputs, self.links))

@@ -112,9 +112,9 @@ def remote(url: str) -> str:
     return f'<a class="file" href="{e(url)}" rel="noreferrer noopener">{e(url)}</a>'
 
 
-def params(spec: JobSpec, source_field: str | None) -> str:
-    """The job's input apart from its prompt and source, local files by name and other
-    jobs' outputs by what they are."""
+def params(spec: JobSpec, source_field: str | None, hidden: frozenset[str] = frozenset()) -> str:
+    """The job's input apart from its prompt, its source and ``hidden`` fields, local
+    files by name and other jobs' outputs by what they are."""
     names = {sha: local.path.name for sha, local in spec.files.items()}
 
     def readable(text: str) -> str:
@@ -126,7 +126,7 @@ def params(spec: JobSpec, source_field: str | None) -> str:
 
     items = []
     for key, value in spec.arguments.items():
-        if key in ("prompt", source_field) or value is False:
+        if key in ("prompt", source_field) or key in hidden or value is False:
             continue  # an option left off says nothing worth the room
         shown = substitute(value, readable)
         text = shown if isinstance(shown, str) else canonical_json(shown)

@@ -19,6 +19,7 @@ from ..job import job_label
 from ..plan import ClipFacts, Plan
 from ..state import JobRow, JobState, StateStore
 from ._judging import verdict_counts
+from ._segments import format_segments, segments_summary
 
 #: Display order of job states (the stored ones, in the order a job moves through them).
 STATES = tuple(s.value for s in JobState if s.stored)
@@ -150,6 +151,8 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
         "total": _rounded(totals),
         "limits": [_as_dict(limit) for limit in plan.limits_applied],
         "verdicts": _verdicts(plan, store, states),
+        "segmented": segments_summary(plan.segmented),
+        "warnings": clip_warnings(plan),
         **sources_summary(plan),
         "jobs": jobs,
     }
@@ -296,12 +299,16 @@ def format_plan(summary: dict[str, Any]) -> str:
             " not counted; add a `prices:` row, in the manifest or a --prices file, to count"
             " them)"
         )
+    lines += format_segments(summary.get("segmented", []))
     lines.extend(_verdict_lines(summary.get("verdicts"), summary["manifest"]))
     notes = source_notes(summary)
     if notes:
         lines.append("sources:")
         lines += [f"  {note}" for note in notes]
     lines += format_clips(summary.get("clips", []))
+    if summary.get("warnings") and not summary.get("clips"):
+        lines.append("warnings (plan --clips shows every clip's facts):")
+        lines += [f"  ! {warning}" for warning in summary["warnings"]]
     if summary["limits"]:
         lines.append("limits applied:")
         for limit in summary["limits"]:
