@@ -113,3 +113,17 @@ def verdict_counts(
         bucket["jobs"] += 1
         bucket["estimated_cost"] = round(bucket["estimated_cost"] + (cost or 0.0), 6)
     return {**counts, "waiting_for_verdict": waiting, "held_by_rejection": held}
+
+
+def count_phrases(counts: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Per kind judged so far, "looks: 1 approved · 0 rejected · 2 to judge" (``counts``
+    as ``verdict_counts`` gives them; kinds with nothing judgeable yet left out)."""
+    phrases = []
+    for kind in KINDS:
+        c = counts[kind]
+        if c["approved"] or c["rejected"] or c["to_judge"]:
+            phrases.append(
+                f"{kind}: {c['approved']:g} approved · {c['rejected']:g} rejected ·"
+                f" {c['to_judge']:g} to judge"
+            )
+    return phrases

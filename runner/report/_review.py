@@ -27,7 +27,7 @@ from ..endpoints import spec_for
 from ..job import LOCAL_PREFIX, PARENT_PREFIX, JobSpec, LocalFile
 from ..plan import Plan
 from ..state import JobRow, JobState, Judgement, Spend, StateStore
-from ._judging import Judgeable, rerollable, verdict_counts
+from ._judging import Judgeable, count_phrases, rerollable, verdict_counts
 from ._parts import CSS as PARTS_CSS, JS as PARTS_JS, LongClipParts
 from ._previews import make_posters, source_proxies
 from ._review_assets import CSS, JS
@@ -488,14 +488,7 @@ _STATE_ORDER = {
 
 def _verdict_words(counts: Mapping[str, Mapping[str, float]]) -> str:
     """The header's verdict line (empty when nothing is judgeable yet)."""
-    parts = []
-    for kind in ("looks", "outputs"):
-        c = counts[kind]
-        if c["approved"] or c["rejected"] or c["to_judge"]:
-            parts.append(
-                f"{kind}: {c['approved']:g} approved · {c['rejected']:g} rejected ·"
-                f" {c['to_judge']:g} to judge"
-            )
+    parts = count_phrases(counts)
     waiting, held = counts["waiting_for_verdict"], counts["held_by_rejection"]
     if waiting["jobs"]:
         parts.append(

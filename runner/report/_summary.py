@@ -18,7 +18,7 @@ from typing import Any
 from ..job import job_label
 from ..plan import ClipFacts, Plan
 from ..state import JobRow, JobState, StateStore
-from ._judging import verdict_counts
+from ._judging import count_phrases, verdict_counts
 from ._segments import format_segments, segments_summary
 
 #: Display order of job states (the stored ones, in the order a job moves through them).
@@ -178,14 +178,7 @@ def _verdict_lines(verdicts: dict[str, Any] | None, manifest: str) -> list[str]:
     """The verdict part of ``plan`` and ``status``: counts, and what waits and holds."""
     if verdicts is None:
         return []
-    counts = []
-    for kind in ("looks", "outputs"):
-        c = verdicts[kind]
-        if c["approved"] or c["rejected"] or c["to_judge"]:
-            counts.append(
-                f"{kind} {c['approved']} approved · {c['rejected']} rejected ·"
-                f" {c['to_judge']} to judge"
-            )
+    counts = count_phrases(verdicts)
     lines = [f"verdicts: {'; '.join(counts)}"] if counts else []
     waiting, held = verdicts["waiting_for_verdict"], verdicts["held_by_rejection"]
     quoted = shlex.quote(manifest)
