@@ -41,7 +41,8 @@ _SEEK = """async (t) => {
 def test_a_stitched_shot_shows_its_seams_and_parts(
     browser: Any, tmp_path: Path, emulator: Emulator
 ) -> None:
-    """harbour (27 s) × one prompt, rendered: its card stands beside the source, has a
+    """harbour (27 s) × one prompt, rendered: its look's card (judged there) and its
+    stitched card stand beside the source; the stitched one has a
     mark at each planned seam (10 s and 17 s, placed along the bar by time), a click on a
     mark plays from that moment, and the look and each segment's render, start frame and
     prepared source are links to files that are there; no console error, and the page asks
@@ -86,7 +87,7 @@ def test_a_stitched_shot_shows_its_seams_and_parts(
     if os.environ.get("RAYBATCH_SCREENSHOT"):
         page.screenshot(path=str(SCREENSHOT), clip={"x": 0, "y": 0, "width": 1000, "height": 620})
     context.close()
-    assert group == {"source": True, "cards": ["local/stitch"]}
+    assert group == {"source": True, "cards": ["luma/agent/uni-1/v1/edit", "local/stitch"]}
     assert [m["t"] for m in marks] == clip["seams"] == [10.0, 17.0]
     for mark in marks:
         assert float(mark["left"].rstrip("%")) == pytest.approx(100 * mark["t"] / 27.0, abs=0.01)

@@ -98,9 +98,9 @@ def test_full_example_expands_every_feature() -> None:
     assert costs[V2V]["estimated_cost"] == pytest.approx(8 * 0.72 + 4 * 1.08 + 3.24)
     assert all(e["unpriced"] == 0 for e in costs.values())
     applied = {limit["name"]: limit for limit in result.limits_applied}
-    # Local video-to-video clips longer than one render are cut into renders, so the
-    # longest-source limit (raised by the manifest) is measured against none of them.
-    assert "max_source_seconds" not in applied
+    # Local video-to-video clips longer than one render are cut into renders: the
+    # longest-source limit (raised by the manifest) is measured against what is sent.
+    assert applied["max_source_seconds"]["user"] is True
     assert applied["max_file_bytes"]["user"] is False
     assert applied["image_containers"]["source"].startswith("fal.ai/models/fal-ai/luma-dream")
 

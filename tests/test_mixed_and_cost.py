@@ -119,7 +119,7 @@ def test_submission_stops_at_the_cap_and_in_flight_jobs_finish(demo: Path, tmp_p
 @pytest.mark.parametrize(
     ("source", "phrase"),
     [
-        ("long_clip.mp4", "12.0 s"),
+        ("long_clip.mp4", "12 s long, over the longest clip raybatch cuts (10 s"),
         ("corrupt.mp4", "could not be read"),
         ("portrait.png", "image"),
     ],
@@ -128,12 +128,14 @@ def test_submission_stops_at_the_cap_and_in_flight_jobs_finish(demo: Path, tmp_p
 def test_bad_media_is_refused_by_plan_with_the_measured_value(
     demo: Path, source: str, phrase: str
 ) -> None:
-    """Too long, corrupt, or an image where a clip belongs: `plan` exits 2 naming the file
-    and what it measured, before anything is uploaded."""
+    """Over the length cap of clips raybatch cuts (set to 10 s here; 2 h by default),
+    corrupt, or an image where a clip belongs: `plan` exits 2 naming the file and what it
+    measured, before anything is uploaded."""
     data = Path(__file__).parent / "data"
     origin = data / source if (data / source).exists() else MANIFESTS / "media" / source
     shutil.copy(origin, demo.parent / "media" / source)
-    demo.write_text(demo.read_text().replace("media/beach.mp4", f"media/{source}"))
+    text = demo.read_text().replace("media/beach.mp4", f"media/{source}")
+    demo.write_text(text + "segments: {max_source: 10}\n")
     result = run_cli("plan", demo)
     assert result.returncode == 2
     assert source in result.stderr and phrase in result.stderr

@@ -159,8 +159,8 @@ def test_gate_looks_refusals(tmp_path: Path) -> None:
 
 
 def test_selections_name_takes(tmp_path: Path) -> None:
-    """--only take=2 keeps the second takes (their looks too); a prompt and a take select
-    across fields."""
+    """--only take=2 keeps the second takes (their looks too, and the clip's first frame
+    they need); a prompt and a take select across fields."""
     path = write(tmp_path, GATED.replace('{noir: "film noir"}', '{noir: "noir", warm: "warm"}'))
     second = plan(path, only=["take=2"]).jobs
     assert {(s.prompt, s.take, s.role) for s in second} == {
@@ -168,6 +168,7 @@ def test_selections_name_takes(tmp_path: Path) -> None:
         ("noir", 2, None),
         ("warm", 2, "look"),
         ("warm", 2, None),
+        (None, 1, None),  # the first frame, shared by every take
     }
     one = plan(path, only=["take=1", "prompt=warm"]).jobs
-    assert {(s.prompt, s.take) for s in one} == {("warm", 1)}
+    assert {(s.prompt, s.take) for s in one} == {("warm", 1), (None, 1)}

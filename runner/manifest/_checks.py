@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..endpoints import EndpointSpec, EndpointTables, Limit, Loc, MediaField, format_loc
 from ..job import LocalFile
-from ..media import MediaError, MediaInfo, extension, probe, probe_remote
+from ..media import RENDER_SECONDS, MediaError, MediaInfo, extension, probe, probe_remote
 from ._models import Segments
 from ._types import ARTICLE
 
@@ -92,14 +92,18 @@ class MediaChecks:
             reasons.append(f"is {what}, but {spec.name} needs {ARTICLE[kind]} here")
             info = None
         measured = kind == "video" and info is not None and info.duration is not None
+        sent = (info.duration or 0.0) if info is not None else 0.0
         if cap is not None and info is not None and kind == "video":
             reasons.extend(_long_problems(info, *cap))
-            measured = False  # no render is longer than the endpoint's longest source
+            # A clip longer than one render is cut: what is sent is a segment, at least
+            # the shortest render long; a shorter clip is sent whole.
+            sent = min(sent, min(RENDER_SECONDS))
         seconds = self._limit(spec, "max_source_seconds") if measured else None
-        if info is not None and seconds is not None and (info.duration or 0) > seconds.number:
+        if info is not None and seconds is not None and sent > seconds.number:
             reasons.append(
                 f"{info.duration or 0:.1f} s long; {spec.name} accepts at most"
                 f" {seconds.number:g} s {seconds.cite}"
+                + (f", and raybatch cuts at least {min(RENDER_SECONDS)} s" if cap else "")
             )
         return info, reasons
 

@@ -179,6 +179,9 @@ class _Page:
     def _group(self, jobs: Iterable[JobSpec]) -> list[_Source]:
         groups: dict[tuple[str, str], _Source] = {}
         by_clip: dict[str, tuple[str, str]] = {}
+        # Made from another job's output (a look from a frame): shown first beside its
+        # clip, once the clip's group is known (a long clip's is known at its stitch).
+        derived: list[JobSpec] = []
         for spec in jobs:
             if spec.key in self.parts.inside:
                 continue  # a long clip's part: shown in its stitched output's card
@@ -186,22 +189,31 @@ class _Page:
             name = _source_field(reader) if spec.clip is not None else None
             reference = reader.arguments.get(name) if name is not None else None
             if isinstance(reference, str) and reference.startswith(PARENT_PREFIX):
-                # Made from another job's output (a look from a frame): beside its clip.
-                group_key = by_clip.get(spec.clip or "", ("", spec.endpoint))
-            elif not isinstance(reference, str):
-                group_key = ("", spec.endpoint)
-            else:
+                derived.append(spec)
+                continue
+            group_key = ("", spec.endpoint)
+            if isinstance(reference, str):
                 group_key = (spec.clip or "", reference)
             if group_key not in groups:
-                if isinstance(reference, str) and group_key[1] == reference:
-                    groups[group_key] = self._source(reader, reference)
-                else:
-                    title = f"from text: {spec_for(spec.endpoint).name}"
-                    groups[group_key] = _Source(f"text:{spec.endpoint}", title, None)
+                groups[group_key] = self._new_group(reader, reference)
             if spec.clip is not None:
                 by_clip.setdefault(spec.clip, group_key)
             groups[group_key].jobs.append(spec)
+        firsts: dict[tuple[str, str], list[JobSpec]] = {}
+        for spec in derived:
+            group_key = by_clip.get(spec.clip or "", ("", spec.endpoint))
+            if group_key not in groups:
+                groups[group_key] = self._new_group(spec, None)
+            firsts.setdefault(group_key, []).append(spec)
+        for group_key, specs in firsts.items():
+            groups[group_key].jobs[:0] = specs
         return list(groups.values())
+
+    def _new_group(self, spec: JobSpec, reference: object) -> _Source:
+        """The group of jobs made from ``reference`` (a source), or from text."""
+        if isinstance(reference, str):
+            return self._source(spec, reference)
+        return _Source(f"text:{spec.endpoint}", f"from text: {spec_for(spec.endpoint).name}", None)
 
     def _source(self, spec: JobSpec, reference: str) -> _Source:
         ident = spec.clip or ""

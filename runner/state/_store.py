@@ -175,11 +175,19 @@ class StateStore(OutputReads, VerdictReads):
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
         ).fetchone()
         if version is None and not has_jobs:
-            # New (or killed before its schema was written): create it whole.
-            self._script(SCHEMA)
-            self._conn.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+            # New: created whole in one transaction, so a run killed meanwhile leaves no
+            # half a schema (DDL is transactional in SQLite) for the next open to misread.
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._script(SCHEMA)
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
             return
         version = version or 1
         if version == SCHEMA_VERSION:
