@@ -56,7 +56,9 @@ def _rows(out: Path) -> list[dict[str, Any]]:
     db = sqlite3.connect(f"file:{out / 'state.db'}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
     try:
-        return [dict(r) for r in db.execute("SELECT * FROM jobs")]
+        made = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs'").fetchone()
+        # The very first commit makes the schema: when it fails, the file holds nothing.
+        return [dict(r) for r in db.execute("SELECT * FROM jobs")] if made else []
     finally:
         db.close()
 
