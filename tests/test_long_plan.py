@@ -167,6 +167,27 @@ def test_anchor_makes_a_look_start_frames_and_parallel_renders(tmp_path: Path, m
         seen.add(job.key)
 
 
+def test_gate_looks_holds_a_long_clips_paid_work_for_its_look(tmp_path: Path, media: Path) -> None:
+    """gate: looks with a 27 s clip and a 3 s clip: per prompt one look each, shared with
+    nothing else; every render and start frame of the long clip waits for its own look's
+    approval, the short clip's render for its own, and nothing else waits."""
+    clips = "[media/talk.mp4, media/short.mp4]"
+    result = plan(manifest(tmp_path, media, "gate: looks\ntakes: 2\n", clips=clips))
+    assert len(set(result.keys)) == len(result.keys)
+    looks = {j.key: j for j in result.jobs if j.role == "look"}
+    assert len(looks) == 2 * 2 * 2  # clip × prompt × take
+    for job in result.jobs:
+        paid_after_look = job.endpoint == VIDEO_TO_VIDEO or job.role == "start"
+        if not paid_after_look:
+            assert job.gates == (), job.label
+            continue
+        [gate] = job.gates
+        look = looks[gate]
+        assert (look.clip, look.prompt, look.take) == (job.clip, job.prompt, job.take)
+    long_renders = [j for j in result.jobs if j.endpoint == VIDEO_TO_VIDEO and j.clip == "talk"]
+    assert len(long_renders) == 2 * 2 * 3
+
+
 def test_chain_renders_one_after_another_from_the_previous_render(
     tmp_path: Path, media: Path
 ) -> None:

@@ -104,9 +104,12 @@ class Expansion:
         layers = list(product(*group.matrix))
         combos = [self._combo(group, combo, placed, seconds) for combo in layers]
         # Long clips: a combination whose clip is longer than one render is cut.
+        # A gate places start_image_url (the look) in the input it validates; a long clip's
+        # renders get theirs from continuity, so its cutting sees the input without it.
+        long_combos = [_without_start(c) for c in combos] if gated else combos
         cuttings = [
             self.long.cutting(group, [*group.layers, *own], combo, info)
-            for own, combo in zip(layers, combos, strict=True)
+            for own, combo in zip(layers, long_combos, strict=True)
         ]
         source_id = source.id if source is not None else None
         for combo in combos:
@@ -138,7 +141,15 @@ class Expansion:
                         arguments[source_field] = source.reference
                     if isinstance(cutting, Cutting):
                         made = self.long.add(
-                            cutting, group, combo, prompt, text or "", take, job, jobs, gated=gated
+                            cutting,
+                            group,
+                            long_combos[number],
+                            prompt,
+                            text or "",
+                            take,
+                            job,
+                            jobs,
+                            gated=gated,
                         )
                         added[number] += made
                         continue
@@ -476,3 +487,11 @@ def _path_problem(rendered: str, *, template: bool = False) -> str | None:
     if not template and (not parts[-1].strip() or parts[-1] == "."):
         return "has no file name"
     return None
+
+
+def _without_start(combo: Combo) -> Combo:
+    """``combo`` without the start image a gate placed in its validated input."""
+    if combo.base is None or START_IMAGE not in combo.base:
+        return combo
+    base = {k: v for k, v in combo.base.items() if k != START_IMAGE}
+    return combo._replace(base=base)

@@ -111,15 +111,15 @@ class LongClips:
         gated: bool = False,
     ) -> bool:
         """The graph of one long clip × prompt × combination × take, each shared job once;
-        whether it was placed (not refused). ``gated`` (``gate: looks``): every render
-        waits for a person to approve the look, made even without continuity."""
+        whether it was placed (not refused). ``gated`` (``gate: looks``): every render and
+        start frame waits for a person to approve the look, made even without continuity."""
         base = combo.base
         source, settings, plan = cutting.source, cutting.settings, cutting.plan
         assert base is not None and source.file is not None
         sha = source.file.sha256
         if prompt is not None and not self.expansion.looks.prompt_ok(prompt, text):
             return False
-        graph = _Graph(source.id, prompt, take)
+        graph = _Graph(source.id, prompt, take, gated)
         resolution = str(base.get("resolution", ""))
         folder = f"{PREPARED_DIR}/{source.id}-{sha[:12]}/{resolution or 'source'}"
         cuts = [
@@ -170,7 +170,7 @@ class LongClips:
                     {**combo.labels, SEGMENT: segment.index},
                     cost=self.cutter.render_price(base, segment.duration),
                     take=take,
-                    gates=(look,) if gated and look is not None else (),
+                    gates=(look,) if graph.gated and look is not None else (),
                 )
             )
         stitch = self._stitch_arguments(cutting, renders, sha)
@@ -240,6 +240,7 @@ class LongClips:
             where="shared",
             cost=self.prices.estimate(EDIT, arguments, None),
             take=graph.take,
+            gates=(look,) if graph.gated else (),
         )
 
     def _cut_arguments(self, sha: str, segment: Segment, resolution: str) -> dict[str, Any]:
@@ -359,10 +360,12 @@ class _Planned:
 class _Graph:
     """The jobs of one long clip × prompt × combination × take, in the order made."""
 
-    def __init__(self, clip: str, prompt: str | None, take: int) -> None:
+    def __init__(self, clip: str, prompt: str | None, take: int, gated: bool = False) -> None:
         self.clip = clip
         self.prompt = prompt
         self.take = take
+        #: Its paid work past the look waits for the look's approval (``gate: looks``).
+        self.gated = gated
         self.jobs: list[_Planned] = []
         #: The stitched output's planning id, which intermediates are claimed for.
         self.owner: JobId | None = None
