@@ -229,7 +229,9 @@ class Cutter:
         (checked once per combination and continuity)."""
         base = combo.base
         assert base is not None
-        cache_key = (id(group), tuple(sorted(combo.labels.items())), settings.continuity)
+        source = group.source.id if group.source is not None else None
+        labels = tuple(sorted(combo.labels.items()))
+        cache_key = (group.loc, source, labels, settings.continuity)
         if cache_key in self._checked:
             return self._checked[cache_key]
         ok = True
