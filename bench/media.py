@@ -391,9 +391,10 @@ def markdown(figures: dict[str, Any]) -> str:
             f" ({copied['seconds']} s) | {copied['realtime_factor']}× real time | ≥ 50× |"
             f" {'yes' if copied['realtime_factor'] >= 50 and not copied['reencoded'] else 'no'} |"
         )
+        cpu = f", {redone['cpu_seconds']} CPU s" if "cpu_seconds" in redone else ""
         lines.append(
-            f"| stitch, same, last segment trimmed: re-encoded ({redone['seconds']} s,"
-            f" {redone['cpu_seconds']} CPU s) | {redone['realtime_factor']}× real time | – | |"
+            f"| stitch, same, last segment trimmed: re-encoded ({redone['seconds']} s{cpu})"
+            f" | {redone['realtime_factor']}× real time | – | |"
         )
     upload = figures.get("upload")
     if upload:
@@ -418,6 +419,13 @@ def markdown(figures: dict[str, Any]) -> str:
             f" {memory['stitch_trimmed_seconds']} s, blended {memory['stitch_blended_seconds']} s"
             " | | | |"
         )
+    earlier: dict[str, list[str]] = {}
+    for phase in PHASES:
+        measured = figures.get(phase, {}).get("measured", figures["date"])
+        if measured != figures["date"]:
+            earlier.setdefault(measured, []).append(phase)
+    for measured, names in earlier.items():
+        lines += ["", f"{', '.join(names)}: figures of {measured}, not run again on this date."]
     return "\n".join(lines) + "\n"
 
 
@@ -439,16 +447,24 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "scene": args.scene,
     }
+    name = "media" if args.scene == "natural" else f"media-{args.scene}"
+    previous = out / f"{name}.json"
+    if args.only and previous.exists():
+        # The phases not run keep their last figures, each with the date it was measured.
+        kept = json.loads(previous.read_text())
+        for phase in PHASES:
+            if phase not in args.only and phase in kept:
+                figures[phase] = {"measured": kept["date"], **kept[phase]}
     phases = {"stitch": stitch_phase, "upload": upload_phase, "memory": memory_phase}
-    for name in args.only or PHASES:
+    for phase in args.only or PHASES:
         started = time.monotonic()
-        figures[name] = phases[name](cache, work, args.quick, args.scene)
+        figures[phase] = phases[phase](cache, work, args.quick, args.scene)
+        figures[phase]["measured"] = figures["date"]
         print(
-            f"[bench.media] {name} ({time.monotonic() - started:.0f} s): {figures[name]}",
+            f"[bench.media] {phase} ({time.monotonic() - started:.0f} s): {figures[phase]}",
             file=sys.stderr,
         )
     table = markdown(figures)
-    name = "media" if args.scene == "natural" else f"media-{args.scene}"
     (out / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
     (out / f"{name}.md").write_text(table)
     print(table)

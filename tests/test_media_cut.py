@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from runner.errors import DiskError
 from runner.media import MediaError, Segment, cut_segment, plan_segments, probe
+from runner.media._decode import VideoSource, decode_threads
 from tests.media_sources import Clip, decoded, make_clip, on_screen, read_index, read_indices
 
 # Keyframes every 5 s exactly (no scene-cut keyframes), B-frames on: a segment grid of 5 s
@@ -206,3 +208,31 @@ def test_frames_come_out_in_order_without_holes(gop_clip: Path, tmp_path: Path) 
     frames = list(decoded(info.path))
     assert [round(time * 24) for time, _ in frames] == list(range(120))
     assert read_index(frames[0][1]) == 50
+
+
+@pytest.mark.parametrize(
+    ("cores", "size", "threads"),
+    [
+        (64, (1920, 1080), 4),
+        (64, (3840, 2160), 2),
+        (64, (320, 180), 16),
+        (2, (1920, 1080), 2),
+        (1, (3840, 2160), 1),
+    ],
+)
+def test_decoder_threads_follow_the_picture_not_the_machine(
+    monkeypatch: pytest.MonkeyPatch, cores: int, size: tuple[int, int], threads: int
+) -> None:
+    """Frame threads each hold their own pictures: 4 at 1080p, 2 at 4K, never over the cores."""
+    # No 64-core machine here: the usable cores are what sched_getaffinity answers.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert decode_threads(*size) == threads
+
+
+def test_a_source_decodes_with_the_bounded_thread_count(gop_clip: Path) -> None:
+    """The decoder runs with ``decode_threads`` frame threads, and every frame comes out."""
+    with VideoSource(gop_clip) as source:
+        frames = sum(1 for _ in source.frames())
+        context = source.stream.codec_context
+        assert context.thread_count == decode_threads(source.stream.width, source.stream.height)
+    assert frames == 480
