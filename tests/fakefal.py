@@ -305,10 +305,11 @@ async def run_jobs(
     jobs: Sequence[JobSpec],
     *,
     local_steps: Mapping[str, LocalStep] | None = None,
+    limit: float = 30.0,
     **options: Any,
 ) -> tuple[RunSummary, StateStore]:
-    """Run ``jobs`` to the end with stamina's waits off; returns the summary and a store
-    reopened on the state file (closed by the caller)."""
+    """Run ``jobs`` to the end (failing after ``limit`` seconds) with stamina's waits off;
+    returns the summary and a store reopened on the state file (closed by the caller)."""
     with stamina.set_testing(True, attempts=1000, cap=True):
         steps = local_steps
         async with engine(tmp_path, fal, jobs, local_steps=steps, **options) as (
@@ -316,6 +317,6 @@ async def run_jobs(
             _store,
             _sink,
         ):
-            with anyio.fail_after(30):
+            with anyio.fail_after(limit):
                 summary = await scheduler.run()
     return summary, StateStore.open(tmp_path / "state.db")

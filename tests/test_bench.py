@@ -10,6 +10,10 @@ from typing import Any
 
 import pytest
 
+from runner.job import JobSpec, job_key, parent_ref
+
+from .fakefal import ENDPOINT
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Per-side figures of the makespan run (and of each CPU-curve point).
@@ -129,4 +133,32 @@ def test_long_bench_runs_both_feeders_over_one_plan(tmp_path: Path) -> None:
         assert run["done"] == run["jobs"] > 0
         assert run["bound"] == max(run["remote_seconds"] / figures["slots"], run["longest_chain"])
         assert run["ratio"] == pytest.approx(run["makespan"] / run["bound"], abs=0.01)
+        assert run["whole_render_bound"] >= run["bound"]
+        assert run["simulated"] >= run["whole_render_bound"] - 1e-6, "a bound was beaten"
     assert "| critical-path |" in done.stdout and "| fifo |" in done.stdout
+
+
+def _job(name: str, endpoint: str = ENDPOINT, parents: tuple[str, ...] = ()) -> JobSpec:
+    arguments = {"prompt": name, **({"image_url": parent_ref(parents[0])} if parents else {})}
+    return JobSpec(job_key(endpoint, arguments), endpoint, arguments, f"{name}.out",
+                   prompt=name, parents=parents)  # fmt: skip
+
+
+def test_long_bench_bounds_count_whole_renders_and_the_simulated_feeder_meets_them() -> None:
+    """Two slots, a chain of two 8 s renders (a frame between) and three single 8 s
+    renders: the issue's bound is 40 ÷ 2 = 20 s, but five whole renders on two slots put
+    three on one, 24 s; the critical-path feeder, replayed with no latency, keeps the
+    chain's place for its second render and ends at exactly 24 s."""
+    from bench.long import lower_bound, simulate
+
+    first = _job("a0")
+    frame = _job("frame", "local/frame", (first.key,))
+    second = _job("a1", parents=(frame.key,))
+    singles = [_job(f"b{n}") for n in range(3)]
+    jobs = [*singles, first, frame, second]
+    seconds = [0.02 if job.kind == "local" else 8.0 for job in jobs]
+    bound = lower_bound(jobs, seconds, slots=2)
+    assert bound["remote_seconds"] == 40 and bound["longest_chain"] == pytest.approx(16.02)
+    assert bound["bound"] == 20 and bound["whole_render_bound"] == 24
+    assert simulate(jobs, seconds, "critical-path", slots=2) == pytest.approx(24)
+    assert simulate(jobs, seconds, "fifo", slots=2) > 24, "FIFO starts the chain last"

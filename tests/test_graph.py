@@ -196,6 +196,19 @@ def test_critical_path_lengths_add_up_the_heaviest_chain() -> None:
     assert graph.waiting == {2: {a.key}, 3: {a.key, b.key}, 4: {c.key}}
 
 
+def test_a_tie_in_remaining_chain_goes_to_the_longer_whole_path() -> None:
+    """Two ready renders with the same chain left: the one a longer chain of work led to
+    goes first, though it is listed last (plan order used to decide)."""
+    single = _remote("single", weight=10)
+    first = _remote("first", weight=10)
+    last = _remote("last", (first.key,), weight=10)
+    graph = Graph(JobList.of([single, first, last]), {first.key: JobState.DONE})
+    assert graph.priority[0] == graph.priority[2] == 10
+    assert graph.rank(2) > graph.rank(0)
+    graph.add_ready([0, 2])
+    assert [graph.pop_ready(False), graph.pop_ready(False)] == [2, 0]
+
+
 async def test_a_resumed_run_unblocks_jobs_whose_parents_finished_before_a_crash(
     tmp_path: Path,
 ) -> None:

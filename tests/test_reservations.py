@@ -89,6 +89,21 @@ async def test_a_chains_next_render_takes_the_place_its_predecessor_held(tmp_pat
     assert watch.peak == 1, "a queue at fal would put the chain behind other requests"
 
 
+async def test_a_chain_keeps_its_place_against_a_job_with_as_much_left(tmp_path: Path) -> None:
+    """A chain's last render has as much work left as each single render waiting: the
+    place stays with the chain (the longer whole path), not with the singles listed first."""
+    chain = _chain(2)
+    singles = [_render(f"b{n}") for n in range(3)]
+    fal = FakeFal()
+    summary, store = await run_jobs(
+        tmp_path, fal, [*singles, *chain], local_steps={FRAME: _frame}, concurrency=1
+    )
+    store.close()
+    assert summary.done == len(singles) + len(chain)
+    order = [request.arguments["prompt"] for request in fal.requests.values()]
+    assert order[:2] == ["a0", "a1"], order
+
+
 async def test_without_chains_the_queue_at_fal_is_kept(tmp_path: Path) -> None:
     """Independent jobs keep the usual queue at fal beyond the concurrency (a buffer), so a
     freed place is refilled at once."""

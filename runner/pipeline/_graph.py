@@ -4,7 +4,12 @@ A job whose parents are not all done waits (``blocked``) and holds nothing. Amon
 jobs, the one with the longest remaining chain goes first (its own estimated work plus
 its longest chain of descendants): a long clip's first segment under chain continuity
 starts before a one-segment clip, so the batch does not end waiting on one long chain.
-Local steps and remote requests have a ready queue each, since each has its own limit.
+Equal remaining chains are common (every 10 s segment weighs the same), so a tie goes to
+the job with the heaviest chain of work *before* it: the longer whole path. A long clip's
+last render and a short clip's last render both have one render left, but only the long
+clip's has waited its whole chain to get there; plan order would otherwise decide, and
+put the clip listed last behind the others. Local steps and remote requests have a ready
+queue each, since each has its own limit.
 
 A job may also wait for a *verdict*: with ``gate: looks`` a render waits until a person
 approves its look (``JobSpec.gates``), holding nothing either. It is ready once every
@@ -21,6 +26,9 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from ..job import LOCAL_ENDPOINT_PREFIX
 from ..plan import JobList
 from ..state import JobState
+
+#: A job's urgency, compared as a tuple: see ``Graph.rank``.
+Rank = tuple[float, float]
 
 
 class Graph:
@@ -47,8 +55,8 @@ class Graph:
         #: gating parent key → the jobs it gates.
         self._gated: dict[str, list[int]] = {}
         self._add(range(len(self.keys)), states, approved)
-        self.priority = self._priorities()
-        self._ready: tuple[list[tuple[float, int]], list[tuple[float, int]]] = ([], [])
+        self.priority, self._depth = self._priorities()
+        self._ready: tuple[list[tuple[Rank, int]], list[tuple[Rank, int]]] = ([], [])
         #: Jobs in a ready queue (one taken back for a verdict stays in the heap, skipped).
         self._queued: set[int] = set()
         #: Jobs this run may still start (see ``track``).
@@ -80,17 +88,25 @@ class Graph:
         the graph; returns those that may start now."""
         new = range(start, len(self.keys))
         self._add(new, states, approved)
-        self.priority = self._priorities()
         for name in ("chained", "_parents"):  # computed for the graph before it grew
             self.__dict__.pop(name, None)
+        self.priority, self._depth = self._priorities()
         self.todo.update(new)
         return [i for i in new if i not in self.waiting and i not in self.awaiting]
 
-    def _priorities(self) -> list[float]:
-        """Each job's priority: its remaining chain, or (FIFO, for comparison only) none."""
+    def _priorities(self) -> tuple[list[float], list[float]]:
+        """Each job's priority, its remaining chain, and what breaks a tie, the heaviest
+        chain that ends with it; (FIFO, for comparison only) neither."""
         if self._fifo:
-            return [0.0] * len(self.keys)
-        return _chain_lengths(self._columns.weights, self._children)
+            return [0.0] * len(self.keys), [0.0] * len(self.keys)
+        weights = self._columns.weights
+        parents = {i: found for i, found in enumerate(self._parents) if found}
+        return _chain_lengths(weights, self._children), _chain_lengths(weights, parents)
+
+    def rank(self, i: int) -> Rank:
+        """How urgent job ``i`` is: its remaining chain, then the chain that led to it
+        (the greater goes first)."""
+        return self.priority[i], self._depth[i]
 
     def track(self, todo: Iterable[int]) -> None:
         """Only jobs ``todo`` are this run's to start: the others (finished, or already at
@@ -146,15 +162,15 @@ class Graph:
             others = (self._index.get(key) for key in waiting if key != self.keys[i])
             if any(j is None or not self._local[j] for j in others):
                 continue  # it waits for another remote job too
-            if best is None or self.priority[child] > self.priority[best]:
+            if best is None or self.rank(child) > self.rank(best):
                 best = child
         return best
 
-    def top_priority(self, local: bool) -> float:
-        """The priority of the most urgent queued job of that kind (-inf: none)."""
+    def top_rank(self, local: bool) -> Rank | None:
+        """The rank of the most urgent queued job of that kind (None: none queued)."""
         if not self.has_ready(local):
-            return float("-inf")
-        return -self._ready[local][0][0]
+            return None
+        return self.rank(self._ready[local][0][1])
 
     def index(self, key: str) -> int | None:
         """The plan index of ``key``, if it is one of this run's jobs."""
@@ -169,7 +185,8 @@ class Graph:
         for i in indices:
             if i not in self._queued:
                 self._queued.add(i)
-                heapq.heappush(self._ready[self._local[i]], (-self.priority[i], i))
+                first, then = self.rank(i)
+                heapq.heappush(self._ready[self._local[i]], ((-first, -then), i))
 
     def has_ready(self, local: bool) -> bool:
         """Whether a job of that kind is queued."""
@@ -179,8 +196,7 @@ class Graph:
         return bool(queue)
 
     def pop_ready(self, local: bool) -> int:
-        """The queued job of that kind with the longest remaining chain (plan order breaks
-        ties)."""
+        """The queued job of that kind with the highest rank (plan order breaks ties)."""
         while True:
             i = heapq.heappop(self._ready[local])[1]
             if i in self._queued:
@@ -289,8 +305,9 @@ class Graph:
 
 
 def _chain_lengths(weights: Sequence[float], children: Mapping[int, list[int]]) -> list[float]:
-    """Each job's own weight plus its heaviest chain of descendants (iterative: a chain
-    of thousands of segments must not hit the recursion limit)."""
+    """Each job's own weight plus its heaviest chain through ``children`` (descendants;
+    given each job's parents instead, ancestors). Iterative: a chain of thousands of
+    segments must not hit the recursion limit."""
     chain = list(weights)
     if not children:
         return chain

@@ -43,7 +43,8 @@ class Reservations:
         heir = graph.heir(i)
         if heir is None or heir in self._kept:
             return False
-        if graph.priority[heir] <= graph.top_priority(local=False):
+        top = graph.top_rank(local=False)
+        if top is not None and graph.rank(heir) <= top:
             return False
         self._kept.add(heir)
         return True
