@@ -3,14 +3,12 @@ progress while it runs, and the review page."""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._judging import Judgeable, group_of, reroll_ops, verdict_counts
 from ._names import OutputNames, adopt_plain_files, output_names
-from ._previews import extract_poster
-from ._progress import Progress
 from ._results import result_record, write_results
-from ._review import write_review_page
-from ._server import ReviewSession, review_app, serve_review
-from ._show import find_job, format_story, job_story
 from ._summary import (
     clip_warnings,
     clips_summary,
@@ -23,6 +21,36 @@ from ._summary import (
     status_summary,
     unpriced_remaining,
 )
+
+if TYPE_CHECKING:
+    from ._previews import extract_poster
+    from ._progress import Progress
+    from ._review import write_review_page
+    from ._server import ReviewSession, review_app, serve_review
+    from ._show import find_job, format_story, job_story
+
+#: Names whose modules load media, web-server or pipeline code: imported on first use, so
+#: ``status`` and ``plan`` start without them (half a second of imports on this machine).
+_LAZY = {
+    "extract_poster": "_previews",
+    "Progress": "_progress",
+    "write_review_page": "_review",
+    "ReviewSession": "_server",
+    "review_app": "_server",
+    "serve_review": "_server",
+    "find_job": "_show",
+    "format_story": "_show",
+    "job_story": "_show",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The lazily imported names of ``_LAZY``."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = (
     "Judgeable",
