@@ -24,12 +24,13 @@ PACKAGES = (
 
 
 def public_names(package: types.ModuleType) -> set[str]:
-    """The classes, functions and constants a package exposes (no module, no _name)."""
+    """The classes, functions and constants a package exposes (no module, no _name),
+    names it imports on first use included (``dir`` lists them)."""
     return {
         attr
-        for attr, value in vars(package).items()
+        for attr in dir(package)
         if not attr.startswith("_")
-        and not isinstance(value, types.ModuleType)
+        and not isinstance(getattr(package, attr), types.ModuleType)
         and attr != "annotations"
     }
 

@@ -4,7 +4,7 @@ progress while it runs, and the review page."""
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+import typing
 
 from ._judging import Judgeable, group_of, reroll_ops, verdict_counts
 from ._names import OutputNames, adopt_plain_files, output_names
@@ -22,7 +22,7 @@ from ._summary import (
     unpriced_remaining,
 )
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from ._previews import extract_poster
     from ._progress import Progress
     from ._review import write_review_page
@@ -44,12 +44,17 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     """The lazily imported names of ``_LAZY``."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    """The package's names, the lazily imported ones included."""
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = (
