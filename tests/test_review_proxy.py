@@ -4,12 +4,14 @@ they are."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
 from runner.media import probe
-from runner.report._previews import PROXY_DIR, playable
+from runner.report._previews import PROXY_DIR, playable, source_proxies
+from runner.session import RUN_PROXIES
 
 from .conftest import MANIFESTS, Emulator, run_cli
 from .media_sources import Clip, make_clip
@@ -72,3 +74,18 @@ def test_a_prores_source_is_shown_through_a_cached_h264_proxy(
     again = run_cli("report", manifest, "--output-dir", out)
     assert again.returncode == 0, again.stderr
     assert proxy.stat().st_mtime_ns == made, "made once, then cached"
+
+
+def test_a_refresh_makes_at_most_its_limit_of_proxies(tmp_path: Path) -> None:
+    """With a run's limit (4), five ProRes sources get four proxies now and one later
+    (shown as it is meanwhile); the next refresh makes the fifth."""
+    prores = Clip(frames=4, codec="prores_ks", pix_fmt="yuv422p10le", container_format="mov")
+    clip = make_clip(tmp_path / "m.mov", prores)
+    # Proxies are named by the content's sha256: five names stand for five sources.
+    videos = {hashlib.sha256(bytes([n])).hexdigest(): clip for n in range(RUN_PROXIES + 1)}
+    first = source_proxies(tmp_path / "out", videos, limit=RUN_PROXIES)
+    assert RUN_PROXIES == 4
+    assert sum(v is not None for v in first.values()) == 4
+    assert sum(v is None for v in first.values()) == 1
+    second = source_proxies(tmp_path / "out", videos, limit=RUN_PROXIES)
+    assert all(v is not None for v in second.values())
