@@ -50,6 +50,7 @@ from ._upkeep import (
     Cancelled as Cancelled,
     Verified as Verified,
     cancel as cancel,
+    read_by_others,
     recheck_outputs,
     rerender_cost,
     verify as verify,
@@ -292,7 +293,7 @@ def run(
     say no (``Declined``). ``rerender``: jobs whose output is missing or altered are
     rendered again (priced in the estimate) instead of fetched again.
     """
-    from .report import jobs_to_submit, remaining_cost, unpriced_remaining
+    from .report import to_submit, unpriced_remaining
 
     refuse_bad_sources(plan, skip_bad)
     if options.concurrency < 1:
@@ -301,11 +302,10 @@ def run(
     if plan.facts.output_dir is None and not plan.output_dir_given:
         check_default_output_dir(plan.manifest_path, output_dir)
     with reading(plan) as existing:
-        remaining = remaining_cost(plan, existing, retry_failed=retry_failed)
+        jobs, remaining = to_submit(plan, existing, retry_failed=retry_failed)
         unpriced = unpriced_remaining(plan, existing, retry_failed=retry_failed)
         if rerender and existing is not None:
             remaining += rerender_cost(plan, existing)
-        jobs = jobs_to_submit(plan, existing, retry_failed=retry_failed) if confirm else 0
     if options.max_cost is not None and unpriced:
         from .endpoints import unpriced_refusal
 
@@ -386,7 +386,13 @@ async def _run(
         warnings = await keep_superseded(writer, sink)
         if retry_failed:
             await _reset_failed(writer, plan)
-        notes = await recheck_outputs(writer, sink, plan, rerender=rerender)
+        # Outputs other jobs read are checked before anything starts; the rest (most of a
+        # big library) beside the first submissions: a resume of 100k jobs half done
+        # waited half a second for 50,000 stats. --rerender decides everything first.
+        others = read_by_others(plan)
+        first = [k for k in plan.keys if rerender or k in others]
+        later = [] if rerender else [k for k in plan.keys if k not in others]
+        notes = (await recheck_outputs(writer, sink, first, rerender=rerender)).notes
         # The observer reads the state as it is now, resets included.
         observing = observe(plan, reader) if observe else nullcontext(None)
         with observing as observer:
@@ -404,6 +410,7 @@ async def _run(
                     local_steps=STEPS if local_steps is None else local_steps,
                     ssl_context=context,
                     extend=functools.partial(rerolled_jobs, plan, writer),
+                    recheck=functools.partial(recheck_outputs, writer, sink, later, rerender=False),
                 )
                 async with anyio.create_task_group() as group:
                     if handle_signals:

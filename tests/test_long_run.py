@@ -226,3 +226,20 @@ def test_a_failed_segment_blocks_its_stitch_and_retry_redoes_only_it(
         if row.state is JobState.DONE:
             assert after[key].finished_at == row.finished_at
     assert probe(out / "harbour" / "p0.mp4").duration == pytest.approx(27.0, abs=1 / 24)
+
+
+def test_outputs_other_jobs_read_are_checked_before_a_run_starts(tmp_path: Path) -> None:
+    """Every job whose output another job reads (a cut, a frame, a look, a render before
+    its stitch) is in the set a run checks before it starts anything; the stitches, which
+    nothing reads, are left to the check beside the first submissions."""
+    from runner._upkeep import read_by_others
+    from runner.manifest import plan
+
+    planned = plan(example(tmp_path), output_dir=tmp_path / "out")
+    c = planned.columns
+    first = read_by_others(planned)
+    for key, parents, gates in zip(c.keys, c.parents, c.gates or [()] * len(c), strict=True):
+        assert set(parents) | set(gates) <= first, key
+    assert len(first) > 2 * len(c.keys) // 3  # cuts, frames, looks, start frames, renders
+    stitches = {k for k, e in zip(c.keys, c.endpoints, strict=True) if e == "local/stitch"}
+    assert stitches and not stitches & first

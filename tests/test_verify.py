@@ -160,3 +160,22 @@ def test_verify_while_a_run_holds_the_directory_reports_without_marking(
     assert f"city/noir: {TARGET} is missing" in found.stdout
     assert "not marked" in found.stdout
     assert _state_of(out, TARGET) == "done"
+
+
+def test_a_damaged_output_is_fetched_again_beside_the_pending_jobs(
+    demo: Path, tmp_path: Path, emulator: Emulator
+) -> None:
+    """Outputs no job reads are checked while the run submits its pending jobs: one run
+    renders the jobs left and fetches the deleted file again, and counts all nine done."""
+    out = tmp_path / "out"
+    _ran(demo, out, emulator, "--only", "city")
+    original = _sha256(out / TARGET)
+    submitted = emulator.stats()["submits"]
+    assert 0 < submitted < JOBS
+    (out / TARGET).unlink()
+    err = _ran(demo, out, emulator)
+    assert "1 done job(s) have outputs missing or altered" in err
+    assert f"{JOBS} done, 0 failed" in err
+    assert emulator.stats()["submits"] == JOBS, "the rest rendered, the deleted one fetched"
+    assert _sha256(out / TARGET) == original
+    assert _state_of(out, TARGET) == "done"

@@ -10,7 +10,7 @@ from ._policy import TABLE, Action, Limits, Policy, retry_state
 from ._scheduler import Scheduler
 from ._steps import STEPS
 from ._superseded import aside_path, keep_superseded
-from ._verify import NEEDS_FETCH, damaged_outputs, mark_damaged, to_rerender
+from ._verify import NEEDS_FETCH, Rechecked, damaged_outputs, mark_damaged, to_rerender
 
 __all__ = (
     "NEEDS_FETCH",
@@ -23,6 +23,7 @@ __all__ = (
     "LocalStep",
     "NullObserver",
     "Policy",
+    "Rechecked",
     "RunObserver",
     "RunOptions",
     "RunSummary",

@@ -66,9 +66,9 @@ class Graph:
         self, indices: range, states: Mapping[str, JobState], approved: Collection[str]
     ) -> None:
         columns = self._columns
-        for i in indices:
-            self._index[self.keys[i]] = i
-            self._local.append(columns.endpoints[i].startswith(LOCAL_ENDPOINT_PREFIX))
+        self._index.update(zip(self.keys[indices.start :], indices, strict=True))
+        ends = columns.endpoints[indices.start :]
+        self._local.extend(e.startswith(LOCAL_ENDPOINT_PREFIX) for e in ends)
         for i in indices:
             for parent in columns.parents[i]:
                 if states.get(parent) is not JobState.DONE:
@@ -100,6 +100,8 @@ class Graph:
         if self._fifo:
             return [0.0] * len(self.keys), [0.0] * len(self.keys)
         weights = self._columns.weights
+        if not self._children:  # no job waits for another: each chain is the job alone
+            return list(weights), list(weights)
         parents = {i: found for i, found in enumerate(self._parents) if found}
         return _chain_lengths(weights, self._children), _chain_lengths(weights, parents)
 
@@ -118,6 +120,8 @@ class Graph:
     def chained(self) -> bool:
         """Whether some remote job waits on another remote job's output (directly or
         through local steps): a chain, whose links must not queue at fal."""
+        if not self._children:
+            return False
         parents = self._parents
         for i, mine in enumerate(parents):
             if self._local[i] or not mine:
@@ -182,11 +186,18 @@ class Graph:
 
     def add_ready(self, indices: Iterable[int]) -> None:
         """Queue jobs that may start now."""
-        for i in indices:
-            if i not in self._queued:
-                self._queued.add(i)
-                first, then = self.rank(i)
-                heapq.heappush(self._ready[self._local[i]], ((-first, -then), i))
+        new = [i for i in indices if i not in self._queued]
+        self._queued.update(new)
+        for local, queue in ((False, self._ready[0]), (True, self._ready[1])):
+            entries = [
+                ((-self.priority[i], -self._depth[i]), i) for i in new if self._local[i] is local
+            ]
+            if len(entries) > len(queue) // 4:
+                queue.extend(entries)  # many at once (a run's start): one O(n) heapify
+                heapq.heapify(queue)
+            else:
+                for entry in entries:
+                    heapq.heappush(queue, entry)
 
     def has_ready(self, local: bool) -> bool:
         """Whether a job of that kind is queued."""

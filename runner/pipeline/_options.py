@@ -92,6 +92,9 @@ class RunObserver(Protocol):
     def on_note(self, message: str) -> None:
         """Something the user should read (a policy applied, a budget reached)."""
 
+    def on_reopened(self, spec: JobSpec, state: JobState, detail: str | None) -> None:
+        """A done job went back to ``state``: its outputs were found missing or altered."""
+
     def on_finish(self, summary: RunSummary, spend: Spend, spend_before: Spend) -> None:
         """The run ended; ``spend`` is the state's now, ``spend_before`` at its start."""
 
@@ -106,6 +109,9 @@ class NullObserver:
         """Ignore."""
 
     def on_note(self, message: str) -> None:
+        """Ignore."""
+
+    def on_reopened(self, spec: JobSpec, state: JobState, detail: str | None) -> None:
         """Ignore."""
 
     def on_finish(self, summary: RunSummary, spend: Spend, spend_before: Spend) -> None:

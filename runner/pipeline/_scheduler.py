@@ -41,7 +41,15 @@ from ..job import JobSpec
 from ..net import tls_context
 from ..outputs import OutputSink
 from ..plan import JobList
-from ..state import ErrorInfo, JobState, OutputFile, StateWriter, Transitions, Unfinished
+from ..state import (
+    PENDING_ROW,
+    ErrorInfo,
+    JobState,
+    OutputFile,
+    StateWriter,
+    Transitions,
+    Unfinished,
+)
 from ._cancel import NOTES, CancelOutcome, cancel_requests, outcome
 from ._following import FollowsVerdicts
 from ._gates import Gates
@@ -51,6 +59,7 @@ from ._local import LocalJob, LocalStep, run_step
 from ._options import Controls, NullObserver, RunObserver, RunOptions, RunSummary, Stopped
 from ._policy import Policy
 from ._remote import Hold, Progress, Remote
+from ._reopening import Recheck, Reopens
 from ._reserve import Relay, Reservations
 from ._steps import STEPS
 from ._verdicts import VerdictWatch, held_cost
@@ -58,7 +67,7 @@ from ._verdicts import VerdictWatch, held_cost
 _ATTACHED = (JobState.QUEUED, JobState.RUNNING, JobState.COMPLETED)
 
 
-class Scheduler(FollowsVerdicts):
+class Scheduler(FollowsVerdicts, Reopens):
     """Runs a set of jobs to completion against fal, recording everything in the state."""
 
     def __init__(
@@ -74,10 +83,13 @@ class Scheduler(FollowsVerdicts):
         downloader: httpx.AsyncClient | None = None,
         ssl_context: ssl.SSLContext | None = None,
         extend: Callable[[], Awaitable[Sequence[JobSpec]]] | None = None,
+        recheck: Recheck | None = None,
     ) -> None:
         self.jobs = JobList.of(jobs)
         #: Gives the jobs a reroll added meanwhile (already in the state), to run too.
         self._extend = extend
+        #: Checks the done outputs no job reads, beside the first submissions.
+        self._late_check = recheck
         self.writer = writer
         self.client = client
         self.sink = sink
@@ -110,6 +122,7 @@ class Scheduler(FollowsVerdicts):
         self._changed = anyio.Event()
         self._jobs_scope: anyio.CancelScope | None = None
         self._progress: dict[str, Progress] = {}
+        self._rows: dict[str, Unfinished] = {}  # as the run found them
         self._active: dict[str, Progress] = {}  # remote jobs a task is running
         self._remote: Remote | None = None
         self.graph: Graph | None = None
@@ -261,19 +274,22 @@ class Scheduler(FollowsVerdicts):
         todo = [i for i, key in enumerate(keys) if key in rows]
         graph.track(todo)
         ambiguous = [i for i in todo if rows[keys[i]].state is JobState.SUBMITTING]
-        progress = {keys[i]: Progress.of(rows[keys[i]]) for i in todo}
+        # A job's progress is made when its task starts (most of 100k jobs wait long).
+        self._rows, self._progress = dict(rows), {}
         if ambiguous:
-            await self._settle_ambiguous(ambiguous, progress)
+            await self._settle_ambiguous(ambiguous)
         ready, unblock, orphaned = [], [], []
         for i in todo:
             key = keys[i]
-            state = progress[key].state
+            settled = self._progress.get(key)
+            state = settled.state if settled else rows[key].state
             if state is JobState.BLOCKED:
                 self._blocked.add(key)
             if state in _ATTACHED:
-                holds_slot = progress[key].result is None
+                job = self._job(key)
+                holds_slot = job.result is None
                 await (self._slots if holds_slot else self._download_queue).acquire()
-                self._spawn(group, remote, i, progress[key], holds_slot)
+                self._spawn(group, remote, i, job, holds_slot)
             elif i in graph.waiting:
                 failed = [p for p in graph.waiting[i] if states.get(p) in _ENDED]
                 if failed:
@@ -292,14 +308,15 @@ class Scheduler(FollowsVerdicts):
         graph.add_ready(ready)
         for i, parent in orphaned:
             await self._fail_below(parent, graph.failed(parent) or [i])
-        self._progress = progress
         self._group, self._remote = group, remote
         group.start_soon(self._feed, group, remote, False)
         group.start_soon(self._feed, group, remote, True)
+        if self._late_check is not None:  # after the feeders: the first submits go first
+            self._start_recheck(group, remote, self._late_check)
         if self._verdicts is not None:
             group.start_soon(self._follow_verdicts, self._verdicts)
 
-    async def _settle_ambiguous(self, ambiguous: list[int], progress: dict[str, Progress]) -> None:
+    async def _settle_ambiguous(self, ambiguous: list[int]) -> None:
         """Submits interrupted before fal's answer was recorded: counted as paid, then
         resubmitted or failed as the policy says."""
         keys = self.jobs.keys
@@ -308,7 +325,7 @@ class Scheduler(FollowsVerdicts):
             *(Transitions.ambiguous(keys[i], resubmit=resubmit) for i in ambiguous)
         )
         for i in ambiguous:
-            job = progress[keys[i]]
+            job = self._progress[keys[i]] = Progress.of(self._rows[keys[i]])
             job.attempts += 1
             job.ambiguous += 1
             job.state = JobState.PENDING if resubmit else JobState.FAILED
@@ -356,7 +373,14 @@ class Scheduler(FollowsVerdicts):
             self._running += 1
             group.start_soon(self._local_task, i)
         else:
-            self._spawn(group, remote, i, self._progress[self.jobs.keys[i]], True)
+            self._spawn(group, remote, i, self._job(self.jobs.keys[i]), True)
+
+    def _job(self, key: str) -> Progress:
+        """The progress of a job whose task starts: made from its row the first time."""
+        job = self._progress.get(key)
+        if job is None:
+            job = self._progress[key] = Progress.of(self._rows.get(key, PENDING_ROW))
+        return job
 
     def _spawn(
         self, group: anyio.abc.TaskGroup, remote: Remote, i: int, job: Progress, holds: bool
@@ -443,9 +467,8 @@ class Scheduler(FollowsVerdicts):
             for i in [i for i in ready if self._reservations.take(i)]:
                 ready.remove(i)  # its place at fal was kept for it: it starts now
                 if self.controls.stop_reason is None and self._group is not None:
-                    job = self._progress[self.jobs.keys[i]]
                     assert self._remote is not None
-                    self._spawn(self._group, self._remote, i, job, True)
+                    self._spawn(self._group, self._remote, i, self._job(self.jobs.keys[i]), True)
                 else:
                     self._slots.release()
                     graph.add_ready([i])

@@ -16,17 +16,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LocalStepFailed
 from ..job import LOCAL_PREFIX
-from ..media import Segment, Which, cut_segment, extract_frame, stitch
 from ._local import LocalJob, LocalStep
+
+if TYPE_CHECKING:
+    from ..media import Segment, Which
+
+# ``media`` (PyAV, numpy) is imported by the steps that use it: a run of remote jobs only,
+# and every command that only names ``STEPS``, starts without it (0.2 s).
 
 
 def cut(job: LocalJob) -> None:
     """Write one segment of ``video_url`` (frames ``first`` .. ``first + frames - 1`` at
     ``rate``), scaled to at most ``max_height``, within ``max_bytes``."""
+    from ..media import Segment, cut_segment
+
     arguments = job.arguments
     first, frames, rate = (_integer(job, name) for name in ("first", "frames", "rate"))
     index = job.spec.labels.get("segment", 0)
@@ -43,6 +50,8 @@ def cut(job: LocalJob) -> None:
 def frame(job: LocalJob) -> None:
     """Write the frame of ``video_url`` that ``at`` names (``first``, ``last`` or seconds)
     as a PNG."""
+    from ..media import extract_frame
+
     at = job.arguments.get("at", "first")
     which: Which
     if at in ("first", "last"):
@@ -57,6 +66,8 @@ def frame(job: LocalJob) -> None:
 def stitch_renders(job: LocalJob) -> None:
     """Join ``parts`` (renders, in order) as ``segments`` say, blending overlaps when
     ``blend``, with the sound of ``audio_url`` when given."""
+    from ..media import stitch
+
     arguments = job.arguments
     parts, rows = arguments.get("parts"), arguments.get("segments")
     if not isinstance(parts, list) or not isinstance(rows, list) or len(parts) != len(rows):
@@ -88,6 +99,8 @@ def _segment(job: LocalJob, row: Any) -> Segment:
     keep_end, blend_frames (``manifest`` writes them so)."""
     if not isinstance(row, list) or len(row) != 8 or not all(isinstance(v, int) for v in row):
         raise LocalStepFailed(f"{job.spec.endpoint}: a segment is 8 whole numbers, not {row!r}")
+    from ..media import Segment
+
     index, rate, first, frames, seconds, keep_first, keep_end, blend = row
     return Segment(index, rate, first, frames, seconds, keep_first, keep_end, blend)
 

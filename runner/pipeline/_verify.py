@@ -8,9 +8,20 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from ..outputs import OutputSink
 from ..state import ErrorInfo, FileStamp, JobState, StateStore, StateWriter, Transitions
+
+
+@dataclass
+class Rechecked:
+    """What a run's check of done outputs found: what to tell the user, and the jobs it
+    sent back to be fetched (or rendered) again."""
+
+    notes: list[str]
+    reopened: list[str]
+
 
 #: The error class a job carries while its outputs wait to be fetched again.
 NEEDS_FETCH = "OutputMissing"

@@ -224,6 +224,12 @@ class Progress:
             if self._tty:
                 self._draw()
 
+    def on_reopened(self, spec: JobSpec, state: str, detail: str | None) -> None:
+        """A done job is counted again where it went back to (its output was damaged)."""
+        with self._lock:
+            self._state[spec.key] = JobState.DONE
+            self.on_state(spec, state, detail)
+
     def on_bytes(self, direction: Literal["up", "down"], count: int) -> None:
         """Add to the byte counters (drawn with the next redraw)."""
         with self._lock:

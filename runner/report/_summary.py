@@ -48,27 +48,24 @@ def _would_submit(
             yield endpoint, cost
 
 
-def remaining_cost(plan: Plan, store: StateStore | None, *, retry_failed: bool = False) -> float:
-    """Estimated USD of the jobs a run would submit: not done, paid or in flight, and not
-    failed or cancelled unless they are to be retried."""
+def to_submit(
+    plan: Plan, store: StateStore | None, *, retry_failed: bool = False
+) -> tuple[int, float]:
+    """How many jobs a run would submit, and their estimated USD: not done, paid or in
+    flight, and not failed or cancelled unless they are to be retried."""
     if store is not None and store.holds_exactly(plan.identity, len(plan)):
-        return store.estimated_cost(excluding=_skipped(retry_failed))
-    return sum(cost or 0.0 for _, cost in _would_submit(plan, store, retry_failed))
-
-
-def jobs_to_submit(plan: Plan, store: StateStore | None, *, retry_failed: bool = False) -> int:
-    """How many jobs a run would submit (those ``remaining_cost`` prices)."""
-    if store is not None and store.holds_exactly(plan.identity, len(plan)):
-        skipped = _skipped(retry_failed)  # the table is this plan: SQLite counts it
-        return sum(tally[2] for tally in store.endpoint_tallies() if tally[1] not in skipped)
-    return sum(1 for _ in _would_submit(plan, store, retry_failed))
+        return store.remaining(excluding=_skipped(retry_failed))  # SQLite counts the plan
+    jobs, usd = 0, 0.0
+    for _, cost in _would_submit(plan, store, retry_failed):
+        jobs, usd = jobs + 1, usd + (cost or 0.0)
+    return jobs, usd
 
 
 def unpriced_remaining(
     plan: Plan, store: StateStore | None, *, retry_failed: bool = False
 ) -> dict[str, int]:
     """Jobs a run would submit that have no estimated cost, counted per endpoint (the
-    jobs ``remaining_cost`` cannot count, so no budget can cover them)."""
+    jobs ``to_submit`` cannot price, so no budget can cover them)."""
     if all(cost is not None for cost in plan.columns.costs):
         return {}  # the common case, decided without reading the state
     jobs = _would_submit(plan, store, retry_failed)

@@ -97,3 +97,7 @@ _ACCEPTED = frozenset(
         JobState.DONE,
     }
 )
+
+#: A stored value → its state. A dict lookup: reading 100k rows, ``JobState(value)`` (the
+#: enum's own lookup) cost a tenth of a second.
+STORED_STATES: dict[str, JobState] = {s.value: s for s in JobState if s.stored}
