@@ -216,10 +216,9 @@ def _damaged(path: Path, keys: Sequence[str], sink: OutputSink) -> dict[str, str
     if reader is None:
         return {}
     try:
-        files = reader.done_outputs(keys)
+        return damaged_outputs(reader.each_done_output(keys), sink)
     finally:
         reader.close()
-    return damaged_outputs(files, sink)
 
 
 async def recheck_outputs(

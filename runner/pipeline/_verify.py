@@ -39,27 +39,32 @@ def refetch_failed(error: Exception) -> ErrorInfo:
 
 
 def damaged_outputs(
-    files: Mapping[str, list[FileStamp]], sink: OutputSink, *, full: bool = False
+    files: Mapping[str, list[FileStamp]] | Iterable[tuple[str, list[FileStamp]]],
+    sink: OutputSink,
+    *,
+    full: bool = False,
 ) -> dict[str, str]:
-    """key → why its files are not as recorded, for each job of ``files`` that has one.
+    """key → why its files are not as recorded, for each job of ``files`` (a mapping, or
+    (key, files) pairs, taken one at a time) that has one.
 
     Quick: a stat per file (and a hash of a file whose mtime changed); ``full``: the
     sha256 of every file, several at once (hashing releases the GIL).
     """
+    pairs = files.items() if isinstance(files, Mapping) else files
 
-    def why(key: str) -> tuple[str, str | None]:
-        for f in files[key]:
+    def why(pair: tuple[str, list[FileStamp]]) -> tuple[str, str | None]:
+        key, stamps = pair
+        for f in stamps:
             problem = sink.check(f.path, f.size, f.sha256, mtime_ns=f.mtime_ns, full=full)
             if problem is not None:
                 return key, problem
         return key, None
 
-    if full and len(files) > 1:
-        with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 2)) as pool:
-            found = list(pool.map(why, files))
-    else:
-        found = [why(key) for key in files]
-    return {key: problem for key, problem in found if problem is not None}
+    if full:
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            found = pool.map(why, pairs)
+            return {key: problem for key, problem in found if problem is not None}
+    return {key: problem for key, problem in map(why, pairs) if problem is not None}
 
 
 def to_rerender(store: StateStore, keys: Iterable[str], damaged: Iterable[str]) -> list[str]:

@@ -72,74 +72,84 @@ def unpriced_remaining(
     return dict(Counter(endpoint for endpoint, cost in jobs if cost is None))
 
 
+#: The figures ``plan`` shows per endpoint, in its JSON's order.
+_PLAN_COLUMNS = (
+    "jobs",
+    "estimated_cost",
+    "unpriced",
+    "done",
+    "in_flight",
+    "failed",
+    "to_run",
+    "paid",
+    "remaining_cost",
+)
+#: The column of ``plan``'s table a job in each state (or "new": not in the state) counts in.
+_PLAN_COLUMN = {
+    "new": "to_run",
+    **{
+        s.value: "done"
+        if s is JobState.DONE
+        else "in_flight"
+        if s.in_flight or s is JobState.COMPLETED
+        else "failed"
+        if s in (JobState.FAILED, JobState.CANCELLED)
+        else "to_run"
+        for s in JobState
+        if s.stored
+    },
+}
+#: States whose estimated cost is committed (not "remaining"): see ``JobState.accepted``.
+_ACCEPTED = frozenset(s.value for s in JobState if s.accepted)
+
+
 def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
     """What ``plan`` shows: jobs and estimated cost per endpoint, what fal may have billed
     already (every accepted submission, as ``status`` counts spend), what is left."""
     states: dict[str, Any] = dict(store.states()) if store is not None else {}
     paid = store.spend_by_endpoint() if store is not None else {}
     per: dict[str, dict[str, Any]] = {}
-    jobs = []
     c = plan.columns
-    for key, endpoint, cost, clip, prompt, output, labels in zip(
-        c.keys, c.endpoints, c.costs, c.clips, c.prompts, c.outputs, c.labels, strict=True
-    ):
-        state = states.get(key, "new")
-        entry = per.setdefault(
-            endpoint,
-            {
-                "jobs": 0,
-                "estimated_cost": 0.0,
-                "unpriced": 0,
-                "done": 0,
-                "in_flight": 0,
-                "failed": 0,
-                "to_run": 0,
-                "paid": 0.0,
-                "remaining_cost": 0.0,
-            },
-        )
+    found = [states.get(key, "new") for key in c.keys]
+    for endpoint, cost, state in zip(c.endpoints, c.costs, found, strict=True):
+        entry = per.get(endpoint)
+        if entry is None:
+            entry = per[endpoint] = dict.fromkeys(_PLAN_COLUMNS, 0)
+            entry["estimated_cost"] = entry["paid"] = entry["remaining_cost"] = 0.0
+        usd = cost or 0.0
         entry["jobs"] += 1
-        entry["estimated_cost"] += cost or 0.0
+        entry["estimated_cost"] += usd
         entry["unpriced"] += cost is None
-        if state == JobState.DONE:
-            entry["done"] += 1
-        elif state in (JobState.SUBMITTING, JobState.QUEUED, JobState.RUNNING, JobState.COMPLETED):
-            entry["in_flight"] += 1
-        elif state in (JobState.FAILED, JobState.CANCELLED):
-            entry["failed"] += 1
-        else:
-            entry["to_run"] += 1
-        if state == "new" or not JobState(state).accepted:
-            entry["remaining_cost"] += cost or 0.0
-        jobs.append(
-            {
-                "key": key,
-                "endpoint": endpoint,
-                "clip": clip,
-                "prompt": prompt,
-                "labels": labels,
-                "output": output,
-                "state": state,
-                "estimated_cost": cost,
-            }
+        entry[_PLAN_COLUMN[state]] += 1
+        if state not in _ACCEPTED:
+            entry["remaining_cost"] += usd
+    jobs = [
+        {
+            "key": key,
+            "endpoint": endpoint,
+            "clip": clip,
+            "prompt": prompt,
+            "labels": labels,
+            "output": output,
+            "state": state,
+            "estimated_cost": cost,
+        }
+        for key, endpoint, cost, clip, prompt, output, labels, state in zip(
+            c.keys,
+            c.endpoints,
+            c.costs,
+            c.clips,
+            c.prompts,
+            c.outputs,
+            c.labels,
+            found,
+            strict=True,
         )
+    ]
     for endpoint, usd in paid.items():
         if endpoint in per:
             per[endpoint]["paid"] = usd
-    totals = {
-        k: sum(e[k] for e in per.values())
-        for k in (
-            "jobs",
-            "estimated_cost",
-            "unpriced",
-            "done",
-            "in_flight",
-            "failed",
-            "to_run",
-            "paid",
-            "remaining_cost",
-        )
-    }
+    totals = {k: sum(e[k] for e in per.values()) for k in _PLAN_COLUMNS}
     return {
         "manifest": str(plan.manifest_path),
         "name": plan.facts.name,

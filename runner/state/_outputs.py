@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from ._rows import FileStamp, OutputFile, StoredJob
 from ._schema import MOVES_PENDING
@@ -28,11 +28,17 @@ class OutputReads:
 
     def done_outputs(self, keys: Iterable[str] | None = None) -> dict[str, list[FileStamp]]:
         """key → what was recorded of each file of every done job (of ``keys``): enough to
-        check it is still there as it was. Read narrowly: SQLite takes the first file out
-        of the JSON (at 100k jobs ``json.loads`` per row cost most of the read); a job with
-        more files is parsed whole."""
+        check it is still there as it was."""
+        return dict(self.each_done_output(keys))
+
+    def each_done_output(
+        self, keys: Iterable[str] | None = None
+    ) -> Iterator[tuple[str, list[FileStamp]]]:
+        """:meth:`done_outputs` one job at a time, as read (a check of 50,000 files holds
+        none of them). Read narrowly: SQLite takes the first file out of the JSON (at 100k
+        jobs ``json.loads`` per row cost most of the read); a job with more files is parsed
+        whole."""
         wanted = None if keys is None else set(keys)
-        found: dict[str, list[FileStamp]] = {}
         with translate_errors():
             cur = self._conn.execute(
                 "SELECT key, outputs ->> '$[0].path', outputs ->> '$[0].size',"
@@ -44,13 +50,15 @@ class OutputReads:
                 if wanted is not None and key not in wanted:
                     continue
                 if several is None:
-                    found[key] = [FileStamp(path, size, sha256, mtime_ns)] if path else []
+                    yield key, [FileStamp(path, size, sha256, mtime_ns)] if path else []
                 else:
-                    found[key] = [
-                        FileStamp(f["path"], f["size"], f["sha256"], f.get("mtime_ns"))
-                        for f in json.loads(several)
-                    ]
-        return found
+                    yield (
+                        key,
+                        [
+                            FileStamp(f["path"], f["size"], f["sha256"], f.get("mtime_ns"))
+                            for f in json.loads(several)
+                        ],
+                    )
 
     def current_jobs(self) -> list[StoredJob]:
         """Every job no other job has superseded, in insertion order: what the state knows
