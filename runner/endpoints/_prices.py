@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import NonNegativeFloat
 
@@ -39,7 +39,9 @@ from runner.endpoints._registry import (
     VIDEO_TO_VIDEO,
     spec_for,
 )
-from runner.media import MediaInfo
+
+if TYPE_CHECKING:
+    from runner.media import MediaInfo
 
 Per = Literal["job", "source_second", "input_image"]
 # Container durations carry rounding noise (a 5 s clip may read 5.0004 s); fal bills whole

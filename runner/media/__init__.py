@@ -15,8 +15,11 @@ state between calls unless the caller passes a ``MediaCache`` it owns, and fails
 - ``make_proxy``: an H.264/AAC copy any browser plays, for the review page.
 """
 
-from ._cut import MAX_CRF, PreparedInfo, cut_segment
-from ._errors import MediaError
+from __future__ import annotations
+
+import importlib
+import typing
+
 from ._files import (
     CONTENT_TYPES,
     IMAGE_EXTENSIONS,
@@ -32,8 +35,6 @@ from ._files import (
     not_a_regular_file,
     reference_problem,
 )
-from ._probe import MediaInfo, decode_problem, probe, probe_remote
-from ._proxy import make_proxy
 from ._segments import (
     MAX_RATE,
     RENDER_SECONDS,
@@ -44,9 +45,50 @@ from ._segments import (
     plan_segments,
     planning_rate,
 )
-from ._shots import detect_shots
-from ._still import StillFormat, Which, extract_frame
-from ._stitch import StitchInfo, stitch
+
+if typing.TYPE_CHECKING:
+    from ._cut import MAX_CRF, PreparedInfo, cut_segment
+    from ._errors import MediaError
+    from ._probe import MediaInfo, decode_problem, probe, probe_remote
+    from ._proxy import make_proxy
+    from ._shots import detect_shots
+    from ._still import StillFormat, Which, extract_frame
+    from ._stitch import StitchInfo, stitch
+
+#: Names whose modules load PyAV (and numpy): imported on first use, so a run of remote
+#: jobs, ``status`` and the manifest's reference checks start without them (15 MB and
+#: 0.2 s on this machine).
+_LAZY = {
+    "MAX_CRF": "_cut",
+    "PreparedInfo": "_cut",
+    "cut_segment": "_cut",
+    "MediaError": "_errors",
+    "MediaInfo": "_probe",
+    "decode_problem": "_probe",
+    "probe": "_probe",
+    "probe_remote": "_probe",
+    "make_proxy": "_proxy",
+    "detect_shots": "_shots",
+    "StillFormat": "_still",
+    "Which": "_still",
+    "extract_frame": "_still",
+    "StitchInfo": "_stitch",
+    "stitch": "_stitch",
+}
+
+
+def __getattr__(name: str) -> typing.Any:
+    """The lazily imported names of ``_LAZY``."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    """The package's names, the lazily imported ones included."""
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "CONTENT_TYPES",

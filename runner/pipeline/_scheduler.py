@@ -408,7 +408,10 @@ class Scheduler(FollowsVerdicts, Reopens):
         except FatalError as exc:
             self._fatal(exc)
         finally:
+            # Its task never starts again in this run: what it knew (a result, fal's logs)
+            # is not kept for the rest of a 100k-job run.
             self._active.pop(spec.key, None)
+            self._progress.pop(spec.key, None)
             slot.release()
             place.release()
             self._running -= 1
