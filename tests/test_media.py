@@ -361,9 +361,10 @@ def test_reframe_cost_uses_the_probed_length(tmp_path: Path) -> None:
 
 
 def test_the_media_package_has_one_public_surface() -> None:
-    """``runner.media.__all__`` lists exactly its public names, and each of them exists."""
+    """``runner.media.__all__`` lists exactly its public names, those it imports on first
+    use included, and each of them exists."""
     import runner.media as media
+    from tests.test_public_surface import public_names
 
-    public = {name for name in vars(media) if not name.startswith("_")}
-    assert set(media.__all__) == public
+    assert set(media.__all__) == public_names(media)
     assert len(media.__all__) == len(set(media.__all__))

@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from .. import media
 from ..endpoints import EndpointSpec, PriceTable
-from ..media import MediaInfo
 from ..plan import ClipFacts, ClipRender
 
 if TYPE_CHECKING:
+    from ..media import MediaInfo
     from ._types import Source
 
 #: Container durations carry rounding noise: a 5 s clip may read 5.02 s.

@@ -29,6 +29,8 @@ from ..state import JobState
 
 #: A job's urgency, compared as a tuple: see ``Graph.rank``.
 Rank = tuple[float, float]
+#: A ready queue's entry: the rank negated (heapq pops the least), then the plan index.
+_Entry = tuple[float, float, int]
 
 
 class Graph:
@@ -56,7 +58,7 @@ class Graph:
         self._gated: dict[str, list[int]] = {}
         self._add(range(len(self.keys)), states, approved)
         self.priority, self._depth = self._priorities()
-        self._ready: tuple[list[tuple[Rank, int]], list[tuple[Rank, int]]] = ([], [])
+        self._ready: tuple[list[_Entry], list[_Entry]] = ([], [])
         #: Jobs in a ready queue (one taken back for a verdict stays in the heap, skipped).
         self._queued: set[int] = set()
         #: Jobs this run may still start (see ``track``).
@@ -174,7 +176,7 @@ class Graph:
         """The rank of the most urgent queued job of that kind (None: none queued)."""
         if not self.has_ready(local):
             return None
-        return self.rank(self._ready[local][0][1])
+        return self.rank(self._ready[local][0][2])
 
     def index(self, key: str) -> int | None:
         """The plan index of ``key``, if it is one of this run's jobs."""
@@ -190,7 +192,7 @@ class Graph:
         self._queued.update(new)
         for local, queue in ((False, self._ready[0]), (True, self._ready[1])):
             entries = [
-                ((-self.priority[i], -self._depth[i]), i) for i in new if self._local[i] is local
+                (-self.priority[i], -self._depth[i], i) for i in new if self._local[i] is local
             ]
             if len(entries) > len(queue) // 4:
                 queue.extend(entries)  # many at once (a run's start): one O(n) heapify
@@ -202,14 +204,14 @@ class Graph:
     def has_ready(self, local: bool) -> bool:
         """Whether a job of that kind is queued."""
         queue = self._ready[local]
-        while queue and queue[0][1] not in self._queued:
+        while queue and queue[0][2] not in self._queued:
             heapq.heappop(queue)  # taken back to wait for a verdict
         return bool(queue)
 
     def pop_ready(self, local: bool) -> int:
         """The queued job of that kind with the highest rank (plan order breaks ties)."""
         while True:
-            i = heapq.heappop(self._ready[local])[1]
+            i = heapq.heappop(self._ready[local])[2]
             if i in self._queued:
                 self._queued.discard(i)
                 self.todo.discard(i)
@@ -217,7 +219,7 @@ class Graph:
 
     def clear_ready(self) -> list[int]:
         """Drop every queued job (the run stops starting work); returns them."""
-        dropped = [i for queue in self._ready for _, i in queue if i in self._queued]
+        dropped = [e[2] for queue in self._ready for e in queue if e[2] in self._queued]
         for queue in self._ready:
             queue.clear()
         self._queued.clear()
@@ -228,7 +230,7 @@ class Graph:
         waiting ones (their children are failed by the caller, see :meth:`failed`)."""
         gone = set(indices)
         for queue in self._ready:
-            kept = [entry for entry in queue if entry[1] not in gone]
+            kept = [entry for entry in queue if entry[2] not in gone]
             if len(kept) != len(queue):
                 queue[:] = kept
                 heapq.heapify(queue)

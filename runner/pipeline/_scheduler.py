@@ -265,7 +265,7 @@ class Scheduler(FollowsVerdicts, Reopens):
         self,
         group: anyio.abc.TaskGroup,
         remote: Remote,
-        rows: Mapping[str, Unfinished],
+        rows: dict[str, Unfinished],
         states: Mapping[str, JobState],
     ) -> None:
         graph = self.graph
@@ -275,7 +275,7 @@ class Scheduler(FollowsVerdicts, Reopens):
         graph.track(todo)
         ambiguous = [i for i in todo if rows[keys[i]].state is JobState.SUBMITTING]
         # A job's progress is made when its task starts (most of 100k jobs wait long).
-        self._rows, self._progress = dict(rows), {}
+        self._rows, self._progress = rows, {}
         if ambiguous:
             await self._settle_ambiguous(ambiguous)
         ready, unblock, orphaned = [], [], []

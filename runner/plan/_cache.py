@@ -123,7 +123,10 @@ def _fingerprint(
     manifest is not a plain readable file (planning it reports why)."""
     try:
         with open(path, "rb", opener=_regular_only) as handle:
-            manifest = handle.read(_MAX_MANIFEST_BYTES + 1)
+            if os.fstat(handle.fileno()).st_size > _MAX_MANIFEST_BYTES:
+                return None
+            # Read to its end, then bounded: read(64 MiB) would allocate 64 MiB first.
+            manifest = handle.read()
     except OSError:
         return None
     if len(manifest) > _MAX_MANIFEST_BYTES:

@@ -22,8 +22,6 @@ from pathlib import Path, PurePosixPath
 
 import av
 
-from ..media import MediaError, make_proxy
-
 #: Where posters go, relative to the output directory.
 POSTER_DIR = PurePosixPath(".review/posters")
 #: Posters are for thumbnails: no wider than this.
@@ -156,6 +154,8 @@ def source_proxies(
 
 def _make(video: Path, target: Path) -> bool:
     """One proxy, written whole before it takes its name."""
+    from ..media import MediaError, make_proxy  # transcoding loads numpy: only when asked
+
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.stem + ".part.mp4")
     try:
