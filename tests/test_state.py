@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import anyio
 import pytest
@@ -370,6 +371,36 @@ async def test_results_jsonl_lists_finished_jobs_with_their_spend(tmp_path: Path
     assert [x["spend"] for x in lines] == [0.72, 0.72], "a failed, paid job still counts"
     assert sum(x["spend"] for x in lines) == pytest.approx(store.spend().usd)
     assert c.key not in {x["key"] for x in lines}
+
+
+async def test_an_interrupted_results_write_leaves_the_old_file_and_no_tmp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C while results.jsonl is rewritten leaves the previous file whole and no
+    results.jsonl.tmp. (The interrupt is raised from inside the write: a real second
+    Ctrl-C cannot be timed to land there.)"""
+    import runner.report._results as results
+
+    store, (a, b, _) = _store(tmp_path)
+    await _apply(store, *states.done(a.key, [OUT]), *states.done(b.key, [OUT]))
+    path = tmp_path / "results.jsonl"
+    write_results(store, path)
+    before = path.read_bytes()
+    calls = 0
+    record = results.result_record
+
+    def interrupted(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(results, "result_record", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_results(store, path)
+    assert path.read_bytes() == before
+    assert not (tmp_path / "results.jsonl.tmp").exists()
 
 
 def test_writer_is_the_only_way_in(tmp_path: Path) -> None:

@@ -33,10 +33,14 @@ def write_results(store: StateStore, path: Path, keys: Sequence[str] | None = No
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
+        # No half-written results.jsonl.tmp left behind: not after a full disk, nor after a
+        # second Ctrl-C that lands while the file is written (the old file stays whole).
         with contextlib.suppress(OSError):
-            os.unlink(tmp)  # no half-written results.jsonl.tmp left behind
-        raise DiskError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise DiskError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
     return count
 
 
