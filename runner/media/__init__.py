@@ -17,9 +17,9 @@ state between calls unless the caller passes a ``MediaCache`` it owns, and fails
 
 from __future__ import annotations
 
-import importlib
 import typing
 
+from .._lazy import lazy_names as _lazy_names
 from ._files import (
     CONTENT_TYPES,
     IMAGE_EXTENSIONS,
@@ -77,18 +77,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> typing.Any:
-    """The lazily imported names of ``_LAZY``."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
-
-
-def __dir__() -> list[str]:
-    """The package's names, the lazily imported ones included."""
-    return sorted({*globals(), *_LAZY})
-
+__getattr__, __dir__ = _lazy_names(__name__, _LAZY, globals())
 
 __all__ = [
     "CONTENT_TYPES",

@@ -84,21 +84,21 @@ _PLAN_COLUMNS = (
     "paid",
     "remaining_cost",
 )
-#: The column of ``plan``'s table a job in each state (or "new": not in the state) counts in.
-_PLAN_COLUMN = {
-    "new": "to_run",
-    **{
-        s.value: "done"
-        if s is JobState.DONE
-        else "in_flight"
-        if s.in_flight or s is JobState.COMPLETED
-        else "failed"
-        if s in (JobState.FAILED, JobState.CANCELLED)
-        else "to_run"
-        for s in JobState
-        if s.stored
-    },
-}
+
+
+def _plan_column(state: JobState) -> str:
+    """The column of ``plan``'s table a job in ``state`` counts in."""
+    if state is JobState.DONE:
+        return "done"
+    if state.in_flight or state is JobState.COMPLETED:
+        return "in_flight"
+    if state in (JobState.FAILED, JobState.CANCELLED):
+        return "failed"
+    return "to_run"
+
+
+#: Each stored state's column (and "new": a job not in the state yet), looked up per job.
+_PLAN_COLUMN = {"new": "to_run", **{s.value: _plan_column(s) for s in JobState if s.stored}}
 #: States whose estimated cost is committed (not "remaining"): see ``JobState.accepted``.
 _ACCEPTED = frozenset(s.value for s in JobState if s.accepted)
 
