@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,8 +18,13 @@ from .session import Located
 
 
 def show(args: argparse.Namespace, summary: dict[str, Any], text: Callable[..., str]) -> int:
-    """Print a summary as JSON (``--json``) or as text."""
-    print(json.dumps(summary, indent=2) if args.json else text(summary))
+    """Print a summary as JSON (``--json``, written as encoded: 100k jobs are ~30 MB of
+    text) or as text."""
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2)
+        print()
+    else:
+        print(text(summary))
     return EXIT_OK
 
 

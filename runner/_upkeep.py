@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,7 +207,7 @@ def read_by_others(plan: Plan) -> set[str]:
     return found
 
 
-def _damaged(path: Path, keys: Sequence[str], sink: OutputSink) -> dict[str, str]:
+def _damaged(path: Path, keys: Collection[str], sink: OutputSink) -> dict[str, str]:
     """In a worker thread, with its own read-only connection: the damaged done outputs of
     ``keys`` (a stat each; 50,000 of them take half a second)."""
     from .pipeline import damaged_outputs
@@ -222,7 +222,7 @@ def _damaged(path: Path, keys: Sequence[str], sink: OutputSink) -> dict[str, str
 
 
 async def recheck_outputs(
-    writer: StateWriter, sink: OutputSink, keys: Sequence[str], *, rerender: bool
+    writer: StateWriter, sink: OutputSink, keys: Collection[str], *, rerender: bool
 ) -> Rechecked:
     """Before a run calls anything done: a stat of each done output of ``keys``; a missing
     or altered one is fetched again (or with ``rerender`` rendered again)."""

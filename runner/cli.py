@@ -358,7 +358,7 @@ def _plan(args: argparse.Namespace, plan: Plan) -> int:
     from .report import format_plan
 
     clips = session.clip_facts(plan) if args.clips else None
-    summary = session.plan_summary(plan, skip_bad=args.skip_bad, clips=clips)
+    summary = session.plan_summary(plan, skip_bad=args.skip_bad, clips=clips, jobs=args.json)
     show(args, summary, format_plan)
     # Something in the manifest will not be rendered: scripts must see it.
     return EXIT_FAILED if plan.skipped else EXIT_OK

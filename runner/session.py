@@ -123,19 +123,23 @@ def reading(plan: Plan) -> Iterator[StateStore | None]:
 
 
 def plan_summary(
-    plan: Plan, *, skip_bad: bool = False, clips: Sequence[ClipFacts] | None = None
+    plan: Plan,
+    *,
+    skip_bad: bool = False,
+    clips: Sequence[ClipFacts] | None = None,
+    jobs: bool = True,
 ) -> dict[str, Any]:
     """What ``plan`` shows: jobs and cost per endpoint, what is paid, the limits applied,
-    the sources left out, and ``clips`` (see :func:`clip_facts`) when given; raises the
-    bad-source error unless ``skip_bad``."""
+    the sources left out, each job (``jobs``), and ``clips`` (see :func:`clip_facts`) when
+    given; raises the bad-source error unless ``skip_bad``."""
     from .report import clips_summary, plan_summary as summarize
 
     refuse_bad_sources(plan, skip_bad)
-    if clips is not None:
-        with reading(plan) as store:
-            return summarize(plan, store) | {"clips": clips_summary(clips)}
     with reading(plan) as store:
-        return summarize(plan, store)
+        summary = summarize(plan, store, jobs=jobs)
+    if clips is not None:
+        summary["clips"] = clips_summary(clips)
+    return summary
 
 
 def clip_facts(plan: Plan, *, decode: bool = True) -> list[ClipFacts]:
@@ -391,7 +395,7 @@ async def _run(
         # waited half a second for 50,000 stats. --rerender decides everything first.
         others = read_by_others(plan)
         first = [k for k in plan.keys if rerender or k in others]
-        later = [] if rerender else [k for k in plan.keys if k not in others]
+        later = plan.jobs.keys_except(others) if not rerender else frozenset[str]()
         notes = (await recheck_outputs(writer, sink, first, rerender=rerender)).notes
         # The observer reads the state as it is now, resets included.
         observing = observe(plan, reader) if observe else nullcontext(None)

@@ -75,6 +75,17 @@ def test_a_remembered_plan_equals_the_fresh_one(
     assert again.limits_applied == fresh.limits_applied
     assert again.facts == fresh.facts and again.output_dir == fresh.output_dir
     assert again.fingerprint == fresh.fingerprint is not None
+    assert again.clips == fresh.clips and len(again.clips) == 2
+
+
+def test_equal_weights_are_one_object_in_a_remembered_plan(
+    globbed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan's equal job weights load as one float object (not one per job)."""
+    cached_plan(globbed)
+    _no_replanning(monkeypatch)
+    weights = cached_plan(globbed).columns.weights
+    assert len(weights) == 8 and len({id(w) for w in weights}) == len(set(weights)) == 1
 
 
 def test_selection_and_output_dir_apply_to_a_remembered_plan(

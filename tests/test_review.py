@@ -13,12 +13,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import av
+import pytest
 
 from runner.manifest import plan
 from runner.plan import Plan
 from runner.report import write_review_page
 from runner.report._previews import POSTER_DIR
-from runner.report._review import EAGER_MEDIA
+from runner.report._review import EAGER_MEDIA, _Page
 from runner.state import OutputFile, StateStore
 
 from . import states
@@ -174,6 +175,29 @@ def test_untrusted_text_is_escaped(demo: Path, tmp_path: Path) -> None:
     assert len(page.find("script")) == 1  # the page's own
     assert not [a for _, a in page.tags if "onerror" in a]
     assert not page.find("img")
+
+
+def test_a_page_that_fails_half_written_leaves_the_last_one(
+    demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page is written as it renders: a failure part-way keeps the previous page whole
+    and leaves no temporary file."""
+    out = tmp_path / "out"
+    assert run_cli("report", demo, "--output-dir", out).returncode == 0
+    before = (out / "index.html").read_bytes()
+    cards = 0
+
+    def failing_card(self: object, *args: object) -> None:
+        nonlocal cards
+        cards += 1
+        if cards == 5:
+            raise OSError("disk full")  # the page's first cards are already written
+
+    monkeypatch.setattr(_Page, "_render_card", failing_card)  # a fault mid-page
+    with pytest.raises(OSError, match="disk full"):
+        write_review_page(plan(demo, output_dir=out))
+    assert (out / "index.html").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("index")) == ["index.html"]
 
 
 def test_thousands_of_jobs(demo: Path, tmp_path: Path) -> None:

@@ -247,9 +247,7 @@ def valley(t: float, width: int, height: int) -> Image:
     return img.clip(0, 255).astype(np.uint8)
 
 
-def write_long_clip(
-    path: Path, painter: Painter, seconds: int, fps: int, *, sound: bool
-) -> None:
+def write_long_clip(path: Path, painter: Painter, seconds: int, fps: int, *, sound: bool) -> None:
     """A long, small clip: ``painter``'s scene with the frame-number strip, and optionally
     the metronome as AAC (mono)."""
     width, height = LONG_SIZE

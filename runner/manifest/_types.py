@@ -164,5 +164,8 @@ def append_job(
     jobs.costs.append(cost)
     jobs.parents.append(parents)
     jobs.takes.append(take)
-    jobs.weights.append(estimated_work(arguments))
+    weight = estimated_work(arguments)
+    if jobs.weights and jobs.weights[-1] == weight:
+        weight = jobs.weights[-1]  # one float for a run of equal weights, not one per job
+    jobs.weights.append(weight)
     jobs.gates.append(gates)

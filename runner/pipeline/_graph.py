@@ -43,10 +43,11 @@ class Graph:
         approved: Collection[str] = frozenset(),
         *,
         fifo: bool = False,
+        todo: Iterable[int] | None = None,
     ) -> None:
         self._columns = jobs.columns
         self.keys: Sequence[str] = self._columns.keys
-        self._index: dict[str, int] = {}
+        self._index = jobs.places
         self._local: list[bool] = []
         self._fifo = fifo
         self._children: dict[int, list[int]] = {}
@@ -61,14 +62,14 @@ class Graph:
         self._ready: tuple[list[_Entry], list[_Entry]] = ([], [])
         #: Jobs in a ready queue (one taken back for a verdict stays in the heap, skipped).
         self._queued: set[int] = set()
-        #: Jobs this run may still start (see ``track``).
-        self.todo: set[int] = set(range(len(self.keys)))
+        #: Jobs this run may still start (see ``track``; None: every job).
+        self.todo: set[int] = set()
+        self.track(range(len(self.keys)) if todo is None else todo)
 
     def _add(
         self, indices: range, states: Mapping[str, JobState], approved: Collection[str]
     ) -> None:
         columns = self._columns
-        self._index.update(zip(self.keys[indices.start :], indices, strict=True))
         ends = columns.endpoints[indices.start :]
         self._local.extend(e.startswith(LOCAL_ENDPOINT_PREFIX) for e in ends)
         for i in indices:
@@ -190,9 +191,18 @@ class Graph:
         """Queue jobs that may start now."""
         new = [i for i in indices if i not in self._queued]
         self._queued.update(new)
+        # One negated float per distinct rank, shared by the entries (not two per entry).
+        negated: dict[float, float] = {}
+        priority, depth = self.priority, self._depth
         for local, queue in ((False, self._ready[0]), (True, self._ready[1])):
             entries = [
-                (-self.priority[i], -self._depth[i], i) for i in new if self._local[i] is local
+                (
+                    negated.setdefault(priority[i], -priority[i]),
+                    negated.setdefault(depth[i], -depth[i]),
+                    i,
+                )
+                for i in new
+                if self._local[i] is local
             ]
             if len(entries) > len(queue) // 4:
                 queue.extend(entries)  # many at once (a run's start): one O(n) heapify

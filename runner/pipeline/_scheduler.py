@@ -214,13 +214,16 @@ class Scheduler(FollowsVerdicts, Reopens):
     async def run(self) -> RunSummary:
         """Run every job not yet finished; returns how it went (never raises for a job)."""
         store = self.writer.store
-        rows = store.unfinished()
+        rows = self.jobs.own_keys(store.unfinished())
         has_parents = any(self.jobs.columns.parents)
         states = store.states() if has_parents else {}
         if any(self.jobs.columns.gates):
             self._verdicts = VerdictWatch(store.path)
         approved = self._verdicts.approved() if self._verdicts else set()
-        self.graph = Graph(self.jobs, states, approved, fifo=self.options.ready_order == "fifo")
+        keys = self.jobs.keys
+        todo = [i for i, key in enumerate(keys) if key in rows]
+        fifo = self.options.ready_order == "fifo"
+        self.graph = Graph(self.jobs, states, approved, fifo=fifo, todo=todo)
         if self.graph.chained:  # no queue at fal: a chain's next link must not wait in it
             self._slots = anyio.Semaphore(self.options.concurrency)
         self._reservations = Reservations(self.graph, self._slots)
@@ -250,7 +253,7 @@ class Scheduler(FollowsVerdicts, Reopens):
                 self._jobs_scope = jobs_scope
                 async with anyio.create_task_group() as group:
                     try:
-                        await self._start(group, remote, rows, states)
+                        await self._start(group, remote, rows, states, todo)
                     except FatalError as exc:
                         self._fatal(exc)
             self._finish_summary()
@@ -267,12 +270,11 @@ class Scheduler(FollowsVerdicts, Reopens):
         remote: Remote,
         rows: dict[str, Unfinished],
         states: Mapping[str, JobState],
+        todo: list[int],
     ) -> None:
         graph = self.graph
         assert graph is not None
         keys = self.jobs.keys
-        todo = [i for i, key in enumerate(keys) if key in rows]
-        graph.track(todo)
         ambiguous = [i for i in todo if rows[keys[i]].state is JobState.SUBMITTING]
         # A job's progress is made when its task starts (most of 100k jobs wait long).
         self._rows, self._progress = rows, {}

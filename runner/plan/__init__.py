@@ -7,13 +7,12 @@ manifest's bytes, raybatch's code, and every file it read or its globs matched.
 from __future__ import annotations
 
 from ._cache import cache_dir, cached_plan
+from ._jobs import JobColumns, JobList
 from ._plan import (
     DEFAULT_OUTPUT_ROOT,
     ClipFacts,
     ClipRender,
     DuplicateSource,
-    JobColumns,
-    JobList,
     ManifestFacts,
     Plan,
     PlanInputs,

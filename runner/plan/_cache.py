@@ -12,10 +12,13 @@ newest :data:`KEEP` kept. They hold the manifest's prompts and arguments, never 
 Everything here is best effort: an unreadable, stale or corrupt entry is a miss, and a
 failed write only costs the next command a re-plan.
 
-Format: two ``marshal`` records (fast to load; Python-version specific, hence the version
-in the fingerprint), each after its sha256, the first also after its length. The first
-holds what ``status`` needs (facts, inputs, keys, endpoints, prices); the second the rest
-of each job, read only when the jobs themselves are.
+Format: ``marshal`` records (fast to load; Python-version specific, hence the version in
+the fingerprint), each after its length and sha256. The first holds what ``status`` needs
+(facts, inputs, keys, endpoints, prices); the second the facts of each clip, read only
+when shown (``plan --clips``, the run's warnings: at 100k jobs they were 5 MB of every
+run's memory); then one record per other column of the jobs, read only when the jobs
+themselves are. A record per column, written and read one at a time, keeps one column's
+bytes in memory, not the whole entry's (21 MB at 100k jobs).
 """
 
 from __future__ import annotations
@@ -36,10 +39,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .. import __version__
 from ..job import LocalFile
+from ._jobs import JobColumns, one_of_each
 from ._plan import (
     ClipFacts,
     DuplicateSource,
-    JobColumns,
     ManifestFacts,
     Plan,
     PlanInputs,
@@ -52,7 +55,7 @@ from ._plan import (
 if TYPE_CHECKING:
     from ..endpoints import Overrides
 
-FORMAT = 3
+FORMAT = 5
 #: Entries kept; each is about 150 bytes per job.
 KEEP = 16
 _NOT_PLANNING = frozenset({"emulator", "__pycache__"})
@@ -67,6 +70,8 @@ _REST_COLUMNS = (
     "weights",
     "gates",
 )
+#: The records after the head and the clip facts, in order.
+_REST_RECORDS = (*_REST_COLUMNS, "local")
 #: A file modified this close to (or after) its plan was remembered is hashed again on use:
 #: ext4 stamps times from a clock that ticks every few ms, other filesystems every 1-2 s.
 RACY_SECONDS = 2.0
@@ -180,11 +185,10 @@ def _load(
     entry = _entry(fingerprint)
     try:
         with open(entry, "rb") as handle:
-            # marshal.load(file) reads object by object; one read and loads() is ~15x faster.
-            size = int.from_bytes(handle.read(8), "little")
-            head = marshal.loads(_checked(handle, size))
+            head = _record(handle)
             if head.get("format") != FORMAT or not _unchanged(head["inputs"], head["made_at"]):
                 return None
+            offset = handle.tell()
     except FileNotFoundError:
         return None
     except Exception:
@@ -199,7 +203,7 @@ def _load(
 
         return plan(path, overrides=overrides, extra_takes=extra_takes).columns
 
-    columns = _LazyColumns(head, _Rest(entry, 8 + _DIGEST + size, replan))
+    columns = _LazyColumns(head, _Rest(entry, offset, replan))
     with contextlib.suppress(OSError):
         os.utime(entry)  # recently used: pruned last
     return Plan(
@@ -218,13 +222,28 @@ def _load(
     )
 
 
-def _checked(handle: BinaryIO, size: int | None = None) -> bytes:
-    """A record as written by ``_store`` (its sha256, then its bytes); ValueError if damaged."""
+def _record(handle: BinaryIO) -> Any:
+    """The next record as written by ``_write_record``; ValueError if damaged."""
+    size = int.from_bytes(handle.read(8), "little")
     digest = handle.read(_DIGEST)
-    data = handle.read() if size is None else handle.read(size)
-    if hashlib.sha256(data).digest() != digest:
+    # marshal.load(file) reads object by object; one read and loads() is ~15x faster.
+    data = handle.read(size)
+    if len(data) != size or hashlib.sha256(data).digest() != digest:
         raise ValueError("damaged plan cache record")
-    return data
+    return marshal.loads(data)
+
+
+def _skip_record(handle: BinaryIO) -> None:
+    """Move past the next record without reading it."""
+    handle.seek(_DIGEST + int.from_bytes(handle.read(8), "little"), os.SEEK_CUR)
+
+
+def _write_record(handle: BinaryIO, value: Any) -> None:
+    """``value`` as the next record: its length, its sha256, its marshal bytes."""
+    data = marshal.dumps(value)
+    handle.write(len(data).to_bytes(8, "little"))
+    handle.write(hashlib.sha256(data).digest())
+    handle.write(data)
 
 
 def _unchanged(inputs: Any, made_at: float) -> bool:
@@ -281,7 +300,7 @@ def _identities(files: Sequence[tuple[str, str, int, int, str]]) -> list[tuple[A
 
 
 class _Rest:
-    """The second record of an entry, read on first use (a ``status`` never needs it)."""
+    """The records after an entry's head, read on first use (a ``status`` needs none)."""
 
     def __init__(self, entry: Path, offset: int, replan: Callable[[], JobColumns]) -> None:
         self.entry = entry
@@ -289,14 +308,26 @@ class _Rest:
         self.replan = replan
 
     def read(self) -> dict[str, Any]:
-        """The record; if it is gone or damaged since the head was read, planned afresh."""
+        """The jobs' other columns; if gone or damaged since the head was read, the
+        manifest is planned afresh."""
         try:
             with open(self.entry, "rb") as handle:
                 handle.seek(self.offset)
-                rest: dict[str, Any] = marshal.loads(_checked(handle))
-            return rest
+                _skip_record(handle)  # the clip facts
+                return {name: _record(handle) for name in _REST_RECORDS}
         except Exception:
             return _rest_record(self.replan())
+
+    def clip_rows(self) -> list[Any]:
+        """Each clip's facts as stored (``ClipFacts`` tuples); none if gone or damaged
+        since the head was read."""
+        try:
+            with open(self.entry, "rb") as handle:
+                handle.seek(self.offset)
+                rows: list[Any] = _record(handle)
+            return rows
+        except Exception:
+            return []
 
 
 class _LazyColumns(JobColumns):
@@ -312,21 +343,19 @@ class _LazyColumns(JobColumns):
 
     def __getattr__(self, name: str) -> Any:
         # Only called for attributes not set yet: the second record's columns.
-        if name not in _REST_COLUMNS and name not in ("local_files", "_clip_rows"):
+        if name not in _REST_COLUMNS and name != "local_files":
             raise AttributeError(name)
         rest = self.__dict__["_rest"].read()
         local = {sha: LocalFile(Path(p), sha, *more) for sha, (p, *more) in rest["local"].items()}
         for column in _REST_COLUMNS:
             object.__setattr__(self, column, rest[column])
         object.__setattr__(self, "local_files", local)
-        # A record planned afresh (the entry was damaged since) has no clip facts: none shown.
-        object.__setattr__(self, "_clip_rows", rest.get("clip_facts", []))
         return getattr(self, name)
 
     def clip_rows(self) -> list[Any]:
-        """The plan's clip facts as stored (``ClipFacts`` tuples), from the second record."""
-        rows: list[Any] = self._clip_rows
-        return rows
+        """The plan's clip facts as stored (``ClipFacts`` tuples), from the third record."""
+        rest: _Rest = self.__dict__["_rest"]
+        return rest.clip_rows()
 
 
 def _store(fingerprint: str, plan: Plan) -> None:
@@ -354,18 +383,18 @@ def _store(fingerprint: str, plan: Plan) -> None:
         "clips": columns.clips,
         "prompts": columns.prompts,
     }
-    rest = _rest_record(columns) | {"clip_facts": [dataclasses.astuple(c) for c in plan.clips]}
+    clip_facts = [dataclasses.astuple(c) for c in plan.clips]
     folder = cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".plan-")  # created 0600
         try:
-            first, second = marshal.dumps(head), marshal.dumps(rest)
             with os.fdopen(fd, "wb") as handle:
-                handle.write(len(first).to_bytes(8, "little"))
-                for record in (first, second):
-                    handle.write(hashlib.sha256(record).digest())
-                    handle.write(record)
+                _write_record(handle, head)
+                _write_record(handle, clip_facts)
+                rest = _rest_record(columns)
+                for name in _REST_RECORDS:
+                    _write_record(handle, rest[name])
             os.replace(tmp, _entry(fingerprint))
         except BaseException:
             with contextlib.suppress(OSError):
@@ -379,7 +408,7 @@ def _store(fingerprint: str, plan: Plan) -> None:
 
 
 def _rest_record(columns: JobColumns) -> dict[str, Any]:
-    """The second record: what a job needs beyond what ``status`` reads."""
+    """What a job needs beyond what ``status`` reads, by record name (``_REST_RECORDS``)."""
     return {
         "arguments": columns.arguments,
         "outputs": columns.outputs,
@@ -387,7 +416,9 @@ def _rest_record(columns: JobColumns) -> dict[str, Any]:
         "labels": columns.labels,
         "parents": columns.parents,
         "takes": columns.takes,
-        "weights": columns.weights,
+        # One float object per distinct weight: marshal then writes the rest as references,
+        # and loading shares them (100k separate floats were 3 MB of every resumed run).
+        "weights": one_of_each(columns.weights),
         "gates": columns.gates,
         "local": {
             sha: (str(f.path), f.size, f.content_type, f.real, f.mtime_ns)

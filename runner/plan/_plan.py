@@ -3,8 +3,7 @@
 ``manifest.expand_manifest`` builds one by reading and expanding a manifest;
 ``plan_cache`` rebuilds one from disk without reading the YAML at all. A plan holds its
 jobs either as ``JobSpec`` objects (fresh from the expansion) or as columns, one list per
-field (from the cache), and converts on first use: at 100k jobs, building a ``JobSpec``
-per job is itself a visible cost, and ``status`` only needs three of the columns.
+field (from the cache), and converts on first use (see ``_jobs``).
 
 Nothing here imports pydantic, PyAV or httpx: ``status`` on a cached plan stays cheap.
 """
@@ -15,13 +14,14 @@ import functools
 import glob
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 from ..errors import ManifestError, Problem, capped
-from ..job import JobSpec, LocalFile
+from ..job import JobSpec
+from ._jobs import JobColumns, JobList, with_ancestors
 from ._select import CLIP, PROMPT, TAKE, Decider, Known, Selection, shown_value, unknown_values
 
 #: Where outputs go when neither the manifest nor --output-dir says: outputs/<name>,
@@ -170,171 +170,6 @@ class SegmentedClip:
         return cls(*values)
 
 
-#: The files of a job without any: one shared empty mapping, not one dict per job.
-_NO_FILES: Mapping[str, LocalFile] = {}
-
-
-@dataclass(frozen=True)
-class JobColumns:
-    """Every job of a plan, one list per field (index ``i`` of each list is job ``i``)."""
-
-    keys: list[str]
-    endpoints: list[str]
-    arguments: list[dict[str, Any]]
-    outputs: list[str]
-    files: list[tuple[str, ...]]  # sha256s of the job's local files, see ``local_files``
-    clips: list[str | None]
-    prompts: list[str | None]
-    labels: list[dict[str, Any]]
-    costs: list[float | None]
-    parents: list[tuple[str, ...]]
-    takes: list[int]
-    weights: list[float]
-    gates: list[tuple[str, ...]]
-    local_files: dict[str, LocalFile] = field(default_factory=dict)
-
-    @classmethod
-    def empty(cls) -> JobColumns:
-        """Columns with no job, to append to."""
-        return cls([], [], [], [], [], [], [], [], [], [], [], [], [], {})
-
-    def append(self, spec: JobSpec) -> None:
-        """Add one job at the end (its local files are expected in ``local_files``)."""
-        self.keys.append(spec.key)
-        self.endpoints.append(spec.endpoint)
-        self.arguments.append(dict(spec.arguments))
-        self.outputs.append(spec.output)
-        self.files.append(tuple(spec.files))
-        self.clips.append(spec.clip)
-        self.prompts.append(spec.prompt)
-        self.labels.append(dict(spec.labels))
-        self.costs.append(spec.estimated_cost)
-        self.parents.append(spec.parents)
-        self.takes.append(spec.take)
-        self.weights.append(spec.weight)
-        self.gates.append(spec.gates)
-
-    @classmethod
-    def of(cls, specs: Sequence[JobSpec]) -> JobColumns:
-        """The columns of ``specs``."""
-        local: dict[str, LocalFile] = {}
-        for spec in specs:
-            local.update(spec.files)
-        return cls(
-            keys=[s.key for s in specs],
-            endpoints=[s.endpoint for s in specs],
-            arguments=[dict(s.arguments) for s in specs],
-            outputs=[s.output for s in specs],
-            files=[tuple(s.files) for s in specs],
-            clips=[s.clip for s in specs],
-            prompts=[s.prompt for s in specs],
-            labels=[dict(s.labels) for s in specs],
-            costs=[s.estimated_cost for s in specs],
-            parents=[s.parents for s in specs],
-            takes=[s.take for s in specs],
-            weights=[s.weight for s in specs],
-            gates=[s.gates for s in specs],
-            local_files=local,
-        )
-
-    def specs(self) -> list[JobSpec]:
-        """One ``JobSpec`` per job."""
-        return [self.spec(i) for i in range(len(self.keys))]
-
-    def spec(self, i: int) -> JobSpec:
-        """Job ``i`` as a ``JobSpec``."""
-        shas = self.files[i]
-        return JobSpec(
-            self.keys[i],
-            self.endpoints[i],
-            self.arguments[i],
-            self.outputs[i],
-            {sha: self.local_files[sha] for sha in shas} if shas else _NO_FILES,
-            self.clips[i],
-            self.prompts[i],
-            self.labels[i],
-            self.costs[i],
-            self.parents[i],
-            self.takes[i],
-            self.weights[i],
-            self.gates[i],
-        )
-
-    def take(self, indices: Sequence[int]) -> JobColumns:
-        """The columns of the jobs at ``indices`` only."""
-
-        def pick(column: list[Any]) -> list[Any]:
-            return [column[i] for i in indices]
-
-        return JobColumns(
-            pick(self.keys),
-            pick(self.endpoints),
-            pick(self.arguments),
-            pick(self.outputs),
-            pick(self.files),
-            pick(self.clips),
-            pick(self.prompts),
-            pick(self.labels),
-            pick(self.costs),
-            pick(self.parents),
-            pick(self.takes),
-            pick(self.weights),
-            pick(self.gates),
-            self.local_files,
-        )
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-
-class JobList(Sequence[JobSpec]):
-    """A plan's jobs in order, each ``JobSpec`` built on first access from the columns.
-
-    A resumed run touches only its unfinished jobs; building the other 100k specs would
-    cost it half a second for nothing. ``keys`` are there without building any.
-    """
-
-    def __init__(self, columns: JobColumns, specs: Sequence[JobSpec] | None = None) -> None:
-        self.columns = columns
-        self._specs: list[JobSpec | None] = list(specs) if specs else [None] * len(columns)
-
-    @classmethod
-    def of(cls, specs: Sequence[JobSpec]) -> JobList:
-        """A job list over specs already built."""
-        return specs if isinstance(specs, JobList) else cls(JobColumns.of(specs), specs)
-
-    @property
-    def keys(self) -> list[str]:
-        """Every job's key, in order."""
-        return self.columns.keys
-
-    def append(self, spec: JobSpec) -> None:
-        """One more job at the end (a take a reroll added while a run goes on)."""
-        self.columns.local_files.update(spec.files)
-        self.columns.append(spec)
-        self._specs.append(spec)
-
-    def __len__(self) -> int:
-        return len(self._specs)
-
-    @overload
-    def __getitem__(self, index: int) -> JobSpec: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[JobSpec]: ...
-    def __getitem__(self, index: int | slice) -> JobSpec | list[JobSpec]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        spec = self._specs[index]
-        if spec is None:
-            spec = self._specs[index] = self.columns.spec(index)
-        return spec
-
-    def __iter__(self) -> Iterator[JobSpec]:
-        if all(spec is None for spec in self._specs):
-            self._specs = list[JobSpec | None](self.columns.specs())
-        return (self[i] for i in range(len(self)))
-
-
 class Plan:
     """The jobs a manifest asks for, in manifest order, and what was checked to get them."""
 
@@ -383,10 +218,11 @@ class Plan:
         else:
             raise ValueError("a plan needs its jobs or their columns")
 
-    @functools.cached_property
+    @property
     def clips(self) -> tuple[ClipFacts, ...]:
         """Each source with jobs, as ``plan --clips`` shows it (its warnings too); read on
-        first use (a remembered plan keeps them beside the jobs, which ``status`` skips)."""
+        each use, not kept (a remembered plan keeps them in a record of their own: a run
+        reads them once, for their warnings, and would otherwise hold 10k of them)."""
         found = self._clips() if callable(self._clips) else self._clips
         return tuple(found)
 
@@ -486,23 +322,6 @@ class Plan:
             frozenset(map(str, columns.takes)) if TAKE in fields else frozenset(),
             {name: frozenset(values) for name, values in matrix.items()},
         )
-
-
-def with_ancestors(columns: JobColumns, indices: Sequence[int]) -> list[int]:
-    """``indices`` and the indices of every job they take an output from, in plan order: a
-    job left without its parents would wait for ever."""
-    if not any(columns.parents):
-        return list(indices)
-    where = {key: i for i, key in enumerate(columns.keys)}
-    found = set(indices)
-    stack = list(indices)
-    while stack:
-        for parent in columns.parents[stack.pop()]:
-            i = where.get(parent)
-            if i is not None and i not in found:
-                found.add(i)
-                stack.append(i)
-    return sorted(found)
 
 
 def output_dir_for(manifest_path: Path, facts: ManifestFacts, given: Path | None) -> Path:

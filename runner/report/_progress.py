@@ -101,7 +101,7 @@ class Progress:
         else:
             snapshot = store.snapshot(plan.keys, plan.identity)
         self._store = store
-        self._state: dict[str, str] = dict(snapshot.unfinished)
+        self._state: dict[str, str] = plan.jobs.own_keys(snapshot.unfinished)
         self._request = store.requests_in_flight() if store is not None else {}
         self._counts = Counter[str]()
         for state, count in snapshot.counts.items():

@@ -8,9 +8,10 @@ session token and controls to approve, reject, note and roll again, driven by ke
 (j/k move, a approve, r reject, u clear, n note) or by click.
 
 Video posters are extracted once per distinct file (named by its sha256) into
-``.review/posters/``. The page is built as a list of strings joined once, and media
-beyond the first screen load only when scrolled to, so libraries of thousands of jobs
-stay quick to write and to open.
+``.review/posters/``. The file is written as it is rendered, card by card (the page of a
+100k-job library is ~110 MB of HTML: held whole as strings, then as one string, then as
+bytes, it took ~600 MB), and media beyond the first screen load only when scrolled to,
+so libraries of thousands of jobs stay quick to write and to open.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -82,14 +83,18 @@ def write_review_page(
     output_dir.mkdir(parents=True, exist_ok=True)
     store = StateStore.open_readonly(output_dir / "state.db")
     try:
-        text = review_html(plan, store, Links(output_dir), posters=posters, proxies=proxies)
+        page = _page(plan, store, Links(output_dir), None, posters, proxies)
     finally:
         if store is not None:
             store.close()
     target = target or output_dir / "index.html"
     tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
+    try:
+        with tmp.open("w", encoding="utf-8") as out:
+            out.writelines(page.chunks())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -104,6 +109,17 @@ def review_html(
 ) -> str:
     """The page for ``plan`` as the state ``store`` (None: nothing ran) has it (making at
     most ``posters`` posters and ``proxies`` proxies first; see ``write_review_page``)."""
+    return "".join(_page(plan, store, links, live, posters, proxies).chunks())
+
+
+def _page(
+    plan: Plan,
+    store: StateStore | None,
+    links: Links,
+    live: Live | None,
+    posters: int | None,
+    proxies: int | None,
+) -> _Page:
     keys = set(plan.keys)
     rows: dict[str, JobRow] = {}
     spend = None
@@ -123,7 +139,7 @@ def review_html(
         sha: links.output(path)
         for sha, path in make_posters(plan.output_dir, page.videos(), posters).items()
     }
-    return page.render()
+    return page
 
 
 @dataclass
@@ -252,33 +268,34 @@ class _Page:
 
     # -- rendering ---------------------------------------------------------------------
 
-    def render(self) -> str:
-        """The whole page."""
+    def chunks(self) -> Iterator[str]:
+        """The whole page, a few lines at a time (the header's counts are taken first)."""
         states: Counter[str] = Counter()
         prompts: Counter[str] = Counter()
         endpoints: Counter[str] = Counter()
-        body: list[str] = []
         for source in self.sources:
-            self._render_group(source, body, states, prompts, endpoints)
-        head = self._render_header(states, prompts, endpoints)
+            for spec in source.jobs:
+                row = self.rows.get(spec.key)
+                states[row.state if row is not None else "new"] += 1
+                prompts[spec.prompt or NO_PROMPT] += 1
+                endpoints[spec.endpoint] += 1
         nonce = f' nonce="{e(self.live.nonce)}"' if self.live else ""
         token = f'<meta name="raybatch-token" content="{e(self.live.token)}">' if self.live else ""
-        return "".join(
-            [
-                '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">',
-                '<meta name="viewport" content="width=device-width, initial-scale=1">',
-                token,
-                # An empty icon: without it the browser asks the server for /favicon.ico.
-                '<link rel="icon" href="data:,">',
-                f"<title>{e(self.plan.facts.name)} · raybatch review</title>",
-                f"<style{nonce}>{CSS}{PARTS_CSS}</style></head><body>",
-                *head,
-                '<main id="groups">',
-                *body,
-                '</main><p id="empty" hidden>No job matches these filters.</p>',
-                f"<script{nonce}>{JS}{PARTS_JS}</script></body></html>\n",
-            ]
+        yield from (
+            '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            token,
+            # An empty icon: without it the browser asks the server for /favicon.ico.
+            '<link rel="icon" href="data:,">',
+            f"<title>{e(self.plan.facts.name)} · raybatch review</title>",
+            f"<style{nonce}>{CSS}{PARTS_CSS}</style></head><body>",
         )
+        yield from self._render_header(states, prompts, endpoints)
+        yield '<main id="groups">'
+        for source in self.sources:
+            yield from self._render_group(source)
+        yield '</main><p id="empty" hidden>No job matches these filters.</p>'
+        yield f"<script{nonce}>{JS}{PARTS_JS}</script></body></html>\n"
 
     def _render_header(
         self, states: Counter[str], prompts: Counter[str], endpoints: Counter[str]
@@ -346,32 +363,24 @@ class _Page:
             '</form><p id="message" role="status" hidden></p></header>',
         ]
 
-    def _render_group(
-        self,
-        source: _Source,
-        out: list[str],
-        states: Counter[str],
-        prompts: Counter[str],
-        endpoints: Counter[str],
-    ) -> None:
-        out.append(f'<section class="group" data-source="{e(source.id)}"><h2>')
-        out.append(e(source.title))
+    def _render_group(self, source: _Source) -> Iterator[str]:
+        """A source's section: its heading and source, then one string per card."""
+        head = [f'<section class="group" data-source="{e(source.id)}"><h2>', e(source.title)]
         if source.local is not None:
             shown = os.path.relpath(source.local.path.absolute(), self.manifest_dir)
-            out.append(
+            head.append(
                 f" <small>{e(Path(shown).as_posix())} · {human_size(source.local.size)}</small>"
             )
-        out.append('</h2><div class="row">')
-        out.extend(self._render_source(source))
+        head.append('</h2><div class="row">')
+        head.extend(self._render_source(source))
+        yield "".join(head)
         for spec in source.jobs:
             row = self.rows.get(spec.key)
             state = row.state if row is not None else "new"
-            prompt = spec.prompt or NO_PROMPT
-            states[state] += 1
-            prompts[prompt] += 1
-            endpoints[spec.endpoint] += 1
-            self._render_card(spec, row, state, prompt, source, out)
-        out.append("</div></section>")
+            card: list[str] = []
+            self._render_card(spec, row, state, spec.prompt or NO_PROMPT, source, card)
+            yield "".join(card)
+        yield "</div></section>"
 
     def _render_source(self, source: _Source) -> list[str]:
         if source.kind is None and source.local is None and source.url is None:

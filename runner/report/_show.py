@@ -31,7 +31,7 @@ def find_job(plan: Plan, store: StateStore | None, which: str) -> str:
     text = which.strip()
     keys = list(plan.keys)
     if store is not None:
-        keys += [key for key in store.states() if key not in set(plan.keys)]
+        keys += [key for key in store.states() if key not in plan.jobs.places]
     if _HEX.fullmatch(text.lower()):
         found = [key for key in keys if key.startswith(text.lower())]
         if len(found) == 1:

@@ -103,9 +103,10 @@ _PLAN_COLUMN = {"new": "to_run", **{s.value: _plan_column(s) for s in JobState i
 _ACCEPTED = frozenset(s.value for s in JobState if s.accepted)
 
 
-def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
+def plan_summary(plan: Plan, store: StateStore | None, *, jobs: bool = True) -> dict[str, Any]:
     """What ``plan`` shows: jobs and estimated cost per endpoint, what fal may have billed
-    already (every accepted submission, as ``status`` counts spend), what is left."""
+    already (every accepted submission, as ``status`` counts spend), what is left; with
+    ``jobs``, each job too (the text form does not show them: 100k of them were 36 MB)."""
     states: dict[str, Any] = dict(store.states()) if store is not None else {}
     paid = store.spend_by_endpoint() if store is not None else {}
     per: dict[str, dict[str, Any]] = {}
@@ -123,7 +124,7 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
         entry[_PLAN_COLUMN[state]] += 1
         if state not in _ACCEPTED:
             entry["remaining_cost"] += usd
-    jobs = [
+    listed = [
         {
             "key": key,
             "endpoint": endpoint,
@@ -145,6 +146,7 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
             found,
             strict=True,
         )
+        if jobs
     ]
     for endpoint, usd in paid.items():
         if endpoint in per:
@@ -161,7 +163,7 @@ def plan_summary(plan: Plan, store: StateStore | None) -> dict[str, Any]:
         "segmented": segments_summary(plan.segmented),
         "warnings": clip_warnings(plan),
         **sources_summary(plan),
-        "jobs": jobs,
+        **({"jobs": listed} if jobs else {}),
     }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Set
 
 from ._rows import FileStamp, OutputFile, StoredJob
 from ._schema import MOVES_PENDING
@@ -35,10 +35,10 @@ class OutputReads:
         self, keys: Iterable[str] | None = None
     ) -> Iterator[tuple[str, list[FileStamp]]]:
         """:meth:`done_outputs` one job at a time, as read (a check of 50,000 files holds
-        none of them). Read narrowly: SQLite takes the first file out of the JSON (at 100k
-        jobs ``json.loads`` per row cost most of the read); a job with more files is parsed
-        whole."""
-        wanted = None if keys is None else set(keys)
+        none of them; ``keys`` given as a set is read through, not copied). Read narrowly:
+        SQLite takes the first file out of the JSON (at 100k jobs ``json.loads`` per row
+        cost most of the read); a job with more files is parsed whole."""
+        wanted = keys if keys is None or isinstance(keys, Set) else set(keys)
         with translate_errors():
             cur = self._conn.execute(
                 "SELECT key, outputs ->> '$[0].path', outputs ->> '$[0].size',"
