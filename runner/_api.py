@@ -15,12 +15,10 @@ stays cheap.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
@@ -325,6 +323,8 @@ def _run(
 
 def _loop_running() -> bool:
     """Whether this thread runs an event loop (then a run needs a thread of its own)."""
+    import asyncio  # here: importing it (and ssl with it) costs plan and status 9 MB
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -339,6 +339,8 @@ def _loop_running() -> bool:
 
 def _in_worker(call: Callable[[threading.Event], T]) -> T:
     """``call`` in a thread of its own; an interrupt while waiting drains it."""
+    from concurrent.futures import ThreadPoolExecutor
+
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raybatch-run")
     try:
