@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from ..job import LOOK, ROLE, JobSpec, split_parent_ref
-from ..state import JobRow
+from ..state import ShownRow
 from ._review_cards import Links
 
 STITCH = "local/stitch"
@@ -89,7 +89,7 @@ class LongClipParts:
         """Input fields the panel shows better than the parameter list."""
         return _PANEL_FIELDS if spec.endpoint == STITCH else frozenset()
 
-    def panel(self, spec: JobSpec, rows: Mapping[str, JobRow], links: Links) -> str:
+    def panel(self, spec: JobSpec, rows: Mapping[str, ShownRow], links: Links) -> str:
         """The seams bar and the parts row of a stitch's card ("" for any other job)."""
         found = self.stitched.get(spec.key)
         if found is None:
@@ -166,7 +166,7 @@ def _key(ref: object) -> str:
 
 
 def _link(
-    spec: JobSpec | None, rows: Mapping[str, JobRow], links: Links, text: str, title: str = ""
+    spec: JobSpec | None, rows: Mapping[str, ShownRow], links: Links, text: str, title: str = ""
 ) -> str:
     """A link to a job's output when it is done, else its name and state."""
     if spec is None:

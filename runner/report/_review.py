@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from ..endpoints import spec_for
 from ..job import LOCAL_PREFIX, PARENT_PREFIX, JobSpec, LocalFile
 from ..plan import Plan
-from ..state import JobRow, JobState, Judgement, Spend, StateStore
+from ..state import JobState, Judgement, ShownRow, Spend, StateStore
 from ._judging import Judgeable, count_phrases, rerollable, verdict_counts
 from ._parts import CSS as PARTS_CSS, JS as PARTS_JS, LongClipParts
 from ._previews import make_posters, source_proxies
@@ -121,11 +121,11 @@ def _page(
     proxies: int | None,
 ) -> _Page:
     keys = set(plan.keys)
-    rows: dict[str, JobRow] = {}
+    rows: dict[str, ShownRow] = {}
     spend = None
     rolled: dict[str, int] = {}
     if store is not None:
-        rows = {r.key: r for r in store.rows(results=False) if r.key in keys}
+        rows = store.shown_rows(keys)
         spend = store.spend()
         rolled = {r["from_key"]: int(r["take"]) for r in store.rerolls()}
     page = _Page(plan, rows, spend, links, live, rolled)
@@ -170,7 +170,7 @@ class _Page:
     def __init__(
         self,
         plan: Plan,
-        rows: Mapping[str, JobRow],
+        rows: Mapping[str, ShownRow],
         spend: Spend | None,
         links: Links,
         live: Live | None,
@@ -407,7 +407,7 @@ class _Page:
     def _render_card(
         self,
         spec: JobSpec,
-        row: JobRow | None,
+        row: ShownRow | None,
         state: str,
         prompt: str,
         source: _Source,
@@ -460,7 +460,7 @@ class _Page:
             out.append(verdict_block(row, judge, rolled, self.live is not None))
         out.append("</div></article>")
 
-    def _render_result(self, spec: JobSpec, row: JobRow | None, state: str) -> str:
+    def _render_result(self, spec: JobSpec, row: ShownRow | None, state: str) -> str:
         """The first output of a done job as a medium; a placeholder saying why there is none."""
         if row is None or state != "done" or not row.outputs:
             why = WAITING.get(state, state)

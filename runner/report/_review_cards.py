@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..job import LOCAL_PREFIX, JobSpec, LocalFile, canonical_json, substitute
-from ..state import JobRow
+from ..state import ShownRow
 from ._summary import human_size
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".webm"})
@@ -147,7 +147,7 @@ def files(outputs: list[dict[str, Any]], links: Links) -> str:
     return f'<p class="files">{" · ".join(found)}</p>'
 
 
-def cost(spec: JobSpec, row: JobRow | None) -> str:
+def cost(spec: JobSpec, row: ShownRow | None) -> str:
     """Estimated cost, billable units, attempts and request id."""
     parts = ["no price" if spec.estimated_cost is None else f"est. ${spec.estimated_cost:.2f}"]
     if row is not None:
@@ -160,7 +160,7 @@ def cost(spec: JobSpec, row: JobRow | None) -> str:
     return " · ".join(parts)
 
 
-def verdict_block(row: JobRow | None, judge: str, rolled: int | None, live: bool) -> str:
+def verdict_block(row: ShownRow | None, judge: str, rolled: int | None, live: bool) -> str:
     """A judgeable card's verdict, note and (served) controls."""
     if not judge:
         return ""

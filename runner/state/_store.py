@@ -8,7 +8,7 @@ import os
 import sqlite3
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Set
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -16,7 +16,7 @@ from ..errors import IllegalTransition, StateError, StateLocked
 from ._jobstate import STORED_STATES, JobState
 from ._lock import DirectoryLock
 from ._outputs import OutputReads
-from ._rows import BLOCKED_ROW, PENDING_ROW, JobRow, JobTally, Op, Spend, Unfinished
+from ._rows import BLOCKED_ROW, PENDING_ROW, JobRow, JobTally, Op, ShownRow, Spend, Unfinished
 from ._schema import LAST_PLAN, MANIFESTS, MIGRATIONS, SCHEMA, SCHEMA_VERSION, run_script
 from ._sql import translate_errors
 from ._verdicts import VerdictReads
@@ -233,6 +233,21 @@ class StateStore(OutputReads, VerdictReads):
                 return [JobRow.from_sql(r, result=results) for r in cur]
             wanted = set(keys)
             return [JobRow.from_sql(r, result=results) for r in cur if r["key"] in wanted]
+
+    def shown_rows(self, keys: Set[str]) -> dict[str, ShownRow]:
+        """What the review page shows of each job of ``keys`` the state knows, by key."""
+        with translate_errors():
+            cur = self._conn.execute(
+                "SELECT key, state, outputs, attempts, request_id, billable_units, error_class,"
+                " error, verdict, note, judged_at FROM jobs ORDER BY rowid"
+            )
+            return {
+                key: ShownRow(
+                    key, STORED_STATES[state], json.loads(outputs) if outputs else [], *rest
+                )
+                for key, state, outputs, *rest in cur
+                if key in keys
+            }
 
     def row(self, key: str) -> JobRow | None:
         """One job row by key."""
