@@ -161,6 +161,20 @@ def test_a_damaged_entry_is_a_miss_and_is_replaced(globbed: Path) -> None:
     assert _facts(remembered) == _facts(fresh)
 
 
+def test_an_entry_replaced_after_its_head_was_read_lends_it_nothing(
+    globbed: Path, tmp_path: Path
+) -> None:
+    """Jobs read lazily after their entry was rewritten (another plan under the same name)
+    come from a fresh plan, never from the other entry's columns."""
+    fresh = cached_plan(globbed)
+    remembered = cached_plan(globbed)  # head read; the jobs' columns not yet
+    other = tmp_path / "other.yaml"
+    other.write_text(globbed.read_text().replace("warm: 'warm light'", "warm: 'cold light'"))
+    assert fresh.fingerprint is not None
+    plan_cache._store(fresh.fingerprint, runner.manifest.plan(other))
+    assert _facts(remembered) == _facts(fresh)
+
+
 def test_a_cache_that_cannot_be_written_costs_nothing_but_time(
     globbed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

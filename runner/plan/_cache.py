@@ -14,11 +14,14 @@ failed write only costs the next command a re-plan.
 
 Format: ``marshal`` records (fast to load; Python-version specific, hence the version in
 the fingerprint), each after its length and sha256. The first holds what ``status`` needs
-(facts, inputs, keys, endpoints, prices); the second the facts of each clip, read only
-when shown (``plan --clips``, the run's warnings: at 100k jobs they were 5 MB of every
-run's memory); then one record per other column of the jobs, read only when the jobs
-themselves are. A record per column, written and read one at a time, keeps one column's
-bytes in memory, not the whole entry's (21 MB at 100k jobs).
+(facts, inputs, keys, endpoints, prices) and the entry's token, which the second repeats:
+the rest is read later, maybe hours later (``raybatch review``), and an entry re-planned
+under the same name meanwhile must not lend its columns to the first one's keys. The
+third holds the facts of each clip, read only when shown (``plan --clips``, the run's
+warnings: at 100k jobs they were 5 MB of every run's memory); then one record per other
+column of the jobs, read only when the jobs themselves are. A record per column, written
+and read one at a time, keeps one column's bytes in memory, not the whole entry's (21 MB
+at 100k jobs).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from ._plan import (
 if TYPE_CHECKING:
     from ..endpoints import Overrides
 
-FORMAT = 5
+FORMAT = 6
 #: Entries kept; each is about 150 bytes per job.
 KEEP = 16
 _NOT_PLANNING = frozenset({"emulator", "__pycache__"})
@@ -203,7 +206,7 @@ def _load(
 
         return plan(path, overrides=overrides, extra_takes=extra_takes).columns
 
-    columns = _LazyColumns(head, _Rest(entry, offset, replan))
+    columns = _LazyColumns(head, _Rest(entry, offset, head["token"], replan))
     with contextlib.suppress(OSError):
         os.utime(entry)  # recently used: pruned last
     return Plan(
@@ -302,17 +305,31 @@ def _identities(files: Sequence[tuple[str, str, int, int, str]]) -> list[tuple[A
 class _Rest:
     """The records after an entry's head, read on first use (a ``status`` needs none)."""
 
-    def __init__(self, entry: Path, offset: int, replan: Callable[[], JobColumns]) -> None:
+    def __init__(
+        self, entry: Path, offset: int, token: str, replan: Callable[[], JobColumns]
+    ) -> None:
         self.entry = entry
         self.offset = offset
+        self.token = token
         self.replan = replan
+
+    def _open(self) -> BinaryIO:
+        """The entry at the clip facts, once its token says it is the head's entry."""
+        handle = open(self.entry, "rb")  # noqa: SIM115 - returned to a with statement
+        try:
+            handle.seek(self.offset)
+            if _record(handle) != self.token:
+                raise ValueError("the plan cache entry was replaced since its head was read")
+        except BaseException:
+            handle.close()
+            raise
+        return handle
 
     def read(self) -> dict[str, Any]:
         """The jobs' other columns; if gone or damaged since the head was read, the
         manifest is planned afresh."""
         try:
-            with open(self.entry, "rb") as handle:
-                handle.seek(self.offset)
+            with self._open() as handle:
                 _skip_record(handle)  # the clip facts
                 return {name: _record(handle) for name in _REST_RECORDS}
         except Exception:
@@ -322,8 +339,7 @@ class _Rest:
         """Each clip's facts as stored (``ClipFacts`` tuples); none if gone or damaged
         since the head was read."""
         try:
-            with open(self.entry, "rb") as handle:
-                handle.seek(self.offset)
+            with self._open() as handle:
                 rows: list[Any] = _record(handle)
             return rows
         except Exception:
@@ -377,6 +393,7 @@ def _store(fingerprint: str, plan: Plan) -> None:
         "segmented": [dataclasses.astuple(clip) for clip in plan.segmented],
         "inputs": (_identities(plan.inputs.files), plan.inputs.globs),
         "made_at": time.time(),
+        "token": os.urandom(8).hex(),
         "keys": columns.keys,
         "endpoints": columns.endpoints,
         "costs": columns.costs,
@@ -391,6 +408,7 @@ def _store(fingerprint: str, plan: Plan) -> None:
         try:
             with os.fdopen(fd, "wb") as handle:
                 _write_record(handle, head)
+                _write_record(handle, head["token"])
                 _write_record(handle, clip_facts)
                 rest = _rest_record(columns)
                 for name in _REST_RECORDS:
