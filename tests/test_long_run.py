@@ -27,6 +27,7 @@ import pytest
 from runner.media import probe
 from runner.state import JobRow, JobState, StateStore
 from tests.conftest import MANIFESTS, Emulator, run_cli, start_emulator, stop_emulator
+from tests.crash_harness import write_manifest
 from tests.media_sources import click_times
 
 #: Frames over which the emulator dissolves a render's start image into the edit.
@@ -184,6 +185,23 @@ def test_editing_one_prompt_rerenders_only_that_prompts_jobs(
         if row.prompt != "p1":  # p0's jobs and the clip's cuts and frames
             assert after[key].finished_at == row.finished_at, row.output
             assert after[key].state is JobState.DONE
+
+
+@pytest.mark.timeout(300)
+def test_a_run_from_a_remembered_plan_makes_its_local_steps(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    """A run whose plan comes from the cache (so nothing has imported PyAV before its
+    first cuts and frames, which start together in worker threads) makes every one of
+    them: none fails half imported (that took every cut and frame of a resumed run; a
+    thread race, so without the fix this test fails about every other time)."""
+    manifest = write_manifest(tmp_path, 1, long=True)  # two clips: cuts and frames at once
+    out = tmp_path / "out"
+    assert run_cli("plan", manifest, "--output-dir", out, cwd=tmp_path).returncode == 0
+    done = run_cli("run", manifest, "--fal-url", emulator.url, "--output-dir", out, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    steps = [row for row in rows(out) if row.endpoint.startswith("local/")]
+    assert len(steps) >= 4 and all(row.state is JobState.DONE for row in steps)
 
 
 @pytest.mark.timeout(300)
