@@ -62,7 +62,7 @@ class Graph:
         self._ready: tuple[list[_Entry], list[_Entry]] = ([], [])
         #: Jobs in a ready queue (one taken back for a verdict stays in the heap, skipped).
         self._queued: set[int] = set()
-        #: Jobs this run may still start (see ``track``; None: every job).
+        #: Jobs this run may still start (``todo``, else every job; see ``track``).
         self.todo: set[int] = set()
         self.track(range(len(self.keys)) if todo is None else todo)
 

@@ -124,30 +124,33 @@ def plan_summary(plan: Plan, store: StateStore | None, *, jobs: bool = True) -> 
         entry[_PLAN_COLUMN[state]] += 1
         if state not in _ACCEPTED:
             entry["remaining_cost"] += usd
-    listed = [
-        {
-            "key": key,
-            "endpoint": endpoint,
-            "clip": clip,
-            "prompt": prompt,
-            "labels": labels,
-            "output": output,
-            "state": state,
-            "estimated_cost": cost,
-        }
-        for key, endpoint, cost, clip, prompt, output, labels, state in zip(
-            c.keys,
-            c.endpoints,
-            c.costs,
-            c.clips,
-            c.prompts,
-            c.outputs,
-            c.labels,
-            found,
-            strict=True,
-        )
+    listed = (
+        [
+            {
+                "key": key,
+                "endpoint": endpoint,
+                "clip": clip,
+                "prompt": prompt,
+                "labels": labels,
+                "output": output,
+                "state": state,
+                "estimated_cost": cost,
+            }
+            for key, endpoint, cost, clip, prompt, output, labels, state in zip(
+                c.keys,
+                c.endpoints,
+                c.costs,
+                c.clips,
+                c.prompts,
+                c.outputs,
+                c.labels,
+                found,
+                strict=True,
+            )
+        ]
         if jobs
-    ]
+        else []
+    )
     for endpoint, usd in paid.items():
         if endpoint in per:
             per[endpoint]["paid"] = usd
