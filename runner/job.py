@@ -32,6 +32,30 @@ Kind = Literal["remote", "local"]
 ROLE = "role"
 LOOK = "look"
 
+# The fal endpoints raybatch knows (``endpoints`` holds their models, limits and prices),
+# with the input field that carries each one's source media (None: it takes none). Kept
+# here, apart from the models, for code that only names a job's endpoint or finds its
+# source: the review page at the end of a resumed run then loads no pydantic (17 MB).
+VIDEO_TO_VIDEO = "luma/agent/ray/v3.2/video-to-video"
+TEXT_TO_VIDEO = "luma/agent/ray/v3.2/text-to-video"
+IMAGE_TO_VIDEO = "luma/agent/ray/v3.2/image-to-video"
+REFRAME = "luma/agent/ray/v3.2/reframe"
+TEXT_TO_IMAGE = "luma/agent/uni-1/v1/text-to-image"
+EDIT_IMAGE = "luma/agent/uni-1/v1/edit"
+SOURCE_FIELDS: Mapping[str, str | None] = {
+    VIDEO_TO_VIDEO: "video_url",
+    TEXT_TO_VIDEO: None,
+    IMAGE_TO_VIDEO: "image_url",
+    REFRAME: "video_url",
+    TEXT_TO_IMAGE: None,
+    EDIT_IMAGE: "image_url",
+}
+
+
+def endpoint_name(endpoint: str) -> str:
+    """The last segment of an endpoint id, e.g. ``video-to-video``."""
+    return endpoint.rsplit("/", 1)[-1]
+
 
 @dataclass(frozen=True, slots=True)
 class LocalFile:

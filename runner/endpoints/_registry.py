@@ -30,14 +30,17 @@ from runner.endpoints._luma import (
     VideoOutput,
     VideoToVideoInput,
 )
+from runner.job import (  # the ids are the endpoints package's too
+    EDIT_IMAGE as EDIT_IMAGE,
+    IMAGE_TO_VIDEO as IMAGE_TO_VIDEO,
+    REFRAME as REFRAME,
+    SOURCE_FIELDS,
+    TEXT_TO_IMAGE as TEXT_TO_IMAGE,
+    TEXT_TO_VIDEO as TEXT_TO_VIDEO,
+    VIDEO_TO_VIDEO as VIDEO_TO_VIDEO,
+    endpoint_name,
+)
 from runner.media import MediaKind
-
-VIDEO_TO_VIDEO = "luma/agent/ray/v3.2/video-to-video"
-TEXT_TO_VIDEO = "luma/agent/ray/v3.2/text-to-video"
-IMAGE_TO_VIDEO = "luma/agent/ray/v3.2/image-to-video"
-REFRAME = "luma/agent/ray/v3.2/reframe"
-TEXT_TO_IMAGE = "luma/agent/uni-1/v1/text-to-image"
-EDIT_IMAGE = "luma/agent/uni-1/v1/edit"
 
 # owner/app[/path...]: fal's ids are URL path segments; no spaces, no '.' or '..' segments.
 ENDPOINT_ID = re.compile(r"(?!.*(^|/)\.\.?(/|$))[A-Za-z0-9][\w.-]*(/[\w.-]+)+")
@@ -65,7 +68,7 @@ class EndpointSpec:
     @property
     def name(self) -> str:
         """The last segment of the id, e.g. ``video-to-video``."""
-        return self.id.rsplit("/", 1)[-1]
+        return endpoint_name(self.id)
 
     @property
     def known(self) -> bool:
@@ -173,16 +176,17 @@ def _nested_media_kind(annotation: Any) -> MediaKind | None:
     return kinds.pop() if len(kinds) == 1 else None
 
 
+_KNOWN: tuple[tuple[str, type[Ruled], type[BaseModel], MediaKind], ...] = (
+    (VIDEO_TO_VIDEO, VideoToVideoInput, VideoOutput, "video"),
+    (TEXT_TO_VIDEO, TextToVideoInput, VideoOutput, "video"),
+    (IMAGE_TO_VIDEO, ImageToVideoInput, VideoOutput, "video"),
+    (REFRAME, ReframeInput, VideoOutput, "video"),
+    (TEXT_TO_IMAGE, TextToImageInput, ImageOutput, "image"),
+    (EDIT_IMAGE, EditImageInput, ImageOutput, "image"),
+)
 ENDPOINTS: dict[str, EndpointSpec] = {
-    spec.id: spec
-    for spec in (
-        EndpointSpec(VIDEO_TO_VIDEO, VideoToVideoInput, VideoOutput, "video_url", "video"),
-        EndpointSpec(TEXT_TO_VIDEO, TextToVideoInput, VideoOutput, None, "video"),
-        EndpointSpec(IMAGE_TO_VIDEO, ImageToVideoInput, VideoOutput, "image_url", "video"),
-        EndpointSpec(REFRAME, ReframeInput, VideoOutput, "video_url", "video"),
-        EndpointSpec(TEXT_TO_IMAGE, TextToImageInput, ImageOutput, None, "image"),
-        EndpointSpec(EDIT_IMAGE, EditImageInput, ImageOutput, "image_url", "image"),
-    )
+    id: EndpointSpec(id, inputs, outputs, SOURCE_FIELDS[id], kind)
+    for id, inputs, outputs, kind in _KNOWN
 }
 
 

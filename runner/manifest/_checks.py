@@ -8,15 +8,22 @@ applied, for ``plan`` to show with its source.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .. import media
 from ..endpoints import EndpointSpec, EndpointTables, Limit, Loc, MediaField, format_loc
 from ..job import LocalFile
-from ..media import RENDER_SECONDS, MediaError, MediaInfo, extension, probe, probe_remote
+from ..media import RENDER_SECONDS, extension
 from ._models import Segments
 from ._types import ARTICLE
 
-#: What a check found: the measured facts (None: not measured) and every reason it fails.
-Checked = tuple[MediaInfo | None, list[str]]
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from ..media import MediaInfo
+
+    #: What a check found: the measured facts (None: not measured) and every reason it fails.
+    Checked: TypeAlias = tuple[MediaInfo | None, list[str]]
 
 
 class MediaChecks:
@@ -113,10 +120,11 @@ class MediaChecks:
         """The file's media facts (None: not measured), or why it could not be read."""
         try:
             if isinstance(file, LocalFile):
-                return (probe(file.path) if self.probe_media and kind != "any" else None), None
+                measure = self.probe_media and kind != "any"
+                return (media.probe(file.path) if measure else None), None
             remote = self.probe_remote and not file.startswith("data:")
-            return (probe_remote(file) if remote else None), None
-        except MediaError as exc:
+            return (media.probe_remote(file) if remote else None), None
+        except media.MediaError as exc:
             what = f"could not be read as {kind}" if isinstance(file, LocalFile) else "unusable"
             return None, f"{what}: {exc.reason}"
 

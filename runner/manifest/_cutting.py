@@ -16,19 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .. import media
 from ..endpoints import EDIT_IMAGE, VIDEO_TO_VIDEO, Loc, PriceTable, format_loc, spec_for
-from ..media import (
-    MediaError,
-    MediaInfo,
-    RenderLength,
-    SegmentPlan,
-    detect_shots,
-    plan_segments,
-)
+from ..media import RenderLength, SegmentPlan, plan_segments
 from ._models import Segments
 from ._types import STAND_IN_FILE, STAND_IN_PROMPT, Combo, Group, Layer, Source
 
 if TYPE_CHECKING:
+    from ..media import MediaInfo
     from ._planner import Planner
 
 #: A segment's start frame and the look are Uni-1 edits (fal's ``luma/agent/uni-1/v1/edit``).
@@ -218,8 +213,8 @@ class Cutter:
         sha = source.file.sha256
         if sha not in self._shots:
             try:
-                self._shots[sha] = detect_shots(source.file.path)
-            except MediaError as exc:
+                self._shots[sha] = media.detect_shots(source.file.path)
+            except media.MediaError as exc:
                 self.problems.add((*loc, "cut"), f"{source.shown}: {exc.reason}")
                 self._shots[sha] = None
         return self._shots[sha]

@@ -19,9 +19,6 @@ from ..endpoints import (
     format_loc,
 )
 from ..job import LocalFile, job_key, parent_ref, take_group
-from ..media import (
-    MediaInfo,
-)
 from ..plan import JobColumns
 from ._cutting import START_IMAGE, Cutting, segmentable, settings_for
 from ._long import LongClips
@@ -44,6 +41,7 @@ from ._types import (
 )
 
 if TYPE_CHECKING:
+    from ..media import MediaInfo
     from ._planner import Planner
 
 

@@ -45,7 +45,7 @@ from ..job import (
     split_parent_ref,
     substitute,
 )
-from ..media import MediaInfo, Segment, SegmentPlan
+from ..media import Segment, SegmentPlan
 from ..plan import JobColumns, SegmentedClip
 from ._cutting import EDIT, START_IMAGE, Cutter, Cutting, Single, edit_base, edit_cost
 from ._looks import FRAME_DIR, look_path
@@ -53,6 +53,7 @@ from ._models import Segments
 from ._types import Combo, Group, JobId, Layer, append_job
 
 if TYPE_CHECKING:
+    from ..media import MediaInfo
     from ._expand import Expansion
 
 CUT = "local/cut"

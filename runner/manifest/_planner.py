@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..endpoints import (
     ENDPOINTS,
@@ -21,12 +21,7 @@ from ..endpoints import (
 )
 from ..errors import ManifestError, Problem, capped
 from ..job import LocalFile
-from ..media import (
-    MediaInfo,
-    is_remote,
-    local_file,
-    reference_problem,
-)
+from ..media import is_remote, local_file, reference_problem
 from ..plan import (
     DuplicateSource,
     JobColumns,
@@ -48,6 +43,9 @@ from ._problems import Problems
 from ._sources import SourceList
 from ._types import ARTICLE, TEMPLATE_VARIABLES, Group, Layer, Source, Template
 from ._yaml import MAX_JOBS
+
+if TYPE_CHECKING:
+    from ..media import MediaInfo
 
 # --------------------------------------------------------------------------- the plan
 

@@ -61,7 +61,7 @@ from ._policy import Policy
 from ._remote import Hold, Progress, Remote
 from ._reopening import Recheck, Reopens
 from ._reserve import Relay, Reservations
-from ._steps import STEPS, load_media
+from ._steps import STEPS
 from ._verdicts import VerdictWatch, held_cost
 
 _ATTACHED = (JobState.QUEUED, JobState.RUNNING, JobState.COMPLETED)
@@ -440,7 +440,6 @@ class Scheduler(FollowsVerdicts, Reopens):
         step = self.local_steps.get(spec.endpoint)
         if step is None:
             raise LocalStepFailed(f"raybatch has no local step {spec.endpoint!r}")
-        load_media()  # in this thread: never first in several worker threads at once
         arguments = local_inputs(self._outputs, self.sink.path, spec.arguments)
         self.observer.on_state(spec, JobState.PREPARING, None)
 

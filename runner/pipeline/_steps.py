@@ -29,17 +29,6 @@ if TYPE_CHECKING:
 # and every command that only names ``STEPS``, starts without it (0.2 s).
 
 
-def load_media() -> None:
-    """Import what the steps use, in the calling thread: called by a run before its first
-    local step. Steps run in worker threads, and PyAV imported for the first time by several
-    threads at once is left half made (a resumed run whose plan came from the cache, so
-    that nothing had imported PyAV yet, failed its cuts with "module 'av' has no attribute
-    'stream'")."""
-    from ..media import cut_segment, extract_frame, stitch
-
-    del cut_segment, extract_frame, stitch
-
-
 def cut(job: LocalJob) -> None:
     """Write one segment of ``video_url`` (frames ``first`` .. ``first + frames - 1`` at
     ``rate``), scaled to at most ``max_height``, within ``max_bytes``."""

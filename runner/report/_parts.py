@@ -23,8 +23,6 @@ from ._review_cards import Links
 STITCH = "local/stitch"
 #: A stitch's input fields that the panel shows (as seams and links).
 _PANEL_FIELDS = frozenset({"parts", "segments"})
-_VIDEO = "luma/agent/ray/v3.2/video-to-video"
-_EDIT = "luma/agent/uni-1/v1/edit"
 
 
 @dataclass

@@ -15,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import types
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path, PurePosixPath
 
-import av
+from .._lazy import import_module
 
 #: Where posters go, relative to the output directory.
 POSTER_DIR = PurePosixPath(".review/posters")
@@ -37,6 +38,12 @@ PLAYABLE_PIXELS = frozenset({"yuv420p", "yuvj420p"})
 _VERDICTS = "playable.json"
 
 
+def _pyav() -> types.ModuleType:
+    # PyAV (18 MB) is imported by the first poster or look, not by every page refresh; in
+    # threads (posters, the review server's pages), so one at a time (see ``_lazy``).
+    return import_module("av")
+
+
 def poster_name(sha256: str) -> str:
     """The poster file of the video with this sha256."""
     return f"{sha256[:32]}.jpg"
@@ -48,6 +55,7 @@ def extract_poster(video: Path, target: Path, *, width: int = POSTER_WIDTH) -> b
     The frame is taken a little way in (a fifth of the clip, at most 2 s): first frames are
     often black or a fade.
     """
+    av = _pyav()
     try:
         with av.open(str(video)) as container:
             stream = container.streams.video[0]
@@ -111,6 +119,7 @@ def make_posters(
 def playable(video: Path) -> bool:
     """Whether browsers play ``video`` as it is, from its headers alone (one that cannot
     be read counts as playable: no proxy could be made of it either)."""
+    av = _pyav()
     try:
         with av.open(str(video)) as container:
             stream = container.streams.video[0]

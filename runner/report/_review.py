@@ -24,8 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..endpoints import spec_for
-from ..job import LOCAL_PREFIX, PARENT_PREFIX, JobSpec, LocalFile
+from ..job import LOCAL_PREFIX, PARENT_PREFIX, SOURCE_FIELDS, JobSpec, LocalFile, endpoint_name
 from ..plan import Plan
 from ..state import JobState, Judgement, ShownRow, Spend, StateStore
 from ._judging import Judgeable, count_phrases, rerollable, verdict_counts
@@ -155,11 +154,8 @@ class _Source:
 
 
 def _source_field(spec: JobSpec) -> str | None:
-    endpoint = spec_for(spec.endpoint)
-    if endpoint.source_field is not None:
-        return endpoint.source_field
-    if endpoint.known:
-        return None
+    if spec.endpoint in SOURCE_FIELDS:
+        return SOURCE_FIELDS[spec.endpoint]
     # A pass-through endpoint (or a local step) takes its source in fal's usual field.
     return next((f for f in ("video_url", "image_url") if f in spec.arguments), None)
 
@@ -229,7 +225,7 @@ class _Page:
         """The group of jobs made from ``reference`` (a source), or from text."""
         if isinstance(reference, str):
             return self._source(spec, reference)
-        return _Source(f"text:{spec.endpoint}", f"from text: {spec_for(spec.endpoint).name}", None)
+        return _Source(f"text:{spec.endpoint}", f"from text: {endpoint_name(spec.endpoint)}", None)
 
     def _source(self, spec: JobSpec, reference: str) -> _Source:
         ident = spec.clip or ""
@@ -345,7 +341,7 @@ class _Page:
             select(
                 "endpoint",
                 "endpoint",
-                ((x, f"{spec_for(x).name} ({n})", x) for x, n in endpoints.items()),
+                ((x, f"{endpoint_name(x)} ({n})", x) for x, n in endpoints.items()),
             ),
             select("status", "status", ((s, f"{s} ({n})", None) for s, n in ordered)),
             select(
@@ -415,10 +411,10 @@ class _Page:
     ) -> None:
         text = spec.arguments.get("prompt")
         text = text if isinstance(text, str) else ""
-        endpoint = spec_for(spec.endpoint)
+        endpoint = endpoint_name(spec.endpoint)
         kind = self.judgeable.kind(spec.key)
         role = spec.role or ("step" if spec.kind == "local" else "")
-        search = " ".join([source.id, prompt, text, endpoint.name, role]).lower()
+        search = " ".join([source.id, prompt, text, endpoint, role]).lower()
         verdict = (row.verdict if row is not None else None) or ""
         judge = ""
         if kind is not None and state == JobState.DONE:
@@ -444,7 +440,7 @@ class _Page:
         out.append(f"<b>{e(prompt)}</b> ")
         if role:
             out.append(f'<span class="role">{e(role)}</span> ')
-        out.append(f'<span class="endpoint" title="{e(spec.endpoint)}">{e(endpoint.name)}</span>')
+        out.append(f'<span class="endpoint" title="{e(spec.endpoint)}">{e(endpoint)}</span>')
         out.append("</p>")
         if text:
             out.append(f'<p class="prompt">{e(text)}</p>')

@@ -72,6 +72,10 @@ class StateStore(OutputReads, VerdictReads):
             # FULL: an acknowledged transition (an intent, a request id) survives power loss.
             # Group commit keeps the fsync count low enough for this to be cheap.
             conn.execute("PRAGMA synchronous = FULL")
+            # 128 KiB, not SQLite's 2 MiB: the writer touches a few pages per transition and
+            # the OS already caches the file; the default held a copy of the whole file of a
+            # 1k-job run (1.9 MB of its memory). Measured: no CPU difference at 1k or 10k jobs.
+            conn.execute("PRAGMA cache_size = -128")
             store = cls(path, conn)
             store._check_integrity()
             store._bring_up_to_date()
