@@ -138,6 +138,7 @@ class StateStore(OutputReads, VerdictReads):
         store = cls(path, conn)
         try:
             conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA cache_size = -128")  # as the writer's (see ``open``)
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
             if "jobs" not in tables or "meta" not in tables:
                 # A run killed between creating the file and its schema: nothing ran yet.
