@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..job import job_label
-from ..plan import ClipFacts, Plan
+from ..plan import ClipFacts, JobColumns, Plan
 from ..state import JobRow, JobState, StateStore
 from ._judging import count_phrases, verdict_counts
 from ._segments import format_segments, segments_summary
@@ -124,33 +124,6 @@ def plan_summary(plan: Plan, store: StateStore | None, *, jobs: bool = True) -> 
         entry[_PLAN_COLUMN[state]] += 1
         if state not in _ACCEPTED:
             entry["remaining_cost"] += usd
-    listed = (
-        [
-            {
-                "key": key,
-                "endpoint": endpoint,
-                "clip": clip,
-                "prompt": prompt,
-                "labels": labels,
-                "output": output,
-                "state": state,
-                "estimated_cost": cost,
-            }
-            for key, endpoint, cost, clip, prompt, output, labels, state in zip(
-                c.keys,
-                c.endpoints,
-                c.costs,
-                c.clips,
-                c.prompts,
-                c.outputs,
-                c.labels,
-                found,
-                strict=True,
-            )
-        ]
-        if jobs
-        else []
-    )
     for endpoint, usd in paid.items():
         if endpoint in per:
             per[endpoint]["paid"] = usd
@@ -166,8 +139,35 @@ def plan_summary(plan: Plan, store: StateStore | None, *, jobs: bool = True) -> 
         "segmented": segments_summary(plan.segmented),
         "warnings": clip_warnings(plan),
         **sources_summary(plan),
-        **({"jobs": listed} if jobs else {}),
+        **({"jobs": _job_list(c, found)} if jobs else {}),
     }
+
+
+def _job_list(c: JobColumns, states: list[str]) -> list[dict[str, Any]]:
+    """Each job as ``plan --json`` lists it, with its state (``states``, in job order)."""
+    return [
+        {
+            "key": key,
+            "endpoint": endpoint,
+            "clip": clip,
+            "prompt": prompt,
+            "labels": labels,
+            "output": output,
+            "state": state,
+            "estimated_cost": cost,
+        }
+        for key, endpoint, cost, clip, prompt, output, labels, state in zip(
+            c.keys,
+            c.endpoints,
+            c.costs,
+            c.clips,
+            c.prompts,
+            c.outputs,
+            c.labels,
+            states,
+            strict=True,
+        )
+    ]
 
 
 def _verdicts(
